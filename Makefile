@@ -1,0 +1,28 @@
+# Two entry points for a fresh clone (see README):
+#   make quickstart   set up .venv, train configs/sample.yaml, evaluate it, tag data/sample/raw.txt
+#   make test         set up .venv and run the whole test suite
+VENV ?= .venv
+PYTHON ?= python3
+RUN ?= runs/sample
+
+$(VENV)/.installed: pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --upgrade pip
+	$(VENV)/bin/pip install --quiet -c constraints.txt -e ".[dev]"
+	touch $@
+
+.PHONY: setup quickstart test
+setup: $(VENV)/.installed
+
+quickstart: $(VENV)/.installed
+	$(VENV)/bin/python train.py configs/sample.yaml output.dir=$(RUN)
+	$(VENV)/bin/ner evaluate $(RUN) data/sample/test.txt --output $(RUN)/test.predictions.conll
+	$(VENV)/bin/ner tag $(RUN) data/sample/raw.txt -o $(RUN)/raw.entities.jsonl
+	@echo
+	@echo "model:            $(RUN)/  (weights model.pt, vocab.json, config.yaml)"
+	@echo "training metrics: $(RUN)/metrics.jsonl (per epoch), $(RUN)/metrics.json (dev and test)"
+	@echo "test predictions: $(RUN)/test.predictions.conll  (scores in $(RUN)/evaluate/test/metrics.json)"
+	@echo "tagged raw text:  $(RUN)/raw.entities.jsonl"
+
+test: $(VENV)/.installed
+	$(VENV)/bin/python -m pytest
