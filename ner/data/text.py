@@ -1,0 +1,247 @@
+"""Raw text -> sentences -> tokens with character offsets, tokenized like CoNLL-2003.
+
+CoNLL-2003 is Penn-Treebank-like: punctuation is split off, "n't" and "'s" are separate tokens, hyphenated words
+and abbreviations ("U.S.", "AL-AIN") stay whole and both kinds of double quote are written `"`. Sentence splitting
+is segtok's ``split_single`` and word splitting its ``word_tokenizer`` with contraction and possessive splitting,
+adapted where CoNLL-2003 differs (see ``_conll_pieces``); ``bench/tokenizer_agreement.py`` measures the result.
+
+Every token carries ``(start, end)`` with ``text[start:end]`` its surface string in the original text, and
+``Token.text``, the normalised form given to the model (curly quotes and apostrophes made ASCII, ``` `` ``` and
+``''`` made ``"``, Unicode dashes made ``-``/``--``). Normalisation never changes the offsets.
+
+Line breaks (``\\n``, ``\\r\\n``, ``\\r``, U+2028...) always end a sentence. Tabs, other control characters and
+Unicode spaces separate tokens like a space. Very long input stays bounded: text without a sentence break is cut
+into chunks of at most ``max_chars`` characters at whitespace, sentences into pieces of at most ``max_tokens``
+tokens (at whitespace where possible) and tokens into pieces of at most ``max_token_chars`` characters.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from typing import NamedTuple
+
+import regex
+
+from segtok.segmenter import split_single
+from segtok.tokenizer import split_contractions, split_possessive_markers, word_tokenizer
+
+MAX_TOKENS = 200
+"""Most tokens in one sentence given to the model; longer sentences are cut (CoNLL-2003's longest has 124)."""
+MAX_CHARS = 10_000
+"""Most characters handed to the sentence splitter at once; longer text is cut at whitespace first."""
+MAX_TOKEN_CHARS = 100
+"""Most characters in one token; longer runs without a break (base64, long URLs) are cut into pieces."""
+
+
+class Token(NamedTuple):
+    """One token: ``text`` is the normalised form for the model; ``source[start:end]`` is its surface string."""
+
+    text: str
+    start: int
+    end: int
+
+
+_LINE_BREAK = re.compile(r"\r\n|[\n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029]")
+
+
+def _char_map() -> dict[int, str]:
+    """One-to-one character replacements applied before tokenizing (same length, so offsets stay valid)."""
+    table: dict[int, str] = {}
+    for code in range(0x3001):  # every control character and Unicode space lies below U+3001
+        char = chr(code)
+        category = unicodedata.category(char)
+        # Control characters (tab included) and Unicode spaces separate tokens like a space.
+        if category in ("Cc", "Zs", "Zl", "Zp") and char != " ":
+            table[code] = " "
+    table[0xFEFF] = " "  # byte-order mark / zero-width no-break space
+    for char in "\u2018\u2019\u201a\u201b\u2032\u00b4\u02bc":
+        table[ord(char)] = "'"
+    for char in "\u201c\u201d\u201e\u201f\u2033\u00ab\u00bb":
+        table[ord(char)] = '"'
+    for char in "\u2010\u2011\u2012\u2212":
+        table[ord(char)] = "-"
+    return table
+
+
+_CHAR_MAP = _char_map()
+
+_TOKEN_FORMS = {"``": '"', "''": '"', "\u2013": "-", "\u2014": "--", "\u2015": "--", "\u2026": "..."}
+"""Whole-token normalisations that change the length (the offsets keep the surface)."""
+
+_PUNCTUATION_PIECE = regex.compile(r"``|''|-+|\.+|\*+|=+|\X")
+"""Pieces of a word without letters or digits: paired quotes and runs of dashes, dots, stars and equals signs
+stay whole as in CoNLL-2003, anything else is one piece per grapheme cluster (an emoji with its modifiers)."""
+_POSSESSIVE = re.compile(r"(.*\w)('[sS])")
+_ALNUM = re.compile(r"\w")
+_MARK = regex.compile(r"\p{M}")
+_DIGITS = re.compile(r"\d")
+_NUMBER = re.compile(r"[\d.,]*\d")
+_FALLBACK_TOKEN = re.compile(r"\w+|[^\w\s]")
+
+
+def _conll_pieces(word: str) -> list[str]:
+    """Split one segtok word further where CoNLL-2003 splits it; the pieces concatenate to ``word``."""
+    if _ALNUM.search(word) is None:
+        return _PUNCTUATION_PIECE.findall(word)  # '("' -> '(', '"'; '((' -> '(', '('
+    possessive = _POSSESSIVE.fullmatch(word)  # segtok leaves "S.AFRICA'S" whole
+    if possessive:
+        return [possessive.group(1), possessive.group(2)]
+    return [word]
+
+
+def _joins(left: str, right: str, before: str, after: str) -> bool:
+    """Whether adjacent pieces ``left`` and ``right`` form one CoNLL-2003 token that segtok splits;
+    ``before`` and ``after`` are the characters just around the pair ("" at the ends)."""
+    if _MARK.match(right) or (_MARK.match(left[-1:]) and right[:1].isalnum()):
+        return True  # a combining accent belongs to its letter: "e\u0301cole" (decomposed "école")
+    if left in ("+", ".") and _DIGITS.match(right):
+        return not before.isalnum()  # "+44", ".778" (batting averages)
+    if left.endswith("/") or right == "/":
+        return (right == "/" and left[-1:].isdigit()) or (left[-2:-1].isdigit() and right[:1].isdigit())  # "1/2"
+    if right == "$":
+        return left.isupper() and len(left) <= 3 and not before.isalnum()  # "C$", "US$", "HK$"
+    if right == "=":
+        return _NUMBER.fullmatch(left) is not None and not after.strip()  # golf scores "19="
+    if right == "-":
+        return (left[-1:].isalpha() and after.isspace()) or (left[-1:] == "." and after.isalpha())  # "U.S.-led"
+    if left[-1:] in ("-", "&") and _ALNUM.search(left):
+        return right[:1].isalnum()  # "U.S.-" + "led", "S&" + "P"
+    if right == "&":
+        return left[-1:].isupper() and after.isupper()  # "S&P", "AT&T"
+    return False
+
+
+def _token_spans(sentence: str) -> list[tuple[int, int]]:
+    """(start, end) of each token of one normalised sentence, left to right."""
+    words = split_contractions(split_possessive_markers(word_tokenizer(sentence)))
+    spans: list[tuple[int, int]] = []
+    cursor = 0
+    for word in words:
+        for piece in _conll_pieces(word):
+            start = sentence.find(piece, cursor)
+            if start < 0 or sentence[cursor:start].strip():
+                # Never expected (segtok returns substrings); fall back to words and single symbols.
+                return [match.span() for match in _FALLBACK_TOKEN.finditer(sentence)]
+            end = start + len(piece)
+            if spans and spans[-1][1] == start:
+                left_start = spans[-1][0]
+                before, after = sentence[left_start - 1:left_start] if left_start else "", sentence[end:end + 1]
+                if _joins(sentence[left_start:start], piece, before, after):
+                    spans[-1] = (left_start, end)
+                    cursor = end
+                    continue
+            spans.append((start, end))
+            cursor = end
+    return spans
+
+
+def tokenize(text: str, offset: int = 0) -> list[Token]:
+    """Tokens of ``text`` taken as one sentence, with offsets counted from ``offset``; no length bounds."""
+    return _tokens(text.translate(_CHAR_MAP), offset)
+
+
+def _tokens(normalised: str, offset: int) -> list[Token]:
+    """Tokens of one normalised sentence, with offsets counted from ``offset``."""
+    tokens = []
+    for start, end in _token_spans(normalised):
+        form = normalised[start:end]
+        tokens.append(Token(_TOKEN_FORMS.get(form, form), offset + start, offset + end))
+    return tokens
+
+
+def _chunks(text: str, start: int, end: int, max_chars: int) -> list[tuple[int, int]]:
+    """Cut ``text[start:end]`` into (start, end) pieces of at most ``max_chars`` characters, at whitespace where
+    the second half of a piece has some."""
+    pieces = []
+    while end - start > max_chars:
+        limit = start + max_chars
+        cut = max(text.rfind(" ", start + max_chars // 2, limit), text.rfind("\t", start + max_chars // 2, limit))
+        stop = cut + 1 if cut >= 0 else limit
+        pieces.append((start, stop))
+        start = stop
+    pieces.append((start, end))
+    return pieces
+
+
+def _split_long_tokens(tokens: list[Token], source: str, max_token_chars: int) -> list[Token]:
+    """Cut tokens longer than ``max_token_chars`` into consecutive pieces."""
+    if all(token.end - token.start <= max_token_chars for token in tokens):
+        return tokens
+    pieces = []
+    for token in tokens:
+        if token.end - token.start <= max_token_chars:
+            pieces.append(token)
+            continue
+        for start in range(token.start, token.end, max_token_chars):
+            end = min(start + max_token_chars, token.end)
+            form = source[start:end].translate(_CHAR_MAP)
+            pieces.append(Token(_TOKEN_FORMS.get(form, form), start, end))
+    return pieces
+
+
+def _bounded(tokens: list[Token], max_tokens: int) -> list[list[Token]]:
+    """Cut a sentence into pieces of at most ``max_tokens`` tokens, between tokens separated by whitespace
+    where the second half of the piece has such a gap."""
+    pieces = []
+    while len(tokens) > max_tokens:
+        cut = max_tokens
+        for index in range(max_tokens, max_tokens // 2, -1):
+            if tokens[index - 1].end < tokens[index].start:
+                cut = index
+                break
+        pieces.append(tokens[:cut])
+        tokens = tokens[cut:]
+    pieces.append(tokens)
+    return pieces
+
+
+_INITIALS_END = re.compile(r"(?:^|[\s(])(?:[A-Z]\.)+$")
+"""A sentence candidate ending in an initial or a dotted acronym ("M.", "F.A."): segtok splits after these, but
+in news text a name or noun nearly always follows ("M. Waugh", "F.A. Cup")."""
+
+
+def _sentence_spans(normalised: str) -> list[tuple[int, int]]:
+    """(start, end) of each sentence in a normalised text without line breaks."""
+    spans: list[tuple[int, int]] = []
+    cursor = 0
+    for sentence in split_single(normalised):
+        start = normalised.find(sentence, cursor)
+        if start < 0:  # never expected (segtok returns stripped substrings): keep the rest as one sentence
+            spans.append((cursor, len(normalised)))
+            break
+        end = start + len(sentence)
+        if spans and _INITIALS_END.search(normalised[spans[-1][0]:spans[-1][1]]):
+            spans[-1] = (spans[-1][0], end)
+        elif sentence:
+            spans.append((start, end))
+        cursor = end
+    return spans
+
+
+def split_sentences(
+    text: str,
+    *,
+    max_tokens: int = MAX_TOKENS,
+    max_chars: int = MAX_CHARS,
+    max_token_chars: int = MAX_TOKEN_CHARS,
+) -> list[list[Token]]:
+    """Sentences of ``text`` as lists of tokens with offsets into ``text``; sentences without tokens are left out.
+
+    Line breaks always end a sentence. No sentence has more than ``max_tokens`` tokens and no token more than
+    ``max_token_chars`` characters.
+    """
+    sentences: list[list[Token]] = []
+    line_start = 0
+    for line_break in [*_LINE_BREAK.finditer(text), None]:
+        line_end = line_break.start() if line_break else len(text)
+        for chunk_start, chunk_end in _chunks(text, line_start, line_end, max_chars):
+            normalised = text[chunk_start:chunk_end].translate(_CHAR_MAP)
+            for start, end in _sentence_spans(normalised):
+                tokens = _tokens(normalised[start:end], chunk_start + start)
+                tokens = _split_long_tokens(tokens, text, max_token_chars)
+                if tokens:
+                    sentences.extend(_bounded(tokens, max_tokens))
+        if line_break:
+            line_start = line_break.end()
+    return sentences

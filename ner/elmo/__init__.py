@@ -1,0 +1,10 @@
+"""ELMo in this repo: character ids, the biLM, published-weight import/export, the embedder and its cache,
+and language-model pretraining. ``ELMO_SPEC.md`` (in the shared folder) is the reference behaviour."""
+
+from ner.elmo.bilm import BiLM, BiLMOptions
+from ner.elmo.cache import ElmoCache
+from ner.elmo.chars import batch_to_char_ids
+from ner.elmo.embedder import Elmo, load_bilm
+from ner.nn.scalar_mix import ScalarMix
+
+__all__ = ["BiLM", "BiLMOptions", "Elmo", "ElmoCache", "ScalarMix", "batch_to_char_ids", "load_bilm"]

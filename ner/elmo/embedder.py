@@ -1,0 +1,89 @@
+"""The ELMo embedder: biLM -> scalar mix (+ optional batch layer norm) -> strip ``<S>``/``</S>`` -> dropout.
+
+This is AllenNLP's ``Elmo`` with one output representation (ELMO_SPEC.md section 6). The mix is applied to the
+``time + 2`` tensors, so its layer norm counts the boundary tokens, as in the reference. A frozen embedder can
+skip the biLM altogether: ``ElmoCache.layers_for`` returns the same ``(layers, mask)`` the biLM would, and
+``Elmo.from_layers`` does the rest.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import torch
+from torch import nn
+
+from ner.elmo.bilm import BiLM
+from ner.elmo.chars import remove_sentence_boundaries
+from ner.errors import ConfigError
+from ner.nn.scalar_mix import ScalarMix
+
+
+class Elmo(nn.Module):
+    """``forward(char_ids (batch, time, 50)) -> (embeddings (batch, time, 2P), mask (batch, time))``.
+
+    Args:
+        bilm: the language model.
+        dropout: element-wise dropout on the output.
+        do_layer_norm: normalise each layer over the masked batch before mixing (see ``ScalarMix``).
+        fine_tune: train the biLM too; otherwise its parameters are frozen and it runs without gradients.
+        scalar_mix_parameters: fixed pre-softmax layer weights; when given, the weights and gamma are frozen.
+        l2_coef: L2 coefficient on the mix weights, returned by ``penalty()`` (add it to the training loss).
+    """
+
+    def __init__(
+        self,
+        bilm: BiLM,
+        dropout: float = 0.5,
+        do_layer_norm: bool = False,
+        fine_tune: bool = False,
+        scalar_mix_parameters: Sequence[float] | None = None,
+        l2_coef: float = 0.0,
+    ) -> None:
+        super().__init__()
+        self.bilm = bilm
+        self.fine_tune = fine_tune
+        bilm.requires_grad_(fine_tune)
+        self.scalar_mix = ScalarMix(
+            bilm.options.num_layers + 1,
+            do_layer_norm=do_layer_norm,
+            initial_scalar_parameters=scalar_mix_parameters,
+            trainable=scalar_mix_parameters is None,
+            l2_coef=l2_coef,
+        )
+        self.dropout = nn.Dropout(dropout)
+        self.output_dim = bilm.output_dim
+
+    def forward(self, char_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        with torch.set_grad_enabled(self.fine_tune and torch.is_grad_enabled()):
+            layers, mask = self.bilm(char_ids)  # [(batch, time + 2, 2P)], (batch, time + 2)
+        return self.from_layers(layers, mask)
+
+    def from_layers(
+        self, layers: Sequence[torch.Tensor] | torch.Tensor, mask: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mix biLM ``layers`` (``num_layers + 1`` tensors, or one stacked tensor, ``(batch, time + 2, 2P)``)
+        with their ``(batch, time + 2)`` mask; returns ``(batch, time, 2P)`` and the ``(batch, time)`` mask."""
+        mixed = self.scalar_mix(layers, mask)  # (batch, time + 2, 2P)
+        embeddings, token_mask = remove_sentence_boundaries(mixed, mask)  # (batch, time, 2P), (batch, time)
+        return self.dropout(embeddings), token_mask
+
+    def penalty(self) -> torch.Tensor:
+        """L2 penalty on the scalar-mix weights (``l2_coef * sum(w ** 2)``)."""
+        return self.scalar_mix.penalty()
+
+
+def load_bilm(
+    pretrained_dir: str | Path | None = None,
+    options_file: str | Path | None = None,
+    weights_file: str | Path | None = None,
+) -> BiLM:
+    """A biLM from our own pretraining folder, or from published AllenNLP ``options.json`` + ``weights.hdf5``."""
+    if pretrained_dir is not None and (options_file or weights_file):
+        raise ConfigError("model.elmo: give either pretrained_dir or options_file + weights_file, not both")
+    if pretrained_dir is not None:
+        return BiLM.load(pretrained_dir)
+    if options_file is None or weights_file is None:
+        raise ConfigError("model.elmo: options_file and weights_file go together")
+    return BiLM.from_allennlp(options_file, weights_file)

@@ -1,0 +1,108 @@
+"""Span-level scores with seqeval: micro and per-type precision, recall, F1 and support, default and strict mode.
+
+Default mode behaves like conlleval. Strict mode counts a span only when its tags are exactly well-formed IOB2;
+both gold and predicted tags are converted to IOB2 first, so the two modes agree on well-formed sequences and
+differ exactly where a prediction is ill-formed.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Sequence
+
+from seqeval.metrics import classification_report
+from seqeval.scheme import IOB2
+
+from ner.data.conll import Corpus, read_conll, write_predictions, write_text_atomic
+from ner.data.schemes import convert_tags
+from ner.data.sources import check_unseen_tags
+from ner.errors import NerError
+from ner.model import Tagger
+
+MODES = ("default", "strict")
+
+
+def score(gold: Sequence[Sequence[str]], predicted: Sequence[Sequence[str]], scheme: str) -> dict[str, Any]:
+    """Score tag sequences written in ``scheme``.
+
+    Returns ``{"default": report, "strict": report}`` where a report maps ``"micro"`` and each entity type to
+    ``{"precision", "recall", "f1", "support"}``.
+    """
+    if len(gold) != len(predicted):
+        raise ValueError(f"gold has {len(gold)} sentences but predicted has {len(predicted)}")
+    gold_iob2 = [convert_tags(list(tags), scheme, "IOB2") for tags in gold]
+    pred_iob2 = [convert_tags(list(tags), scheme, "IOB2") for tags in predicted]
+    return {
+        "default": _report(gold_iob2, pred_iob2, strict=False),
+        "strict": _report(gold_iob2, pred_iob2, strict=True),
+    }
+
+
+def score_corpus(tagger: Tagger, corpus: Corpus, batch_size: int = 64) -> tuple[dict[str, Any], list[list[str]]]:
+    """Scores of ``tagger`` on a labelled corpus, and its predictions (in the corpus's scheme)."""
+    predicted = tagger.predict([s.tokens for s in corpus.sentences], batch_size)
+    scheme = tagger.config.model.scheme
+    gold = [convert_tags(s.tags, corpus.scheme, scheme) for s in corpus.sentences]
+    model_predicted = [convert_tags(p, tagger.data_scheme, scheme) for p in predicted]
+    return score(gold, model_predicted, scheme), [convert_tags(p, tagger.data_scheme, corpus.scheme) for p in predicted]
+
+
+def evaluate_run(run_dir: str | Path, data_file: str | Path, predictions_path: str | Path | None = None,
+                 verbose: bool = False) -> dict[str, Any]:
+    """Score the tagger in ``run_dir`` on a CoNLL file (read with the run's column settings).
+
+    Writes ``RUN_DIR/evaluate/<file stem>/metrics.json`` and, on request, ``token gold predicted`` lines.
+    Returns the scores.
+    """
+    tagger = Tagger.load(run_dir)
+    data = tagger.config.data
+    corpus = read_conll(data_file, data.token_column, data.tag_column, data.scheme)
+    if corpus.scheme is None:
+        raise NerError(f"{data_file}: no tag column: evaluate needs gold tags (use `ner tag` for raw text)")
+    corpus = check_unseen_tags(corpus, tagger.tags.items, data.unseen_tags)
+    scores, predicted = score_corpus(tagger, corpus)
+    out_dir = Path(run_dir) / "evaluate" / Path(data_file).stem
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_json({"data": str(data_file), **scores}, out_dir / "metrics.json")
+    if predictions_path is not None:
+        write_predictions(predictions_path, corpus.sentences, predicted)
+    if verbose:
+        print(f"{data_file}: {len(corpus.sentences)} sentences\n{format_table(scores)}")
+        print(f"metrics written to {out_dir / 'metrics.json'}" +
+              (f", predictions to {predictions_path}" if predictions_path else ""))
+    return scores
+
+
+def _report(gold: list[list[str]], predicted: list[list[str]], strict: bool) -> dict[str, dict[str, float]]:
+    options: dict[str, Any] = {"mode": "strict", "scheme": IOB2} if strict else {}
+    raw = classification_report(gold, predicted, output_dict=True, zero_division=0, **options)
+    report = {"micro": _row(raw["micro avg"])}
+    for name, row in sorted(raw.items()):
+        if not name.endswith(" avg"):
+            report[name] = _row(row)
+    return report
+
+
+def _row(row: dict[str, float]) -> dict[str, float]:
+    return {"precision": float(row["precision"]), "recall": float(row["recall"]),
+            "f1": float(row["f1-score"]), "support": int(row["support"])}
+
+
+def format_table(scores: dict[str, Any]) -> str:
+    """Default and strict reports side by side, one row per entity type, micro average last."""
+    default, strict = scores["default"], scores["strict"]
+    names = [n for n in default if n != "micro"] + ["micro"]
+    header = f"{'type':<8} {'support':>7} | {'P':>6} {'R':>6} {'F1':>6} (default) | {'P':>6} {'R':>6} {'F1':>6} (strict)"
+    lines = [header, "-" * len(header)]
+    for name in names:
+        d, s = default[name], strict.get(name, {"precision": 0.0, "recall": 0.0, "f1": 0.0})
+        lines.append(f"{name:<8} {d['support']:>7} | {100 * d['precision']:6.2f} {100 * d['recall']:6.2f} "
+                     f"{100 * d['f1']:6.2f}           | {100 * s['precision']:6.2f} {100 * s['recall']:6.2f} "
+                     f"{100 * s['f1']:6.2f}")
+    return "\n".join(lines)
+
+
+def write_json(data: Any, path: Path) -> None:
+    """Write JSON atomically (temporary file, then rename)."""
+    write_text_atomic(path, json.dumps(data, indent=2) + "\n")

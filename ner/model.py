@@ -1,0 +1,288 @@
+"""The BiLSTM-CRF tagger: embedder -> our BiLSTM -> linear emissions -> constrained CRF.
+
+``TaggerModel`` is the ``nn.Module`` (tensors in, tensors out). ``Tagger`` pairs it with its vocabularies and
+tag schemes: it builds or loads a run directory, turns token lists into batches, and returns tags (in the
+scheme of the user's files) or entity spans with their CRF probabilities.
+
+Shape letters: B sentences, T tokens, W characters per token, D embedder features, H LSTM hidden size,
+K tags.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import torch
+from torch import nn
+from torch.nn.utils.rnn import pad_sequence
+
+from ner.config import CONFIG_VERSION, Config, ModelConfig, config_from_dict, read_yaml
+from ner.data.batching import Batch, Batcher
+from ner.data.conll import Corpus, Sentence, write_text_atomic
+from ner.data.features import CASING_CLASSES, casing_class
+from ner.data.vectors import read_vectors
+from ner.data.schemes import convert_tags, tags_to_spans
+from ner.data.vocab import Vocabulary, build_vocabularies, load_vocabularies, save_vocabularies
+from ner.errors import ConfigError, NerError
+from ner.nn.char_cnn import CharCNN
+from ner.nn.crf import CRF, allowed_transitions
+from ner.nn.lstm import GRU, LSTM
+
+WEIGHTS_FILE = "model.pt"
+CONFIG_FILE = "config.yaml"
+META_FILE = "model.json"
+MODEL_FORMAT = 1  # bump when the saved layout changes; Tagger.load refuses other formats
+
+
+class Embedder(nn.Module):
+    """Per-token features: word embedding ⊕ casing embedding ⊕ character CNN ⊕ (optional) ELMo features.
+
+    Words are looked up in a lowercased vocabulary (by default); the casing class restores what lowercasing
+    removed; the character CNN sees the original spelling.
+    """
+
+    def __init__(self, config: ModelConfig, num_words: int, num_chars: int, elmo_dim: int = 0) -> None:
+        super().__init__()
+        emb, cnn = config.embeddings, config.char_cnn
+        self.words = nn.Embedding(num_words, emb.dim, padding_idx=0)
+        self.words.weight.requires_grad_(not emb.freeze)
+        self.casing = nn.Embedding(len(CASING_CLASSES), emb.casing_dim, padding_idx=0) if emb.casing_dim else None
+        self.chars = CharCNN(num_chars, cnn.dim, [tuple(f) for f in cnn.filters], highway_layers=cnn.highway) \
+            if cnn.dim else None
+        self.output_dim = emb.dim + emb.casing_dim + (self.chars.output_dim if self.chars else 0) + elmo_dim
+
+    def forward(self, word_ids: torch.Tensor, casing_ids: torch.Tensor, char_ids: torch.Tensor,
+                mask: torch.Tensor, elmo: torch.Tensor | None = None) -> torch.Tensor:
+        """word_ids, casing_ids (B, T), char_ids (B, T, W), mask (B, T), elmo (B, T, E) -> (B, T, D)."""
+        features = [self.words(word_ids)]  # (B, T, word_dim)
+        if self.casing is not None:
+            features.append(self.casing(casing_ids))  # (B, T, casing_dim)
+        if self.chars is not None:
+            features.append(self.chars(char_ids, mask))  # (B, T, char_features), zero at padding
+        if elmo is not None:
+            features.append(elmo)  # (B, T, E)
+        return torch.cat(features, dim=-1)  # (B, T, D)
+
+
+class TaggerModel(nn.Module):
+    """Emission scores from embedder + BiLSTM + linear layer; a CRF constrained to well-formed sequences."""
+
+    def __init__(self, config: ModelConfig, num_words: int, num_chars: int, tag_names: Sequence[str]) -> None:
+        super().__init__()
+        self.embedder = Embedder(config, num_words, num_chars)
+        self.dropout = nn.Dropout(config.dropout)
+        lstm = config.lstm
+        recurrent = GRU if lstm.variant == "gru" else LSTM
+        options: dict[str, Any] = {} if lstm.variant == "gru" else {"variant": lstm.variant}
+        self.encoder = recurrent(self.embedder.output_dim, lstm.hidden_size, num_layers=lstm.num_layers,
+                                 bidirectional=True, dropout=config.dropout if lstm.num_layers > 1 else 0.0,
+                                 layer_norm=lstm.layer_norm, residual=lstm.residual, **options)
+        self.emissions = nn.Linear(2 * lstm.hidden_size, len(tag_names))
+        self.crf = CRF(len(tag_names), allowed_transitions(tag_names, config.scheme))
+
+    def forward(self, word_ids: torch.Tensor, casing_ids: torch.Tensor, char_ids: torch.Tensor,
+                mask: torch.Tensor, elmo: torch.Tensor | None = None) -> torch.Tensor:
+        """Emission scores (B, T, K) for the batch's tokens."""
+        x = self.dropout(self.embedder(word_ids, casing_ids, char_ids, mask, elmo))  # (B, T, D)
+        hidden, _ = self.encoder(x, mask)  # (B, T, 2H), zero at padding
+        return self.emissions(self.dropout(hidden))  # (B, T, K)
+
+
+class EncodedSentences:
+    """Sentences turned into ids once (words, characters, casing, tags); served as padded batches."""
+
+    def __init__(self, batcher: Batcher, casing: list[torch.Tensor]) -> None:
+        self.batcher = batcher
+        self.casing = casing  # each (T_i,) long
+
+    def __len__(self) -> int:
+        return len(self.batcher)
+
+    def batches(self, batch_size: int, shuffle: bool = False, seed: int = 0) -> Iterator[tuple[Batch, torch.Tensor]]:
+        """(batch, casing ids (B, T)) pairs, grouped by length; ``shuffle`` orders them by ``seed`` alone."""
+        for batch in self.batcher.batches(batch_size, shuffle=shuffle, seed=seed):
+            yield batch, pad_sequence([self.casing[i] for i in batch.indices], batch_first=True)
+
+
+class Tagger:
+    """A trained (or new) tagger with everything needed to use it: config, vocabularies, tag schemes.
+
+    ``data_scheme`` is the scheme of the training files (predictions are converted back to it); the model
+    works in ``config.model.scheme``.
+    """
+
+    def __init__(self, config: Config, words: Vocabulary, chars: Vocabulary, tags: Vocabulary,
+                 data_scheme: str, device: torch.device | str = "cpu") -> None:
+        self.config, self.words, self.chars, self.tags = config, words, chars, tags
+        self.data_scheme = data_scheme
+        self.device = torch.device(device)
+        self.model = TaggerModel(config.model, len(words), len(chars), tags.items).to(self.device)
+
+    # ------------------------------------------------------------------------------------- building, saving
+    @classmethod
+    def build(cls, config: Config, train: Corpus, device: torch.device | str = "cpu") -> Tagger:
+        """A fresh tagger whose vocabularies come from the training corpus (tags in the model's scheme)."""
+        model_scheme = config.model.scheme
+        sentences = [_with_tags(s, convert_tags(s.tags, train.scheme, model_scheme)) for s in train.sentences]
+        emb = config.model.embeddings
+        words, chars, tags = build_vocabularies(sentences, emb.min_count, emb.lowercase, scheme=model_scheme)
+        vectors = read_vectors(emb.pretrained, emb.dim, emb.lowercase) if emb.pretrained else {}
+        if vectors:  # every pretrained word joins the vocabulary, so dev/test words outside training get theirs
+            words = Vocabulary(words.items[2:] + [w for w in vectors if w not in words.index], lowercase=emb.lowercase)
+        tagger = cls(config, words, chars, tags, train.scheme, device)
+        table = tagger.model.embedder.words.weight  # (num_words, dim)
+        with torch.no_grad():
+            for word, vector in vectors.items():
+                table[words.index[word]] = vector
+        return tagger
+
+    def save_vocabularies(self, run_dir: Path) -> None:
+        """Write the vocabularies and ``model.json`` (formats and schemes) into ``run_dir``."""
+        save_vocabularies(run_dir, self.words, self.chars, self.tags)
+        meta = {"format": MODEL_FORMAT, "data_scheme": self.data_scheme, "model_scheme": self.config.model.scheme}
+        write_text_atomic(run_dir / META_FILE, json.dumps(meta, indent=2) + "\n")
+
+    def save_weights(self, run_dir: Path) -> None:
+        """Write the model's state dict to ``model.pt`` (atomically; loads with ``weights_only=True``)."""
+        tmp = run_dir / (WEIGHTS_FILE + ".tmp")
+        torch.save(self.model.state_dict(), tmp)
+        tmp.replace(run_dir / WEIGHTS_FILE)
+
+    @classmethod
+    def load(cls, run_dir: str | Path, device: torch.device | str | None = None) -> Tagger:
+        """Load a run directory written by ``ner train``; needs nothing else. Safe on untrusted files."""
+        run_dir = Path(run_dir)
+        if not run_dir.is_dir():
+            raise NerError(f"{run_dir}: no such run directory (expected the output.dir of `ner train`)")
+        for name in (CONFIG_FILE, META_FILE, WEIGHTS_FILE):
+            if not (run_dir / name).is_file():
+                raise NerError(f"{run_dir}: missing {name} (expected a run directory written by `ner train`)")
+        meta = json.loads((run_dir / META_FILE).read_text(encoding="utf-8"))
+        if meta.get("format") != MODEL_FORMAT:
+            raise NerError(f"{run_dir / META_FILE}: model format {meta.get('format')!r} is not supported by this "
+                           f"ner (expected {MODEL_FORMAT}); retrain the model with this version")
+        try:
+            config = config_from_dict(read_yaml(run_dir / CONFIG_FILE), run_dir, str(run_dir / CONFIG_FILE))
+        except ConfigError as error:
+            raise NerError(f"{error} (the run was written by an incompatible version of ner)") from None
+        words, chars, tags = load_vocabularies(run_dir)
+        device = resolve_device(config.training.device) if device is None else device
+        tagger = cls(config, words, chars, tags, meta["data_scheme"], device)
+        state = torch.load(run_dir / WEIGHTS_FILE, map_location=tagger.device, weights_only=True)
+        try:
+            tagger.model.load_state_dict(state)
+        except RuntimeError as error:
+            raise NerError(f"{run_dir / WEIGHTS_FILE}: weights do not fit the saved config: "
+                           f"{str(error).splitlines()[0]}") from None
+        tagger.model.eval()
+        return tagger
+
+    # ------------------------------------------------------------------------------------------ batches
+    def encode(self, token_seqs: Sequence[Sequence[str]], tag_seqs: Sequence[Sequence[str]] | None = None
+               ) -> EncodedSentences:
+        """Ids of sentences (tags, if given, in the model's scheme)."""
+        widest = max((w for w, _ in self.config.model.char_cnn.filters), default=1)
+        batcher = Batcher(token_seqs, self.words, self.chars, tag_seqs, self.tags if tag_seqs is not None else None,
+                          min_word_length=widest, max_word_length=50)
+        casing = [torch.tensor([casing_class(token) for token in tokens]) for tokens in batcher.tokens]
+        return EncodedSentences(batcher, casing)
+
+    def encode_corpus(self, corpus: Corpus) -> EncodedSentences:
+        """A labelled corpus, its tags converted to the model's scheme."""
+        scheme = self.config.model.scheme
+        return self.encode([s.tokens for s in corpus.sentences],
+                           [convert_tags(s.tags, corpus.scheme, scheme) for s in corpus.sentences])
+
+    def emissions(self, batch: Batch, casing_ids: torch.Tensor, word_dropout: float = 0.0) -> torch.Tensor:
+        """Emission scores (B, T, K); ``word_dropout`` replaces that share of words by <unk> (training)."""
+        word_ids = batch.word_ids.to(self.device)  # (B, T)
+        if word_dropout > 0:
+            dropped = torch.rand(word_ids.shape, device=self.device) < word_dropout  # (B, T)
+            word_ids = word_ids.masked_fill(dropped & (word_ids > 0), self.words.unk_id)
+        return self.model(word_ids, casing_ids.to(self.device), batch.char_ids.to(self.device),
+                          batch.mask.to(self.device))
+
+    def loss(self, batch: Batch, casing_ids: torch.Tensor) -> torch.Tensor:
+        """Mean negative log-likelihood of the batch's gold tags (training mode: dropout, word dropout)."""
+        emissions = self.emissions(batch, casing_ids, self.config.model.word_dropout)
+        return self.model.crf.neg_log_likelihood(emissions, batch.tag_ids.to(self.device),
+                                                 batch.mask.to(self.device))
+
+    # ------------------------------------------------------------------------------------------ predicting
+    @torch.no_grad()
+    def predict_encoded(self, encoded: EncodedSentences, batch_size: int = 64, with_scores: bool = False
+                        ) -> list[list[str]] | tuple[list[list[str]], list[list[tuple[str, int, int, float]]]]:
+        """Tags in the model's scheme for every encoded sentence (in input order), optionally scored spans."""
+        self.model.eval()
+        tags: list[list[str]] = [[] for _ in range(len(encoded))]
+        spans: list[list[tuple[str, int, int, float]]] = [[] for _ in range(len(encoded))]
+        scheme = self.config.model.scheme
+        for batch, casing_ids in encoded.batches(batch_size):
+            emissions = self.emissions(batch, casing_ids)  # (B, T, K)
+            mask = batch.mask.to(self.device)
+            paths = self.model.crf.decode(emissions, mask).tolist()  # (B, T)
+            batch_tags = [self.tags.decode(path[:len(tokens)]) for path, tokens in zip(paths, batch.tokens)]
+            for index, sentence_tags in zip(batch.indices, batch_tags):
+                tags[index] = sentence_tags
+            if with_scores:
+                batch_spans = [tags_to_spans(t) for t in batch_tags]
+                probabilities = self.model.crf.span_probabilities(emissions, mask, batch_spans, self.tags.items, scheme)
+                for index, sentence_spans, probs in zip(batch.indices, batch_spans, probabilities):
+                    spans[index] = [(kind, start, end, p) for (kind, start, end), p in zip(sentence_spans, probs)]
+        return (tags, spans) if with_scores else tags
+
+    def predict(self, sentences: Sequence[Sequence[str]], batch_size: int = 64) -> list[list[str]]:
+        """Tags for tokenised sentences, in the scheme of the training files.
+
+        >>> tagger.predict([["EU", "rejects", "German", "call"]])  # doctest: +SKIP
+        [['I-ORG', 'O', 'I-MISC', 'O']]
+        """
+        sentences = _checked(sentences)
+        nonempty = [i for i, tokens in enumerate(sentences) if tokens]
+        result: list[list[str]] = [[] for _ in sentences]
+        if nonempty:
+            model_tags = self.predict_encoded(self.encode([sentences[i] for i in nonempty]), batch_size)
+            for i, tags in zip(nonempty, model_tags):
+                result[i] = convert_tags(tags, self.config.model.scheme, self.data_scheme)
+        return result
+
+    def predict_spans(self, sentences: Sequence[Sequence[str]], batch_size: int = 64
+                      ) -> list[list[tuple[str, int, int, float]]]:
+        """Entities of tokenised sentences as ``(type, start_token, end_token_exclusive, probability)``."""
+        sentences = _checked(sentences)
+        nonempty = [i for i, tokens in enumerate(sentences) if tokens]
+        result: list[list[tuple[str, int, int, float]]] = [[] for _ in sentences]
+        if nonempty:
+            _, spans = self.predict_encoded(self.encode([sentences[i] for i in nonempty]), batch_size, True)
+            for i, sentence_spans in zip(nonempty, spans):
+                result[i] = sentence_spans
+        return result
+
+    def tag(self, text: str) -> list[dict[str, Any]]:
+        """Entities in raw text: ``[{"start", "end", "type", "text", "score"}, ...]`` with character offsets."""
+        from ner.tagging import tag_text
+
+        return tag_text(self, text)
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` -> CUDA when available, else CPU; ``cuda`` without a GPU is a clear error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise NerError("training.device: cuda requested but no CUDA device is available (use auto or cpu)")
+    return torch.device(name)
+
+
+def _checked(sentences: Sequence[Sequence[str]]) -> list[list[str]]:
+    """Token lists, refusing a bare string (a common mistake: pass [["EU", "rejects"]], not ["EU rejects"])."""
+    if isinstance(sentences, str) or any(isinstance(s, str) for s in sentences):
+        raise TypeError("expected a list of token lists, e.g. [['EU', 'rejects', 'German', 'call']]")
+    return [list(s) for s in sentences]
+
+
+def _with_tags(sentence: Sentence, tags: list[str]) -> Sentence:
+    return dataclasses.replace(sentence, tags=tags)

@@ -1,0 +1,3 @@
+"""Neural network building blocks written in this repository."""
+
+from ner.nn.lstm import GRU, LSTM

@@ -1,0 +1,85 @@
+"""Character CNN token encoder (Kim et al. 2016; ELMo's ``_ElmoCharacterEncoder``).
+
+Per token: embed its character ids ``(chars, char_dim)``; for each filter ``(width, num)`` a ``Conv1d``
+without padding gives ``(num, chars - width + 1)``, its **max over time** then the activation gives ``num``
+features; the filters are concatenated in order (``sum(num)`` features), passed through optional highway
+layers (relu) and an optional linear projection. Character id 0 is padding: its embedding row is zero and
+stays zero. Positions holding it still take part in the max, as in ELMo, where every token has exactly 50 ids.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ner.nn.highway import Highway
+
+_ACTIVATIONS = {"relu": torch.relu, "tanh": torch.tanh}
+
+
+class CharCNN(nn.Module):
+    """Character CNN over ``(..., chars)`` int64 ids -> ``(..., output_dim)`` token vectors.
+
+    Args:
+        num_chars: rows of the character embedding (id 0 = padding).
+        char_dim: character embedding width.
+        filters: ``(width, num_filters)`` pairs, in output order.
+        activation: ``"relu"`` or ``"tanh"``, applied after the max over time.
+        highway_layers: highway layers (relu) on the concatenated filter outputs.
+        projection_dim: width of a final ``Linear`` (with bias, no activation); ``None`` for no projection.
+    """
+
+    def __init__(
+        self,
+        num_chars: int,
+        char_dim: int,
+        filters: Sequence[tuple[int, int]],
+        activation: str = "relu",
+        highway_layers: int = 0,
+        projection_dim: int | None = None,
+    ) -> None:
+        super().__init__()
+        if activation not in _ACTIVATIONS:
+            raise ValueError(f"activation must be one of {sorted(_ACTIVATIONS)}, got {activation!r}")
+        if not filters or any(width < 1 or num < 1 for width, num in filters):
+            raise ValueError(f"filters must be a non-empty list of positive (width, num) pairs, got {filters!r}")
+        self.filters = [(int(width), int(num)) for width, num in filters]
+        self.activation = activation
+        self.max_width = max(width for width, _ in self.filters)
+        self.num_filters = sum(num for _, num in self.filters)
+        self.embedding = nn.Embedding(num_chars, char_dim, padding_idx=0)
+        self.convs = nn.ModuleList(nn.Conv1d(char_dim, num, kernel_size=width) for width, num in self.filters)
+        self.highway = Highway(self.num_filters, highway_layers) if highway_layers > 0 else None
+        self.projection = nn.Linear(self.num_filters, projection_dim) if projection_dim else None
+        self.output_dim = projection_dim or self.num_filters
+
+    def forward(self, char_ids: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Encode ``char_ids`` (..., chars); with ``mask`` (...) bool, only the tokens where it is true are
+        computed and the others get exact zeros. Returns ``(..., output_dim)``."""
+        leading = char_ids.shape[:-1]
+        flat_ids = char_ids.reshape(-1, char_ids.size(-1))  # (tokens, chars)
+        if mask is None:
+            return self._encode(flat_ids).reshape(*leading, self.output_dim)
+        if mask.shape != leading:
+            raise ValueError(f"mask shape {tuple(mask.shape)} does not match char_ids shape {tuple(leading)}")
+        flat_mask = mask.reshape(-1)  # (tokens,)
+        out = flat_ids.new_zeros(flat_ids.size(0), self.output_dim, dtype=self.embedding.weight.dtype)
+        out[flat_mask] = self._encode(flat_ids[flat_mask])
+        return out.reshape(*leading, self.output_dim)
+
+    def _encode(self, ids: torch.Tensor) -> torch.Tensor:
+        """(tokens, chars) -> (tokens, output_dim)."""
+        if ids.size(1) < self.max_width:  # too short for the widest filter: pad with id 0
+            ids = F.pad(ids, (0, self.max_width - ids.size(1)))
+        chars = self.embedding(ids).transpose(1, 2)  # (tokens, char_dim, chars)
+        activation = _ACTIVATIONS[self.activation]
+        features = [activation(conv(chars).amax(dim=-1)) for conv in self.convs]  # [(tokens, num)]
+        x = torch.cat(features, dim=-1)  # (tokens, num_filters)
+        if self.highway is not None:
+            x = self.highway(x)
+        if self.projection is not None:
+            x = self.projection(x)
+        return x

@@ -1,0 +1,509 @@
+"""Linear-chain CRF with tagging-scheme constraints, batched Viterbi, forward-backward and span probabilities.
+
+Parameters (``start_transitions``, ``end_transitions``, ``transitions``) live in a wrapped
+``torchcrf.CRF(num_tags, batch_first=True)``, so their names, shapes and initialisation are pytorch-crf's.
+Every computation here uses the *effective* scores: the parameters with disallowed entries replaced by
+``IMPOSSIBLE`` (-1e4) at use time, so constraints hold however training moves the parameters (and the
+disallowed entries get no gradient). Do not call ``self.crf.forward``/``self.crf.decode`` directly: they
+ignore the constraints. Without constraints the likelihood equals pytorch-crf's and ``decode`` returns
+its paths.
+
+Shapes: B = batch, T = time (longest sentence), K = number of tags, N = number of segments.
+All inputs are batch-first. ``mask`` is a (B, T) bool tensor, on for a prefix of each row (left-aligned
+padding) with the first step on; ``None`` means no padding. Works on any device; emissions are float32
+or float64 (the scores are computed in the wider of the emissions' and the parameters' dtype).
+
+Span confidence (what ``ner tag`` reports): ``span_probabilities`` gives P(span is an entity of its type)
+under the CRF. With BIOES the tags inside a span (``S-X`` or ``B-X I-X.. E-X``) determine the span
+exactly, so its probability is the segment probability P(y[s:e] = those tags). With IOB2 the span is
+``B-X I-X..`` *not followed by* ``I-X``: P(y[s:e] = B-X I-X..) - P(y[s:e+1] = B-X I-X.. I-X) (no second
+term when the span ends the sentence). Both are exact when the CRF carries the constraints of the scheme
+(ill-formed sequences then have probability exp(-1e4) = 0).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import NamedTuple
+
+import torch
+import torchcrf
+from torch import nn
+
+SCHEMES = ("IOB1", "IOB2", "BIOES")
+# Score given to disallowed start/transition/end entries: exp(-1e4) is exactly 0 in float32 and float64.
+IMPOSSIBLE = -1e4
+REDUCTIONS = ("mean", "sum", "token_mean", "none")
+
+# Entity-tag prefixes of each scheme, and which of them (with "O") may start and end a sentence.
+_PREFIXES = {"IOB1": ("B", "I"), "IOB2": ("B", "I"), "BIOES": ("B", "I", "E", "S")}
+_STARTS = {"IOB1": ("O", "I"), "IOB2": ("O", "B"), "BIOES": ("O", "B", "S")}
+_ENDS = {"IOB1": ("O", "B", "I"), "IOB2": ("O", "B", "I"), "BIOES": ("O", "E", "S")}
+
+
+class Constraints(NamedTuple):
+    """Which starts, transitions and ends are allowed; True = allowed."""
+
+    start: torch.Tensor  # (K,) bool
+    transitions: torch.Tensor  # (K, K) bool, [from_tag, to_tag]
+    end: torch.Tensor  # (K,) bool
+
+
+def _parse_tag(name: str, scheme: str, index: int) -> tuple[str, str | None]:
+    """Split ``"B-PER"`` into ``("B", "PER")`` and ``"O"`` into ``("O", None)``; ValueError otherwise."""
+    if name == "O":
+        return "O", None
+    prefix, dash, entity_type = name.partition("-")
+    if dash and entity_type and prefix in _PREFIXES[scheme]:
+        return prefix, entity_type
+    prefixes = ", ".join(f"{p}-TYPE" for p in _PREFIXES[scheme])
+    raise ValueError(f"tag {name!r} at index {index} is not valid in scheme {scheme}: expected O or {prefixes}")
+
+
+def _can_follow(previous: tuple[str, str | None], following: tuple[str, str | None], scheme: str) -> bool:
+    """Whether tag ``following`` may come right after tag ``previous`` in ``scheme``."""
+    (prev_prefix, prev_type), (next_prefix, next_type) = previous, following
+    continues_entity = prev_prefix in ("B", "I") and prev_type == next_type
+    if scheme == "IOB1":  # B-X only separates two adjacent X entities
+        return next_prefix != "B" or continues_entity
+    if scheme == "IOB2":  # I-X only continues an X entity
+        return next_prefix != "I" or continues_entity
+    if prev_prefix in ("B", "I"):  # BIOES: an open entity must go on (I) or close (E) with its own type
+        return next_prefix in ("I", "E") and continues_entity
+    return next_prefix in ("O", "B", "S")
+
+
+def allowed_transitions(tag_names: Sequence[str], scheme: str) -> Constraints:
+    """Constraint masks that make sequences ill-formed in ``scheme`` impossible.
+
+    ``tag_names[i]`` is the name of tag id ``i``: ``"O"`` or ``PREFIX-TYPE`` with the scheme's prefixes
+    (IOB1/IOB2: B, I; BIOES: B, I, E, S). Any other name (a ``"<pad>"`` tag, ``"E-PER"`` in IOB2, ``"B-"``)
+    raises ValueError: the CRF's tag set holds entity tags only.
+
+    IOB2: start/O/other type -> I-X forbidden (I-X only after B-X or I-X). IOB1: B-X only after B-X or I-X.
+    BIOES: B-X/I-X -> only I-X/E-X; E/S/O -> only B-*/S-*/O; start in {B, S, O}; end in {E, S, O}.
+    Returns ``Constraints(start (K,), transitions (K, K) [from, to], end (K,))`` bool tensors on the CPU.
+    """
+    if scheme not in SCHEMES:
+        raise ValueError(f"scheme must be one of {', '.join(SCHEMES)}, got {scheme!r}")
+    duplicates = sorted({name for name in tag_names if list(tag_names).count(name) > 1})
+    if duplicates:
+        raise ValueError(f"tag_names must be distinct, got {', '.join(map(repr, duplicates))} more than once")
+    tags = [_parse_tag(name, scheme, index) for index, name in enumerate(tag_names)]
+    start = torch.tensor([prefix in _STARTS[scheme] for prefix, _ in tags], dtype=torch.bool)
+    end = torch.tensor([prefix in _ENDS[scheme] for prefix, _ in tags], dtype=torch.bool)
+    transitions = torch.tensor(
+        [[_can_follow(previous, following, scheme) for following in tags] for previous in tags], dtype=torch.bool
+    ).reshape(len(tags), len(tags))
+    return Constraints(start, transitions, end)
+
+
+def _span_tag_names(entity_type: str, length: int, scheme: str) -> list[str]:
+    """Tags of an entity of ``length`` tokens: IOB2 ``B I..``; BIOES ``S`` or ``B I.. E``."""
+    if scheme == "IOB2":
+        return [f"B-{entity_type}"] + [f"I-{entity_type}"] * (length - 1)
+    if length == 1:
+        return [f"S-{entity_type}"]
+    return [f"B-{entity_type}"] + [f"I-{entity_type}"] * (length - 2) + [f"E-{entity_type}"]
+
+
+class CRF(nn.Module):
+    """Linear-chain CRF over pytorch-crf's parameters, with optional constraints (see the module docstring).
+
+    Args:
+        num_tags: K, the number of tags.
+        constraints: ``allowed_transitions(...)`` output (or any ``(start (K,), transitions (K, K), end (K,))``
+            bool triple); ``None`` allows everything. Kept as buffers ``start_allowed``,
+            ``transitions_allowed``, ``end_allowed`` (saved in the state dict, moved with ``.to``).
+    """
+
+    def __init__(self, num_tags: int, constraints: Constraints | tuple[torch.Tensor, ...] | None = None) -> None:
+        super().__init__()
+        self.crf = torchcrf.CRF(num_tags, batch_first=True)  # raises ValueError for num_tags <= 0
+        self.num_tags = num_tags
+        if constraints is None:
+            constraints = Constraints(
+                torch.ones(num_tags, dtype=torch.bool),
+                torch.ones(num_tags, num_tags, dtype=torch.bool),
+                torch.ones(num_tags, dtype=torch.bool),
+            )
+        if len(constraints) != 3:
+            raise ValueError(f"constraints must be (start, transitions, end), got {len(constraints)} items")
+        for name, allowed, shape in zip(
+            ("start", "transitions", "end"), constraints, ((num_tags,), (num_tags, num_tags), (num_tags,))
+        ):
+            if not isinstance(allowed, torch.Tensor) or allowed.dtype != torch.bool or allowed.shape != shape:
+                got = f"{allowed.dtype} {tuple(allowed.shape)}" if isinstance(allowed, torch.Tensor) else type(allowed)
+                raise ValueError(f"constraints {name} must be a bool tensor of shape {shape}, got {got}")
+        self.register_buffer("start_allowed", constraints[0].clone())
+        self.register_buffer("transitions_allowed", constraints[1].clone())
+        self.register_buffer("end_allowed", constraints[2].clone())
+
+    def extra_repr(self) -> str:
+        return f"num_tags={self.num_tags}"
+
+    def effective_scores(self, dtype: torch.dtype | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(start (K,), transitions (K, K) [from, to], end (K,)) with disallowed entries set to IMPOSSIBLE."""
+        start = self.crf.start_transitions.masked_fill(~self.start_allowed, IMPOSSIBLE)
+        transitions = self.crf.transitions.masked_fill(~self.transitions_allowed, IMPOSSIBLE)
+        end = self.crf.end_transitions.masked_fill(~self.end_allowed, IMPOSSIBLE)
+        if dtype is None:
+            return start, transitions, end
+        return start.to(dtype), transitions.to(dtype), end.to(dtype)
+
+    # ----------------------------------------------------------------------------------- public API
+
+    def neg_log_likelihood(
+        self,
+        emissions: torch.Tensor,
+        tags: torch.Tensor,
+        mask: torch.Tensor | None = None,
+        reduction: str = "mean",
+    ) -> torch.Tensor:
+        """-log P(tags | emissions): emissions (B, T, K), tags (B, T) int64 (any value at padding), mask (B, T).
+
+        reduction: ``"mean"`` over sentences -> (), ``"sum"`` -> (), ``"token_mean"`` (sum / unmasked
+        tokens) -> (), ``"none"`` -> (B,). A gold path that breaks the constraints costs about 1e4.
+        """
+        if reduction not in REDUCTIONS:
+            raise ValueError(f"reduction must be one of {', '.join(REDUCTIONS)}, got {reduction!r}")
+        mask = self._validate(emissions, mask)
+        self._validate_tags(tags, mask, "tags")
+        emissions, (start, transitions, end) = self._prepare(emissions, mask)
+        lengths = mask.sum(dim=1)  # (B,)
+        tags = tags.masked_fill(~mask, 0)  # (B, T): padding may hold any value, e.g. -100
+        log_z = self._log_z(self._alpha(emissions, start, transitions), end, lengths)  # (B,)
+        nll = log_z - self._path_score(emissions, tags, mask, lengths, start, transitions, end)  # (B,)
+        if reduction == "mean":
+            return nll.mean()
+        if reduction == "sum":
+            return nll.sum()
+        if reduction == "token_mean":
+            return nll.sum() / lengths.sum()
+        return nll
+
+    @torch.no_grad()
+    def decode(self, emissions: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Best tag path by batched Viterbi: emissions (B, T, K), mask (B, T) -> (B, T) int64, 0 at padding.
+
+        All in tensor ops (no per-step ``.item()``): one max per step forward, one gather per step back.
+        """
+        mask = self._validate(emissions, mask)
+        start, transitions, end = self.effective_scores(torch.promote_types(emissions.dtype, self._dtype))
+        emissions = emissions.to(start.dtype)
+        batch_size, seq_len, num_tags = emissions.shape
+        # score[b, j]: best score of a path ending in tag j at step t (steps past a sentence's end are
+        # computed too, and ignored: the final score is read at each sentence's last step).
+        score = start + emissions[:, 0]  # (B, K)
+        scores, history = [score], []
+        for t in range(1, seq_len):
+            # (B, K_prev, K_next) -> best previous tag for each next tag; the emission does not depend on it
+            best, best_previous = (score.unsqueeze(2) + transitions).max(dim=1)  # (B, K), (B, K)
+            score = best + emissions[:, t]  # (B, K)
+            scores.append(score)
+            history.append(best_previous)
+        batch = torch.arange(batch_size, device=emissions.device)
+        last_step = mask.sum(dim=1) - 1  # (B,)
+        final = torch.stack(scores, dim=1)[batch, last_step] + end  # (B, K)
+        tag = final.argmax(dim=1, keepdim=True)  # (B, 1): best last tag
+        path = [tag]
+        if seq_len > 1:
+            # Past a sentence's end, point each tag to itself so the backtrace carries its last tag through.
+            identity = torch.arange(num_tags, device=emissions.device)  # (K,)
+            pointers = torch.where(mask[:, 1:].T.unsqueeze(2), torch.stack(history), identity)  # (T-1, B, K)
+            for t in range(seq_len - 2, -1, -1):
+                tag = pointers[t].gather(1, tag)  # (B, 1): best tag at step t given the tag at t + 1
+                path.append(tag)
+        path.reverse()
+        return torch.cat(path, dim=1).masked_fill(~mask, 0)  # (B, T)
+
+    def log_partition(self, emissions: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """log Z, the log-sum-exp of the scores of all (allowed) paths: emissions (B, T, K) -> (B,)."""
+        mask = self._validate(emissions, mask)
+        emissions, (start, transitions, end) = self._prepare(emissions, mask)
+        return self._log_z(self._alpha(emissions, start, transitions), end, mask.sum(dim=1))
+
+    def forward_backward(
+        self, emissions: torch.Tensor, mask: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Forward and backward log scores: emissions (B, T, K) -> (log_alpha (B, T, K), log_beta (B, T, K),
+        log_Z (B,)).
+
+        log_alpha[b, t, j]: log-sum-exp over paths y[0..t] with y[t] = j of start + transitions + emissions
+        up to and including step t. log_beta[b, t, j]: log-sum-exp over continuations y[t+1..] given y[t] = j
+        of transitions + emissions after t + end. So log_alpha + log_beta - log_Z = log P(y[t] = j).
+        Both are 0 at padding positions.
+        """
+        mask = self._validate(emissions, mask)
+        return self._forward_backward(*self._prepare(emissions, mask), mask)
+
+    def marginals(self, emissions: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """P(y[t] = j) for every step and tag: emissions (B, T, K) -> (B, T, K), 0 at padding positions."""
+        mask = self._validate(emissions, mask)
+        log_alpha, log_beta, log_z = self._forward_backward(*self._prepare(emissions, mask), mask)
+        probabilities = torch.exp(log_alpha + log_beta - log_z[:, None, None])  # (B, T, K)
+        return probabilities.masked_fill(~mask.unsqueeze(2), 0.0)
+
+    def segment_log_probs(
+        self,
+        emissions: torch.Tensor,
+        mask: torch.Tensor | None,
+        batch_index: torch.Tensor,
+        start: torch.Tensor,
+        end: torch.Tensor,
+        path: torch.Tensor,
+    ) -> torch.Tensor:
+        """log P(y[start:end] == path[start:end]) for N segments at once.
+
+        emissions (B, T, K), mask (B, T) or None, batch_index/start/end (N,) int64 (``end`` exclusive,
+        ``0 <= start < end <= length``), path (B, T) int64 (e.g. ``decode``'s output) -> (N,).
+        """
+        mask = self._validate(emissions, mask)
+        self._validate_segments(mask, batch_index, start, end)
+        if path.shape != mask.shape:
+            raise ValueError(f"path must have shape {tuple(mask.shape)} (batch, time), got {tuple(path.shape)}")
+        self._validate_tags(path, mask, "path")
+        emissions, scores = self._prepare(emissions, mask)
+        seq_len = mask.size(1)
+        offsets = torch.arange(seq_len, device=mask.device)  # (T,): segments are at most T long
+        times = (start.unsqueeze(1) + offsets).clamp(max=seq_len - 1)  # (N, T)
+        segment_tags = path[batch_index.unsqueeze(1), times]  # (N, T), past the segment's end unused
+        return self._segment_log_probs(emissions, scores, mask, batch_index, start, segment_tags, end - start)
+
+    @torch.no_grad()
+    def span_probabilities(
+        self,
+        emissions: torch.Tensor,
+        mask: torch.Tensor | None,
+        spans: Sequence[Sequence[tuple[str, int, int]]],
+        tag_names: Sequence[str],
+        scheme: str,
+    ) -> list[list[float]]:
+        """P(each span is an entity of its type), e.g. for the spans of ``decode``'s path.
+
+        spans[b] lists sentence b's spans as ``(type, start, end_exclusive)`` token offsets (as
+        ``tags_to_spans`` gives them); ``tag_names[i]`` names tag id i; scheme is the CRF's tag scheme,
+        ``"IOB2"`` or ``"BIOES"`` (see the module docstring for the formulas). Returns floats shaped as
+        ``spans``.
+        """
+        mask = self._validate(emissions, mask)
+        if scheme not in ("IOB2", "BIOES"):
+            raise ValueError(f"span probabilities need scheme IOB2 or BIOES, got {scheme!r}")
+        if len(tag_names) != self.num_tags:
+            raise ValueError(f"tag_names must name all {self.num_tags} tags, got {len(tag_names)}")
+        if len(spans) != mask.size(0):
+            raise ValueError(f"spans must list the spans of each of the {mask.size(0)} sentences, got {len(spans)}")
+        tag_ids = {name: index for index, name in enumerate(tag_names)}
+        lengths = mask.sum(dim=1).tolist()
+        # One segment per span (rows 0..n-1, in span order); for IOB2 spans that end before their sentence
+        # does, also that segment followed by I-X (rows n.., in span order).
+        plain: list[tuple[int, int, list[int]]] = []  # (sentence, start, tag ids)
+        followed: list[tuple[int, int, list[int]]] = []
+        has_follower: list[bool] = []
+        for sentence, sentence_spans in enumerate(spans):
+            for entity_type, span_start, span_end in sentence_spans:
+                if not 0 <= span_start < span_end <= lengths[sentence]:
+                    raise ValueError(
+                        f"span ({entity_type!r}, {span_start}, {span_end}) of sentence {sentence} must satisfy "
+                        f"0 <= start < end <= {lengths[sentence]} (the sentence length)"
+                    )
+                names = _span_tag_names(entity_type, span_end - span_start, scheme)
+                follows = scheme == "IOB2" and span_end < lengths[sentence]
+                needed = names + [f"I-{entity_type}"] if follows else names
+                missing = [name for name in needed if name not in tag_ids]
+                if missing:
+                    raise ValueError(f"span type {entity_type!r} needs tag {missing[0]!r}, which is not in tag_names")
+                ids = [tag_ids[name] for name in names]
+                plain.append((sentence, span_start, ids))
+                has_follower.append(follows)
+                if follows:
+                    followed.append((sentence, span_start, ids + [tag_ids[f"I-{entity_type}"]]))
+        if not plain:
+            return [[] for _ in spans]
+        rows = plain + followed
+        device = mask.device
+        width = max(len(ids) for _, _, ids in rows)
+        batch_index = torch.tensor([sentence for sentence, _, _ in rows], device=device)  # (N,)
+        start = torch.tensor([span_start for _, span_start, _ in rows], device=device)  # (N,)
+        segment_len = torch.tensor([len(ids) for _, _, ids in rows], device=device)  # (N,)
+        segment_tags = torch.tensor([ids + [0] * (width - len(ids)) for _, _, ids in rows], device=device)  # (N, S)
+        emissions, scores = self._prepare(emissions, mask)
+        log_probs = self._segment_log_probs(emissions, scores, mask, batch_index, start, segment_tags, segment_len)
+        log_probs = log_probs.clamp(max=0.0)  # (N,): rounding can put a probability of 1 a hair above
+        span_log_probs = log_probs[: len(plain)]  # (n,)
+        follower_log_probs = torch.full_like(span_log_probs, float("-inf"))  # (n,): -inf = no I-X term
+        follower_log_probs[torch.tensor(has_follower, device=device)] = log_probs[len(plain) :]
+        # P(segment) - P(segment, I-X) = P(segment) * (1 - exp(log P(segment, I-X) - log P(segment)))
+        ratio = (follower_log_probs - span_log_probs).clamp(max=0.0)  # (n,)
+        probabilities = (torch.exp(span_log_probs) * -torch.expm1(ratio)).tolist()
+        result, offset = [], 0
+        for sentence_spans in spans:
+            result.append(probabilities[offset : offset + len(sentence_spans)])
+            offset += len(sentence_spans)
+        return result
+
+    # ------------------------------------------------------------------------------------- internals
+
+    @property
+    def _dtype(self) -> torch.dtype:
+        return self.crf.transitions.dtype
+
+    def _validate(self, emissions: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        """Check emissions and mask (whole left-aligned-prefix precondition); return the mask (all on if None)."""
+        if emissions.dim() != 3 or emissions.size(2) != self.num_tags:
+            raise ValueError(f"emissions must have shape (batch, time, {self.num_tags}), got {tuple(emissions.shape)}")
+        if emissions.dtype not in (torch.float32, torch.float64):
+            raise ValueError(f"emissions must be float32 or float64, got {emissions.dtype}")
+        if emissions.size(1) == 0:
+            raise ValueError(f"emissions must have at least one time step, got shape {tuple(emissions.shape)}")
+        if mask is None:
+            return emissions.new_ones(emissions.shape[:2], dtype=torch.bool)
+        if mask.dtype != torch.bool:
+            raise ValueError(f"mask must be a bool tensor, got {mask.dtype}")
+        if mask.shape != emissions.shape[:2]:
+            raise ValueError(
+                f"mask must have shape {tuple(emissions.shape[:2])} (batch, time) like emissions, "
+                f"got {tuple(mask.shape)}"
+            )
+        first_off = ~mask[:, 0]  # (B,)
+        on_after_off = mask[:, 1:] & ~mask[:, :-1]  # (B, T-1)
+        if (first_off | on_after_off.any(dim=1)).any():  # one device sync on the happy path
+            if first_off.any():
+                row = int(first_off.nonzero()[0, 0])
+                raise ValueError(f"mask must be on at the first time step of every sentence, got off in row {row}")
+            row, step = (int(index) for index in on_after_off.nonzero()[0])
+            raise ValueError(
+                f"mask must be left-aligned (on for a prefix of each row, then off), got on after off in row {row} "
+                f"at time step {step + 1}"
+            )
+        return mask
+
+    def _validate_tags(self, tags: torch.Tensor, mask: torch.Tensor, name: str) -> None:
+        """Check a (B, T) int64 tag tensor whose values are tag ids wherever the mask is on."""
+        if tags.dtype != torch.int64:
+            raise ValueError(f"{name} must be an int64 tensor, got {tags.dtype}")
+        if tags.shape != mask.shape:
+            raise ValueError(f"{name} must have shape {tuple(mask.shape)} (batch, time), got {tuple(tags.shape)}")
+        out_of_range = mask & ((tags < 0) | (tags >= self.num_tags))  # (B, T)
+        if out_of_range.any():
+            row, step = (int(index) for index in out_of_range.nonzero()[0])
+            raise ValueError(
+                f"{name} must be tag ids in [0, {self.num_tags}) where the mask is on, got {int(tags[row, step])} "
+                f"in row {row} at time step {step}"
+            )
+
+    def _validate_segments(
+        self, mask: torch.Tensor, batch_index: torch.Tensor, start: torch.Tensor, end: torch.Tensor
+    ) -> None:
+        """Check N segments: int64 (N,) tensors with 0 <= batch_index < B and 0 <= start < end <= length."""
+        for name, values in (("batch_index", batch_index), ("start", start), ("end", end)):
+            if values.dtype != torch.int64 or values.dim() != 1 or values.shape != batch_index.shape:
+                raise ValueError(
+                    f"{name} must be a 1-D int64 tensor of the same length as batch_index, "
+                    f"got {values.dtype} {tuple(values.shape)}"
+                )
+        bad_row = (batch_index < 0) | (batch_index >= mask.size(0))  # (N,)
+        if bad_row.any():
+            index = int(bad_row.nonzero()[0, 0])
+            raise ValueError(f"batch_index must be in [0, {mask.size(0)}), got {int(batch_index[index])} at {index}")
+        lengths = mask.sum(dim=1)[batch_index]  # (N,)
+        bad_range = (start < 0) | (start >= end) | (end > lengths)  # (N,)
+        if bad_range.any():
+            index = int(bad_range.nonzero()[0, 0])
+            raise ValueError(
+                f"segments must satisfy 0 <= start < end <= sentence length, got start {int(start[index])}, "
+                f"end {int(end[index])}, length {int(lengths[index])} at {index}"
+            )
+
+    def _prepare(
+        self, emissions: torch.Tensor, mask: torch.Tensor
+    ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+        """Emissions in the computation dtype with padding zeroed (so non-finite padding cannot leak NaN
+        into gradients), and the effective scores in that dtype."""
+        scores = self.effective_scores(torch.promote_types(emissions.dtype, self._dtype))
+        emissions = emissions.to(scores[0].dtype).masked_fill(~mask.unsqueeze(2), 0.0)  # (B, T, K)
+        return emissions, scores
+
+    @staticmethod
+    def _alpha(emissions: torch.Tensor, start: torch.Tensor, transitions: torch.Tensor) -> torch.Tensor:
+        """Forward log scores (B, T, K), computed through padding too (read at each sentence's last step)."""
+        log_alpha = start + emissions[:, 0]  # (B, K)
+        steps = [log_alpha]
+        for t in range(1, emissions.size(1)):
+            # (B, K_prev, K_next) summed over the previous tag; the emission does not depend on it
+            log_alpha = torch.logsumexp(log_alpha.unsqueeze(2) + transitions, dim=1) + emissions[:, t]  # (B, K)
+            steps.append(log_alpha)
+        return torch.stack(steps, dim=1)
+
+    @staticmethod
+    def _log_z(log_alpha: torch.Tensor, end: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """log Z (B,) from forward log scores (B, T, K) read at each sentence's last step."""
+        batch = torch.arange(log_alpha.size(0), device=log_alpha.device)
+        return torch.logsumexp(log_alpha[batch, lengths - 1] + end, dim=1)
+
+    @staticmethod
+    def _path_score(
+        emissions: torch.Tensor,
+        tags: torch.Tensor,
+        mask: torch.Tensor,
+        lengths: torch.Tensor,
+        start: torch.Tensor,
+        transitions: torch.Tensor,
+        end: torch.Tensor,
+    ) -> torch.Tensor:
+        """Unnormalised score (B,) of each tag path (B, T) (tags valid ids everywhere, emissions 0 at padding)."""
+        emission_scores = emissions.gather(2, tags.unsqueeze(2)).squeeze(2).sum(dim=1)  # (B,)
+        step_scores = transitions[tags[:, :-1], tags[:, 1:]].masked_fill(~mask[:, 1:], 0.0)  # (B, T-1)
+        last_tags = tags.gather(1, (lengths - 1).unsqueeze(1)).squeeze(1)  # (B,)
+        return start[tags[:, 0]] + emission_scores + step_scores.sum(dim=1) + end[last_tags]
+
+    @staticmethod
+    def _forward_backward(
+        emissions: torch.Tensor, scores: tuple[torch.Tensor, torch.Tensor, torch.Tensor], mask: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        start, transitions, end = scores
+        log_alpha = CRF._alpha(emissions, start, transitions)  # (B, T, K)
+        log_z = CRF._log_z(log_alpha, end, mask.sum(dim=1))  # (B,)
+        end_scores = end.expand(emissions.size(0), -1)  # (B, K)
+        log_beta = end_scores
+        steps = [log_beta]
+        for t in range(emissions.size(1) - 2, -1, -1):
+            # (B, K_this, K_next) summed over the next tag
+            following = torch.logsumexp(transitions + (emissions[:, t + 1] + log_beta).unsqueeze(1), dim=2)
+            # a sentence's last step (next step off) starts from the end scores
+            log_beta = torch.where(mask[:, t + 1].unsqueeze(1), following, end_scores)  # (B, K)
+            steps.append(log_beta)
+        steps.reverse()
+        padding = ~mask.unsqueeze(2)  # (B, T, 1)
+        log_beta = torch.stack(steps, dim=1).masked_fill(padding, 0.0)  # (B, T, K)
+        return log_alpha.masked_fill(padding, 0.0), log_beta, log_z
+
+    def _segment_log_probs(
+        self,
+        emissions: torch.Tensor,
+        scores: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+        mask: torch.Tensor,
+        batch_index: torch.Tensor,
+        start: torch.Tensor,
+        segment_tags: torch.Tensor,
+        segment_len: torch.Tensor,
+    ) -> torch.Tensor:
+        """log P(y[start : start + len] == segment_tags[:, :len]) (N,); segment_tags (N, S), S >= max len.
+
+        log_alpha at the first step + transitions and emissions inside + log_beta at the last step - log Z.
+        """
+        log_alpha, log_beta, log_z = self._forward_backward(emissions, scores, mask)
+        transitions = scores[1]
+        width = segment_tags.size(1)
+        inside = torch.arange(width, device=mask.device) < segment_len.unsqueeze(1)  # (N, S)
+        segment_tags = segment_tags.masked_fill(~inside, 0)  # (N, S): valid ids past each segment's end
+        times = (start.unsqueeze(1) + torch.arange(width, device=mask.device)).clamp(max=mask.size(1) - 1)  # (N, S)
+        rows = batch_index.unsqueeze(1)  # (N, 1)
+        step_scores = (
+            emissions[rows, times[:, 1:], segment_tags[:, 1:]] + transitions[segment_tags[:, :-1], segment_tags[:, 1:]]
+        )  # (N, S-1): score of moving into step s of the segment
+        inner = step_scores.masked_fill(~inside[:, 1:], 0.0).sum(dim=1)  # (N,)
+        last = segment_len - 1  # (N,)
+        last_tags = segment_tags.gather(1, last.unsqueeze(1)).squeeze(1)  # (N,)
+        first = log_alpha[batch_index, start, segment_tags[:, 0]]  # (N,)
+        return first + inner + log_beta[batch_index, start + last, last_tags] - log_z[batch_index]

@@ -1,0 +1,230 @@
+"""Training: read the corpus, build the tagger, run the epochs, keep the best model on dev F1.
+
+``train_from_config`` is what ``ner train`` / ``python train.py`` call. The run directory holds the resolved
+config, the vocabularies, the best weights (``model.pt``), the last-epoch checkpoint (``checkpoint.pt``, for
+``--resume``), ``metrics.jsonl`` (one line per epoch) and ``metrics.json`` (final dev and test scores). Every file
+is written atomically (temporary file, then rename), so an interrupted run loses at most the current epoch.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import torch
+from tqdm import tqdm
+
+from ner.config import Config, TrainingConfig, config_from_dict, load_config, read_yaml, save_config
+from ner.data.conll import Corpus, write_text_atomic
+from ner.data.sources import load_splits
+from ner.errors import NerError
+from ner.evaluation import format_table, score_corpus, write_json
+from ner.model import CONFIG_FILE, EncodedSentences, Tagger, resolve_device
+
+CHECKPOINT_FILE = "checkpoint.pt"
+METRICS_LOG = "metrics.jsonl"
+METRICS_FILE = "metrics.json"
+
+log = logging.getLogger("ner")
+
+
+@dataclass
+class TrainingState:
+    """What resuming needs beyond the weights: position, best score and patience."""
+
+    epoch: int = 0  # epochs finished
+    best_f1: float = -1.0
+    best_epoch: int = 0
+    epochs_without_improvement: int = 0
+
+
+def train_from_config(config_path: str | Path | None, overrides: Sequence[str] = (),
+                      resume: str | Path | None = None,
+                      on_epoch_end: Callable[[int], None] | None = None) -> dict[str, Any]:
+    """Train from a YAML config (or continue the run in ``resume``); returns the final metrics."""
+    _setup_logging()
+    if resume is not None:
+        run_dir = Path(resume)
+        if not (run_dir / CHECKPOINT_FILE).is_file():
+            raise NerError(f"{run_dir}: no {CHECKPOINT_FILE} to resume from (expected a run directory of `ner train`)")
+        config = config_from_dict(read_yaml(run_dir / CONFIG_FILE), base_dir=run_dir, origin=str(run_dir / CONFIG_FILE))
+        if overrides:
+            log.warning("ignoring overrides on --resume: the run continues with its saved config")
+    else:
+        if config_path is None:
+            raise NerError("train: a config file is required unless --resume is given")
+        config = load_config(config_path, overrides)
+        run_dir = Path(config.output.dir)
+        if (run_dir / CHECKPOINT_FILE).exists() or (run_dir / METRICS_FILE).exists():
+            raise NerError(f"{run_dir}: already holds a run; continue it with --resume {run_dir} "
+                           f"or choose another output.dir")
+    return train(config, run_dir, resume=resume is not None, on_epoch_end=on_epoch_end)
+
+
+def train(config: Config, run_dir: Path, resume: bool = False,
+          on_epoch_end: Callable[[int], None] | None = None) -> dict[str, Any]:
+    """The training loop. ``on_epoch_end(epoch)`` runs after each epoch's checkpoint (tests use it to interrupt)."""
+    opts = config.training
+    if opts.threads:
+        torch.set_num_threads(opts.threads)
+    torch.manual_seed(opts.seed)
+    device = resolve_device(opts.device)
+
+    if not config.data.train:
+        raise NerError("data.train: not set: expected the path of the training corpus")
+    corpora = load_splits(config.data)
+    train_corpus, dev_corpus = corpora["train"], corpora.get("dev")
+    if resume:
+        tagger = Tagger.load(run_dir, device=device)
+        checkpoint = torch.load(run_dir / CHECKPOINT_FILE, map_location=device, weights_only=True)
+    else:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        tagger = Tagger.build(config, train_corpus, device=device)
+        save_config(config, run_dir / CONFIG_FILE)
+        tagger.save_vocabularies(run_dir)
+        checkpoint = None
+
+    model = tagger.model
+    optimizer = _optimizer(model, opts)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda epoch: 1.0 / (1.0 + opts.lr_decay * epoch))
+    state = TrainingState()
+    if checkpoint is not None:
+        model.load_state_dict(checkpoint["model"])
+        optimizer.load_state_dict(checkpoint["optimizer"])
+        scheduler.load_state_dict(checkpoint["scheduler"])
+        state = TrainingState(**checkpoint["state"])
+        torch.set_rng_state(checkpoint["rng"])
+        if "cuda_rng" in checkpoint:
+            torch.cuda.set_rng_state_all(list(checkpoint["cuda_rng"]))
+        _truncate_metrics_log(run_dir / METRICS_LOG, state.epoch)  # drop epochs after the checkpoint
+        log.info("resuming %s after epoch %d (best dev F1 %.2f at epoch %d)", run_dir, state.epoch,
+                 100 * state.best_f1, state.best_epoch)
+
+    train_data = tagger.encode_corpus(train_corpus)
+    log.info("training on %d sentences (%d tokens), %s, %d parameters, run directory %s",
+             len(train_corpus.sentences), sum(len(s.tokens) for s in train_corpus.sentences), device,
+             sum(p.numel() for p in model.parameters() if p.requires_grad), run_dir)
+
+    for epoch in range(state.epoch + 1, opts.epochs + 1):
+        started = time.perf_counter()
+        loss = _train_epoch(tagger, train_data, optimizer, opts, epoch, config.output.progress)
+        scheduler.step()
+        seconds = time.perf_counter() - started
+        dev = score_corpus(tagger, dev_corpus)[0] if dev_corpus is not None else None
+        dev_f1 = dev["default"]["micro"]["f1"] if dev else -loss  # no dev set: keep the lowest loss
+        improved = dev_f1 > state.best_f1
+        state.epoch = epoch
+        if improved:
+            state.best_f1, state.best_epoch, state.epochs_without_improvement = dev_f1, epoch, 0
+            tagger.save_weights(run_dir)
+        else:
+            state.epochs_without_improvement += 1
+        record = {"epoch": epoch, "loss": loss, "lr": optimizer.param_groups[0]["lr"], "seconds": seconds,
+                  "sentences_per_second": len(train_corpus.sentences) / seconds}
+        if dev:
+            record.update({f"dev_{k}": dev["default"]["micro"][k] for k in ("precision", "recall", "f1")})
+        _append_jsonl(run_dir / METRICS_LOG, record)
+        _save_checkpoint(run_dir, model, optimizer, scheduler, state)
+        log.info("epoch %d: loss %.4f, dev F1 %s%s, %.1f s", epoch, loss,
+                 f"{100 * dev_f1:.2f}" if dev else "n/a", " (best)" if improved else "", seconds)
+        if on_epoch_end is not None:
+            on_epoch_end(epoch)
+        if opts.patience and state.epochs_without_improvement >= opts.patience:
+            log.info("early stop: no better dev F1 for %d epochs", opts.patience)
+            break
+
+    return _final_scores(run_dir, corpora, state, device)
+
+
+def _train_epoch(tagger: Tagger, data: EncodedSentences, optimizer: torch.optim.Optimizer, opts: TrainingConfig,
+                 epoch: int, progress: bool) -> float:
+    """One pass over the shuffled training batches; returns the mean loss per sentence."""
+    model = tagger.model
+    model.train()
+    total_loss, total_sentences = 0.0, 0
+    batches = data.batches(opts.batch_size, shuffle=True, seed=opts.seed + epoch)
+    total_batches = math.ceil(len(data) / opts.batch_size)
+    bar = tqdm(batches, total=total_batches, desc=f"epoch {epoch}/{opts.epochs}", unit="batch",
+               disable=not progress, leave=False)
+    started = time.perf_counter()
+    for batch, casing_ids in bar:
+        optimizer.zero_grad(set_to_none=True)
+        loss = tagger.loss(batch, casing_ids)  # mean over the batch's sentences
+        loss.backward()
+        if opts.grad_clip:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), opts.grad_clip)
+        optimizer.step()
+        size = batch.mask.size(0)
+        total_loss += loss.detach() * size  # stays a tensor: no host sync per step
+        total_sentences += size
+        if progress and bar.n % 20 == 0:
+            rate = total_sentences / (time.perf_counter() - started)
+            bar.set_postfix(loss=f"{float(total_loss) / total_sentences:.3f}", sent_s=f"{rate:.0f}")
+    mean = float(total_loss) / max(total_sentences, 1)
+    if not math.isfinite(mean):
+        raise NerError(f"training diverged at epoch {epoch} (loss {mean}); lower training.lr")
+    return mean
+
+
+def _optimizer(model: torch.nn.Module, opts: TrainingConfig) -> torch.optim.Optimizer:
+    params = [p for p in model.parameters() if p.requires_grad]
+    if opts.optimizer == "adam":
+        return torch.optim.Adam(params, lr=opts.lr, weight_decay=opts.weight_decay)
+    return torch.optim.SGD(params, lr=opts.lr, momentum=opts.momentum, weight_decay=opts.weight_decay)
+
+
+def _final_scores(run_dir: Path, corpora: dict[str, Corpus], state: TrainingState,
+                  device: torch.device) -> dict[str, Any]:
+    """Score the best model on dev and test, print the tables and write ``metrics.json``."""
+    best = Tagger.load(run_dir, device=device)
+    metrics: dict[str, Any] = {"best_epoch": state.best_epoch, "epochs": state.epoch}
+    for split in ("dev", "test"):
+        if split in corpora:
+            scores, _ = score_corpus(best, corpora[split])
+            metrics[split] = scores
+            log.info("%s (%s), best model from epoch %d:\n%s", split, corpora[split].path, state.best_epoch,
+                     format_table(scores))
+    write_json(metrics, run_dir / METRICS_FILE)
+    log.info("model, vocabularies and metrics written to %s", run_dir)
+    return metrics
+
+
+def _save_checkpoint(run_dir: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                     scheduler: Any, state: TrainingState) -> None:
+    checkpoint = {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                  "scheduler": scheduler.state_dict(), "state": vars(state), "rng": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        checkpoint["cuda_rng"] = torch.cuda.get_rng_state_all()
+    atomic_torch_save(checkpoint, run_dir / CHECKPOINT_FILE)
+
+
+def atomic_torch_save(obj: Any, path: Path) -> None:
+    """``torch.save`` to a temporary file, then rename over ``path``."""
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(obj, tmp)
+    tmp.replace(path)
+
+
+def _truncate_metrics_log(path: Path, last_epoch: int) -> None:
+    if path.is_file():
+        lines = [line for line in path.read_text(encoding="utf-8").splitlines()
+                 if line and json.loads(line)["epoch"] <= last_epoch]
+        write_text_atomic(path, "".join(line + "\n" for line in lines))
+
+
+def _append_jsonl(path: Path, record: dict[str, Any]) -> None:
+    with path.open("a", encoding="utf-8") as out:
+        out.write(json.dumps(record) + "\n")
+
+
+def _setup_logging() -> None:
+    if not log.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
+        log.addHandler(handler)
+        log.setLevel(logging.INFO)

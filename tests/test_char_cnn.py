@@ -1,0 +1,87 @@
+"""CharCNN and Highway against plain NumPy computations."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from ner.nn.char_cnn import CharCNN
+from ner.nn.highway import Highway
+
+
+def _reference_cnn(cnn: CharCNN, ids: np.ndarray) -> np.ndarray:
+    """(tokens, chars) ids -> (tokens, output_dim), written out with loops."""
+    table = cnn.embedding.weight.detach().double().numpy()
+    width_needed = cnn.max_width
+    if ids.shape[1] < width_needed:
+        ids = np.pad(ids, ((0, 0), (0, width_needed - ids.shape[1])))
+    chars = table[ids]  # (tokens, chars, dim)
+    features = []
+    for conv, (width, num) in zip(cnn.convs, cnn.filters):
+        kernel = conv.weight.detach().double().numpy()  # (num, dim, width)
+        bias = conv.bias.detach().double().numpy()
+        positions = [np.einsum("tcw,ncw->tn", chars[:, p : p + width].transpose(0, 2, 1), kernel) + bias
+                     for p in range(chars.shape[1] - width + 1)]
+        features.append(np.tanh(np.max(positions, axis=0)))
+    x = np.concatenate(features, -1)
+    for layer in cnn.highway.layers:
+        weight, bias = layer.weight.detach().double().numpy(), layer.bias.detach().double().numpy()
+        n = x.shape[1]
+        gate = 1 / (1 + np.exp(-(x @ weight[n:].T + bias[n:])))
+        x = gate * x + (1 - gate) * np.maximum(x @ weight[:n].T + bias[:n], 0)
+    return x @ cnn.projection.weight.detach().double().numpy().T + cnn.projection.bias.detach().double().numpy()
+
+
+@pytest.fixture
+def cnn() -> CharCNN:
+    torch.manual_seed(0)
+    return CharCNN(20, 3, [(1, 2), (2, 3), (4, 2)], activation="tanh", highway_layers=2, projection_dim=5).double()
+
+
+def test_matches_reference(cnn: CharCNN) -> None:
+    ids = torch.randint(0, 20, (6, 9))
+    np.testing.assert_allclose(cnn(ids).detach().numpy(), _reference_cnn(cnn, ids.numpy()), rtol=1e-10, atol=1e-12)
+
+
+def test_words_shorter_than_the_widest_filter_are_padded(cnn: CharCNN) -> None:
+    ids = torch.tensor([[4, 7], [9, 0]])
+    np.testing.assert_allclose(cnn(ids).detach().numpy(), _reference_cnn(cnn, ids.numpy()), rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(cnn(ids), cnn(torch.nn.functional.pad(ids, (0, 2))))
+
+
+def test_mask_gives_zeros_and_leaves_real_tokens_unchanged(cnn: CharCNN) -> None:
+    ids = torch.randint(1, 20, (2, 4, 6))  # (batch, time, chars)
+    mask = torch.tensor([[True, True, True, False], [True, False, False, False]])
+    out = cnn(ids, mask)
+    assert out.shape == (2, 4, 5)
+    assert out[~mask].abs().sum() == 0
+    torch.testing.assert_close(out[mask], cnn(ids)[mask])
+
+
+def test_padding_embedding_stays_zero(cnn: CharCNN) -> None:
+    cnn(torch.tensor([[0, 0, 3, 0]])).sum().backward()
+    assert cnn.embedding.weight[0].abs().sum() == 0 and cnn.embedding.weight.grad[0].abs().sum() == 0
+
+
+def test_output_dim_without_projection() -> None:
+    assert CharCNN(10, 4, [(3, 30), (2, 7)]).output_dim == 37
+
+
+def test_bad_arguments() -> None:
+    with pytest.raises(ValueError, match=r"activation must be one of \['relu', 'tanh'\], got 'gelu'"):
+        CharCNN(10, 4, [(3, 30)], activation="gelu")
+    with pytest.raises(ValueError, match=r"filters must be a non-empty list of positive \(width, num\) pairs"):
+        CharCNN(10, 4, [(0, 30)])
+
+
+def test_highway_gate_one_is_identity_and_zero_is_transform() -> None:
+    highway = Highway(3, 1).double()
+    x = torch.randn(4, 3, dtype=torch.float64)
+    layer = highway.layers[0]
+    with torch.no_grad():
+        layer.bias[3:] = 1e4  # gate -> 1: carry x
+    torch.testing.assert_close(highway(x), x)
+    with torch.no_grad():
+        layer.bias[3:] = -1e4  # gate -> 0: relu(A x + a)
+    torch.testing.assert_close(highway(x), torch.relu(x @ layer.weight[:3].T + layer.bias[:3]))

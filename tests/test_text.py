@@ -1,0 +1,137 @@
+"""Raw text -> sentences -> tokens with offsets (ner.data.text)."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from ner.data.text import _CHAR_MAP, _TOKEN_FORMS, MAX_TOKENS, Token, split_sentences, tokenize
+
+
+def forms(text: str) -> list[list[str]]:
+    return [[token.text for token in sentence] for sentence in split_sentences(text)]
+
+
+def surfaces(text: str) -> list[str]:
+    return [text[token.start:token.end] for sentence in split_sentences(text) for token in sentence]
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("I don't know.", ["I", "do", "n't", "know", "."]),
+        ("The U.S. company's shares fell.", ["The", "U.S.", "company", "'s", "shares", "fell", "."]),
+        ("AL-AIN, United Arab Emirates 1996-12-06", ["AL-AIN", ",", "United", "Arab", "Emirates", "1996-12-06"]),
+        ('He said "we won" (again).', ["He", "said", '"', "we", "won", '"', "(", "again", ")", "."]),
+        ("He said ``we won''.", ["He", "said", '"', "we", "won", '"', "."]),
+        ("Profit of C$5.3 million, up 1/2 point.", ["Profit", "of", "C$", "5.3", "million", ",", "up", "1/2",
+                                                     "point", "."]),
+        ("MIAMI 14 4 .778 - Tel +44 171", ["MIAMI", "14", "4", ".778", "-", "Tel", "+44", "171"]),
+        ("GUNMEN KILL FOUR IN S.AFRICA'S ZULU PROVINCE", ["GUNMEN", "KILL", "FOUR", "IN", "S.AFRICA", "'S", "ZULU",
+                                                          "PROVINCE"]),
+        ("the S&P index and U.S.-led talks", ["the", "S&P", "index", "and", "U.S.-led", "talks"]),
+        ("players' ball -- the end...", ["players", "'", "ball", "--", "the", "end", "..."]),
+    ],
+)
+def test_conll_style_tokens(text: str, expected: list[str]) -> None:
+    assert [token for sentence in forms(text) for token in sentence] == expected
+
+
+def test_normalised_forms_keep_surface_offsets() -> None:
+    text = "\u201cIt\u2019s Smith\u2019s\u201d \u2014 he said\u2026"
+    tokens = [token for sentence in split_sentences(text) for token in sentence]
+    assert [token.text for token in tokens] == ['"', "It", "'s", "Smith", "'s", '"', "--", "he", "said", "..."]
+    assert [text[token.start:token.end] for token in tokens] == [
+        "\u201c", "It", "\u2019s", "Smith", "\u2019s", "\u201d", "\u2014", "he", "said", "\u2026"
+    ]
+
+
+def test_sentences_and_initials() -> None:
+    assert forms("He won. She lost! Did they? Yes") == [["He", "won", "."], ["She", "lost", "!"],
+                                                        ["Did", "they", "?"], ["Yes"]]
+    # A sentence never ends after an initial or a dotted acronym followed by a name.
+    assert forms("R. Samuels c M. Waugh b Gillespie 7") == [["R.", "Samuels", "c", "M.", "Waugh", "b", "Gillespie",
+                                                             "7"]]
+
+
+def test_line_breaks_end_sentences_and_offsets_ignore_line_endings() -> None:
+    text = "John lives\r\nin Paris\rnow\nand\u2028then"
+    sentences = split_sentences(text)
+    assert [[text[t.start:t.end] for t in s] for s in sentences] == [["John", "lives"], ["in", "Paris"], ["now"],
+                                                                      ["and"], ["then"]]
+    assert sentences[1][0] == Token("in", 12, 14)
+
+
+def test_tabs_control_characters_emoji_and_other_scripts() -> None:
+    text = "Tab\there\x00nul\x1bx \U0001F44D\U0001F3FD ok \U0001F468\u200d\U0001F469\u200d\U0001F467 " \
+           "\u041c\u043e\u0441\u043a\u0432\u0430, \u6771\u4eac e\u0301cole"
+    assert surfaces(text) == ["Tab", "here", "nul", "x", "\U0001F44D\U0001F3FD", "ok",
+                              "\U0001F468\u200d\U0001F469\u200d\U0001F467", "\u041c\u043e\u0441\u043a\u0432\u0430",
+                              ",", "\u6771\u4eac", "e\u0301cole"]
+
+
+@pytest.mark.parametrize("text", ["", " ", "\t\n\r\n", "\x00\x01\x7f", "\u2028\u3000"])
+def test_blank_text_has_no_sentences(text: str) -> None:
+    assert split_sentences(text) == []
+
+
+def test_long_line_without_sentence_break_is_cut_into_bounded_sentences() -> None:
+    text = "word, " * 30_000  # no sentence terminal
+    sentences = split_sentences(text)
+    assert max(len(sentence) for sentence in sentences) == MAX_TOKENS
+    tokens = [token for sentence in sentences for token in sentence]
+    assert len(tokens) == 60_000
+    assert all(text[token.start:token.end] == token.text for token in tokens)
+    # Cuts fall between whitespace-separated tokens, never between "word" and its comma.
+    assert all(sentence[-1].text == "," for sentence in sentences)
+
+
+def test_long_token_is_cut_into_pieces() -> None:
+    text = "a" + "x" * 1000 + " b"
+    tokens = [token for sentence in split_sentences(text, max_token_chars=300) for token in sentence]
+    assert [(token.start, token.end) for token in tokens] == [(0, 300), (300, 600), (600, 900), (900, 1001),
+                                                              (1002, 1003)]
+
+
+def test_small_bounds() -> None:
+    text = "one two three four five six seven"
+    assert forms(text) == [text.split()]
+    assert forms_bounded(text, max_chars=12) == [["one", "two"], ["three", "four"], ["five", "six"], ["seven"]]
+    assert forms_bounded(text, max_tokens=3) == [["one", "two", "three"], ["four", "five", "six"], ["seven"]]
+
+
+def forms_bounded(text: str, **bounds: int) -> list[list[str]]:
+    return [[token.text for token in sentence] for sentence in split_sentences(text, **bounds)]
+
+
+def test_tokenize_counts_offsets_from_offset() -> None:
+    assert tokenize("Hi there", offset=10) == [Token("Hi", 10, 12), Token("there", 13, 18)]
+
+
+PIECES = st.one_of(
+    st.sampled_from(list(" \t\n\r.,;:!?'\"`()[]$%&-/+=*\u2019\u201c\u201d\u2014\u2026\u00a0\u200d\x00\x0b")),
+    st.characters(codec="utf-8"),
+    st.sampled_from(["Mr.", "U.S.", "n't", "'s", "''", "``", "1/2", "C$", ".5", "e\u0301", "\U0001F44D", "Word"]),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(PIECES, max_size=120).map("".join))
+def test_offsets_property(text: str) -> None:
+    """Every token is the normalised form of its surface text[start:end]; tokens are non-empty, ordered,
+    non-overlapping and bounded, and every character that does not separate tokens lies in some token."""
+    sentences = split_sentences(text, max_tokens=7, max_chars=40, max_token_chars=5)
+    covered: set[int] = set()
+    previous_end = 0
+    for sentence in sentences:
+        assert 1 <= len(sentence) <= 7
+        for token in sentence:
+            assert previous_end <= token.start < token.end <= len(text)
+            assert token.end - token.start <= 5
+            normalised = text[token.start:token.end].translate(_CHAR_MAP)
+            assert token.text == _TOKEN_FORMS.get(normalised, normalised)
+            assert not any(char.isspace() for char in token.text)
+            covered.update(range(token.start, token.end))
+            previous_end = token.end
+    assert all(char.translate(_CHAR_MAP).isspace() for index, char in enumerate(text) if index not in covered)

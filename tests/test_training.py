@@ -1,0 +1,112 @@
+"""Training end to end on the bundled sample: metrics, saved run directory, exact resume, the Python API."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from ner.data.conll import read_conll
+from ner.data.schemes import validate_tags
+from ner.errors import NerError
+from ner.model import Tagger
+from ner.training import CHECKPOINT_FILE, METRICS_FILE, METRICS_LOG, train_from_config
+
+REPO = Path(__file__).resolve().parents[1]
+SAMPLE = REPO / "configs" / "sample.yaml"
+FAST = ["training.epochs=4", "model.lstm.hidden_size=24", "model.embeddings.dim=24", "output.progress=false"]
+
+
+class Interrupt(Exception):
+    """Stands for the process being killed after an epoch's checkpoint."""
+
+
+def run(tmp_path: Path, name: str, *extra: str) -> Path:
+    out = tmp_path / name
+    train_from_config(SAMPLE, [*FAST, f"output.dir={out}", *extra])
+    return out
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return run(tmp_path_factory.mktemp("train"), "run")
+
+
+def epochs_without_timing(run_dir: Path) -> list[dict]:
+    records = [json.loads(line) for line in (run_dir / METRICS_LOG).read_text().splitlines()]
+    return [{k: v for k, v in r.items() if k not in ("seconds", "sentences_per_second")} for r in records]
+
+
+def test_run_directory_holds_everything_evaluate_and_tag_need(trained: Path) -> None:
+    for name in ("config.yaml", "model.json", "model.pt", "words.json", "chars.json", "tags.json",
+                 CHECKPOINT_FILE, METRICS_LOG, METRICS_FILE):
+        assert (trained / name).is_file(), name
+    assert not list(trained.glob("*.tmp"))
+    # Both files load with the safe unpickler.
+    assert "crf.crf.transitions" in torch.load(trained / "model.pt", weights_only=True)
+    assert set(torch.load(trained / CHECKPOINT_FILE, weights_only=True)) >= {"model", "optimizer", "scheduler", "rng"}
+
+
+def test_metrics_log_has_one_line_per_epoch_and_training_learns(trained: Path) -> None:
+    records = epochs_without_timing(trained)
+    assert [r["epoch"] for r in records] == [1, 2, 3, 4]
+    assert records[-1]["loss"] < records[0]["loss"]
+    metrics = json.loads((trained / METRICS_FILE).read_text())
+    best = max(records, key=lambda r: r["dev_f1"])
+    assert metrics["best_epoch"] == best["epoch"]
+    assert metrics["dev"]["default"]["micro"]["f1"] == pytest.approx(best["dev_f1"])
+    assert metrics["test"]["default"]["micro"]["f1"] > 0.5
+    assert set(metrics["test"]["default"]) == {"micro", "LOC", "MISC", "ORG", "PER"}
+
+
+def test_resumed_run_ends_with_exactly_the_same_metrics(tmp_path: Path, trained: Path) -> None:
+    out = tmp_path / "interrupted"
+
+    def kill_after_second_epoch(epoch: int) -> None:
+        if epoch == 2:
+            raise Interrupt
+
+    with pytest.raises(Interrupt):
+        train_from_config(SAMPLE, [*FAST, f"output.dir={out}"], on_epoch_end=kill_after_second_epoch)
+    assert len(epochs_without_timing(out)) == 2
+    train_from_config(None, resume=out)
+    assert epochs_without_timing(out) == epochs_without_timing(trained)
+    assert json.loads((out / METRICS_FILE).read_text()) == json.loads((trained / METRICS_FILE).read_text())
+
+
+def test_a_finished_run_directory_is_not_overwritten(trained: Path) -> None:
+    with pytest.raises(NerError, match=f"^{trained}: already holds a run; continue it with --resume"):
+        train_from_config(SAMPLE, [*FAST, f"output.dir={trained}"])
+
+
+def test_resume_needs_a_checkpoint(tmp_path: Path) -> None:
+    with pytest.raises(NerError, match=f"^{tmp_path}: no checkpoint.pt to resume from"):
+        train_from_config(None, resume=tmp_path)
+
+
+def test_python_api_predicts_well_formed_tags_in_the_files_scheme(trained: Path) -> None:
+    tagger = Tagger.load(trained)
+    test = read_conll(REPO / "data" / "sample" / "test.txt")
+    sentences = [s.tokens for s in test.sentences[:20]]
+    predicted = tagger.predict(sentences)
+    assert [len(p) for p in predicted] == [len(s) for s in sentences]
+    for tags in predicted:
+        validate_tags(tags, test.scheme)  # IOB1, as the training files
+    assert tagger.predict([["EU", "rejects", "German", "call"], []])[1] == []
+    with pytest.raises(TypeError, match="expected a list of token lists"):
+        tagger.predict(["EU rejects German call"])
+
+
+def test_span_scores_are_probabilities_of_the_predicted_entities(trained: Path) -> None:
+    tagger = Tagger.load(trained)
+    test = read_conll(REPO / "data" / "sample" / "test.txt")
+    sentences = [s.tokens for s in test.sentences[:20]]
+    spans = tagger.predict_spans(sentences)
+    from ner.data.schemes import tags_to_spans
+
+    tags = tagger.predict(sentences)
+    assert [[(k, s, e) for k, s, e, _ in sentence] for sentence in spans] == [tags_to_spans(t) for t in tags]
+    scores = [p for sentence in spans for *_, p in sentence]
+    assert scores and all(0.0 < p <= 1.0 + 1e-6 for p in scores)
