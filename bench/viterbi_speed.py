@@ -70,15 +70,19 @@ def make_batches(lengths: list[int], batch_size: int, count: int, bucketed: bool
     return batches
 
 
-def median_ms(function, batches: list, rounds: int) -> list[float]:
-    """Per-batch median over ``rounds`` of the wall time of ``function(emissions, mask, tags)``, in ms."""
-    times = [[] for _ in batches]
+def median_ms(functions: dict, batches: list, rounds: int) -> dict[str, list[float]]:
+    """Per-batch median over ``rounds`` of the wall time of each ``function(emissions, mask, tags)``, in ms.
+
+    The functions run one after another on each batch, so a change of machine load hits them alike.
+    """
+    times = {name: [[] for _ in batches] for name in functions}
     for _ in range(rounds):
         for index, batch in enumerate(batches):
-            begin = time.perf_counter()
-            function(*batch)
-            times[index].append((time.perf_counter() - begin) * 1000)
-    return [statistics.median(batch_times) for batch_times in times]
+            for name, function in functions.items():
+                begin = time.perf_counter()
+                function(*batch)
+                times[name][index].append((time.perf_counter() - begin) * 1000)
+    return {name: [statistics.median(batch_times) for batch_times in per_batch] for name, per_batch in times.items()}
 
 
 def main() -> None:
@@ -91,7 +95,8 @@ def main() -> None:
     print("command:", " ".join([Path(sys.executable).name, *sys.argv]), flush=True)
     lengths, source = train_lengths()
     print(f"torch {torch.__version__}, pytorch-crf {torchcrf.__version__}, threads {args.threads}, K {len(TAGS)}, "
-          f"lengths from {source} ({len(lengths)} sentences, mean {statistics.mean(lengths):.1f}, max {max(lengths)})")
+          f"lengths from {source} ({len(lengths)} sentences, mean {statistics.mean(lengths):.1f}, max {max(lengths)}), "
+          f"load average {os.getloadavg()[0]:.2f} (other processes skew timings)")
 
     torch.manual_seed(0)
     ours = CRF(len(TAGS), allowed_transitions(TAGS, "BIOES"))
@@ -117,14 +122,17 @@ def main() -> None:
         for bucketed in (False, True):
             setting = f"batch{batch_size}_{'bucketed' if bucketed else 'random'}"
             batches = []  # (emissions, mask, gold tags for the loss timing: the decoded, well-formed paths)
-            for emissions, mask in make_batches(lengths, batch_size, args.batches, bucketed, seed=batch_size + bucketed):
+            seed = batch_size + bucketed
+            for emissions, mask in make_batches(lengths, batch_size, args.batches, bucketed, seed):
                 path = ours.decode(emissions, mask)
-                assert [row[:n] for row, n in zip(path.tolist(), mask.sum(1).tolist())] == theirs.decode(emissions, mask)
+                trimmed = [row[:n] for row, n in zip(path.tolist(), mask.sum(1).tolist())]
+                assert trimmed == theirs.decode(emissions, mask), "paths differ from pytorch-crf's"
                 batches.append((emissions, mask, path))
-            ours_ms = median_ms(our_decode, batches, args.rounds)
-            theirs_ms = median_ms(their_decode, batches, args.rounds)
-            ours_loss_ms = median_ms(our_loss, batches, args.rounds)
-            theirs_loss_ms = median_ms(their_loss, batches, args.rounds)
+            decode_ms = median_ms({"ours": our_decode, "theirs": their_decode}, batches, args.rounds)
+            loss_ms = median_ms({"ours": our_loss, "theirs": their_loss}, batches, args.rounds)
+            ours_ms, theirs_ms, ours_loss_ms, theirs_loss_ms = (
+                decode_ms["ours"], decode_ms["theirs"], loss_ms["ours"], loss_ms["theirs"]
+            )
             mean_time = statistics.mean(int(mask.size(1)) for _, mask, _ in batches)
             row = {
                 "decode_ours_ms": statistics.median(ours_ms),
@@ -144,6 +152,7 @@ def main() -> None:
                   f"loss fwd+bwd: ours {row['loss_ours_ms']:.2f} ms, pytorch-crf {row['loss_torchcrf_ms']:.2f} ms, "
                   f"speed-up {row['loss_speedup']:.2f}x", flush=True)
     print(json.dumps({"bench": "viterbi_speed", "threads": args.threads, "num_tags": len(TAGS),
+                      "load_average_end": round(os.getloadavg()[0], 2),
                       "lengths": source, "batches": args.batches, "rounds": args.rounds, "results": results}))
 
 

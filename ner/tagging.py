@@ -45,12 +45,15 @@ SNIFF_BYTES = 8192
 """Bytes read from the start of each input file to refuse binary files before any output is written."""
 STDIN = "-"
 
+Span = tuple[str, int, int, float]
+"""An entity in a sentence: (type, first token, end token exclusive, probability)."""
+
 
 class SpanPredictor(Protocol):
     """What tagging needs from a model (``ner.model.Tagger``)."""
 
-    def predict_spans(self, sentences: list[list[str]]) -> list[list[tuple[str, int, int, float]]]:
-        """Per sentence, entities as (type, first token, end token exclusive, probability)."""
+    def predict_spans(self, sentences: list[list[str]]) -> list[list[Span]]:
+        """Per sentence, its entities."""
         ...
 
 
@@ -62,7 +65,7 @@ class _Line:
     number: int
     text: str
     sentences: list[list[Token]]
-    spans: list[list[tuple[str, int, int, float]]] = field(default_factory=list)
+    spans: list[list[Span]] = field(default_factory=list)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -116,7 +119,7 @@ def _read_lines(stream: BinaryIO, name: str, stats: dict[str, float]) -> Iterato
             stats["lines_with_invalid_utf8"] += 1
             if not warned:
                 warned = True
-                print(
+                tqdm.write(
                     f"warning: {location(name, number)}: invalid UTF-8 at byte offset {offset + error.start}; "
                     f"undecodable bytes are replaced with U+FFFD (reported once per file)",
                     file=sys.stderr,
@@ -128,17 +131,17 @@ def _read_lines(stream: BinaryIO, name: str, stats: dict[str, float]) -> Iterato
             text = text[1:]
         yield number, text
     if offset == 0:
-        print(f"warning: {name}: empty file, nothing to tag", file=sys.stderr)
+        tqdm.write(f"warning: {name}: empty file, nothing to tag", file=sys.stderr)
 
 
 # ---------------------------------------------------------------------------------------------------------------
 # Tagging
 
 
-def _tag_sentences(tagger: SpanPredictor, sentences: list[list[Token]], batch_size: int) -> list[list[tuple]]:
+def _tag_sentences(tagger: SpanPredictor, sentences: list[list[Token]], batch_size: int) -> list[list[Span]]:
     """Entity spans of each sentence, tagging in batches of sentences of similar length."""
     order = sorted(range(len(sentences)), key=lambda index: len(sentences[index]))
-    spans: list[list[tuple]] = [[] for _ in sentences]
+    spans: list[list[Span]] = [[] for _ in sentences]
     for first in range(0, len(order), batch_size):
         batch = order[first:first + batch_size]
         predicted = tagger.predict_spans([[token.text for token in sentences[index]] for index in batch])
@@ -155,18 +158,19 @@ def _tag_window(tagger: SpanPredictor, lines: list[_Line], batch_size: int) -> N
         line.spans = [next(spans) for _ in line.sentences]
 
 
-def _kept(spans: list[tuple[str, int, int, float]], min_score: float) -> list[tuple[str, int, int, float]]:
+def _kept(spans: list[Span], min_score: float) -> list[Span]:
+    """The spans scored at least ``min_score``."""
     return [span for span in spans if span[3] >= min_score]
 
 
-def _entity_dicts(text: str, sentences: list[list[Token]], spans: list[list[tuple]], min_score: float) -> list[dict]:
+def _entity_dicts(text: str, sentences: list[list[Token]], spans: list[list[Span]], min_score: float) -> list[dict]:
     """Entities as dicts with character offsets into ``text``."""
     entities = []
     for tokens, sentence_spans in zip(sentences, spans):
         for kind, first, end, score in _kept(sentence_spans, min_score):
             start, stop = tokens[first].start, tokens[end - 1].end
             entities.append(
-                {"start": start, "end": stop, "type": kind, "text": text[start:stop], "score": round(score, 4)}
+                {"start": start, "end": stop, "type": kind, "text": text[start:stop], "score": round(float(score), 4)}
             )
     return entities
 
@@ -183,6 +187,7 @@ def tag_text(tagger: SpanPredictor, text: str, batch_size: int = 64, min_score: 
 
 
 def _jsonl(line: _Line, min_score: float, several_files: bool) -> str:
+    """One JSON record for the line."""
     record: dict[str, object] = {"file": line.file} if several_files else {}
     record["line"] = line.number
     record["text"] = line.text
@@ -190,7 +195,7 @@ def _jsonl(line: _Line, min_score: float, several_files: bool) -> str:
     return json.dumps(record, ensure_ascii=False) + "\n"
 
 
-def _token_tags(length: int, spans: list[tuple[str, int, int, float]], min_score: float) -> list[str]:
+def _token_tags(length: int, spans: list[Span], min_score: float) -> list[str]:
     """IOB2 tags of one sentence."""
     tags = ["O"] * length
     for kind, first, end, _ in _kept(spans, min_score):
@@ -199,6 +204,7 @@ def _token_tags(length: int, spans: list[tuple[str, int, int, float]], min_score
 
 
 def _conll(line: _Line, min_score: float, several_files: bool) -> str:
+    """``token TAG`` lines for each sentence of the line, each sentence followed by a blank line."""
     parts = []
     for tokens, spans in zip(line.sentences, line.spans):
         tags = _token_tags(len(tokens), spans, min_score)
@@ -207,6 +213,7 @@ def _conll(line: _Line, min_score: float, several_files: bool) -> str:
 
 
 def _inline(line: _Line, min_score: float, several_files: bool) -> str:
+    """The line's tokens separated by spaces, entities as ``[TYPE tokens]``."""
     words = []
     for tokens, spans in zip(line.sentences, line.spans):
         sentence_words = [token.text for token in tokens]

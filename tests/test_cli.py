@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from ner.cli import main
-from tests.test_training import FAST
+from test_training import FAST
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE_DATA = REPO / "data" / "sample"
@@ -85,7 +85,7 @@ def test_dev_tag_unseen_in_training(tmp_path: Path, capsys: pytest.CaptureFixtur
 @pytest.mark.parametrize("extra, message", [
     ("training:\n  epochs: x", "{config}: training.epochs: expected an integer, got str 'x'"),
     ("training:\n  epochz: 3", "{config}: unknown key 'training.epochz' (did you mean 'epochs'?)"),
-    ("training: [", "{config}:8: YAML syntax error: expected the node content, but found '<stream end>'"),
+    ("training: [", "{config}:6: YAML syntax error: expected the node content, but found '<stream end>'"),
 ])
 def test_bad_config(tmp_path: Path, capsys: pytest.CaptureFixture[str], extra: str, message: str) -> None:
     config = write_config(tmp_path, GOOD, extra=extra)

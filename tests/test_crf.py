@@ -311,6 +311,21 @@ def test_marginals_are_the_gradient_of_log_partition():
     torch.testing.assert_close(crf.marginals(emissions, mask), gradient)
 
 
+def test_huge_emissions_stay_exact_and_finite():
+    crf = make_crf(5, "BIOES", seed=16)
+    emissions, mask = make_batch(LENGTHS, 5, seed=16)
+    emissions = 200 * emissions  # scores in the thousands: exp overflows float64 without shifting
+    emissions.requires_grad_(True)
+    log_z = crf.log_partition(emissions, mask)
+    for b, length in enumerate(LENGTHS):
+        log_probs = enumerate_paths(crf, emissions[b].detach(), length, "BIOES")
+        scores = torch.stack([raw_path_score(crf, emissions[b].detach(), path) for path in log_probs])
+        assert log_z[b].item() == pytest.approx(torch.logsumexp(scores, 0).item(), rel=1e-12)
+    (gradient,) = torch.autograd.grad(log_z.sum(), emissions)
+    assert torch.isfinite(gradient).all()
+    torch.testing.assert_close(crf.marginals(emissions, mask), gradient)
+
+
 def test_forward_backward_combine_to_log_partition_at_every_step():
     crf = make_crf(5, "BIOES", seed=8)
     emissions, mask = make_batch(LENGTHS, 5, seed=8)

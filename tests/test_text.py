@@ -6,7 +6,17 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ner.data.text import _CHAR_MAP, _TOKEN_FORMS, MAX_TOKENS, Token, split_sentences, tokenize
+from ner.data.text import (
+    _CHAR_MAP,
+    _LINE_BREAK,
+    _TOKEN_FORMS,
+    MAX_TOKENS,
+    Token,
+    _segtok_spans,
+    _token_spans,
+    split_sentences,
+    tokenize,
+)
 
 
 def forms(text: str) -> list[list[str]]:
@@ -135,3 +145,10 @@ def test_offsets_property(text: str) -> None:
             covered.update(range(token.start, token.end))
             previous_end = token.end
     assert all(char.translate(_CHAR_MAP).isspace() for index, char in enumerate(text) if index not in covered)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(PIECES, max_size=60).map("".join))
+def test_cached_word_tokenizer_equals_segtok_on_the_whole_sentence(text: str) -> None:
+    sentence = _LINE_BREAK.sub(" ", text).translate(_CHAR_MAP)
+    assert _token_spans(sentence) == _segtok_spans(sentence)

@@ -46,7 +46,7 @@ INSTITUTIONS = [
     "Council of Northern States", "Velmora Stock Exchange", "Institute of Coastal Studies",
 ]
 PARTIES = ["Liberal Alliance", "People 's Front", "Green Assembly", "Unity Party", "Farmers League"]
-NEWS_AGENCIES = ["Corvid News", "the Daily Lantern", "Radio Saltmere", "Kestrel Press"]
+NEWS_AGENCIES = ["Corvid News", "Radio Saltmere", "Kestrel Press", "Lantern Wire"]
 HOSPITALS = ["St Alder Hospital", "Palmaro General Hospital", "Versk Clinic"]
 EVENTS = ["Harvest Cup", "Northern Games", "Velmora Open", "Summer Regatta", "Lantern Festival", "Coastal Rally"]
 PRIZES = ["Kestrel Prize", "Amber Quill Award", "Ostravian Book Prize"]
@@ -59,7 +59,7 @@ MONTHS = "January February March April May June July August September October No
 LEXICON = {
     "the": "DT", "a": "DT", "an": "DT", "The": "DT", "A": "DT", "this": "DT", "of": "IN", "in": "IN", "In": "IN",
     "on": "IN", "at": "IN", "for": "IN", "from": "IN", "with": "IN", "by": "IN", "after": "IN", "against": "IN",
-    "near": "IN", "into": "IN", "between": "IN", "since": "IN", "as": "IN", "that": "IN", "than": "IN",
+    "near": "IN", "into": "IN", "IN": "IN", "before": "IN", "about": "IN", "say": "VB", "It": "PRP", "between": "IN", "since": "IN", "as": "IN", "that": "IN", "than": "IN",
     "to": "TO", "and": "CC", "but": "CC", "said": "VBD", "says": "VBZ", "told": "VBD", "will": "MD",
     "would": "MD", "could": "MD", "must": "MD", "was": "VBD", "were": "VBD", "is": "VBZ", "has": "VBZ",
     "had": "VBD", "be": "VB", "been": "VBN", "did": "VBD", "it": "PRP", "he": "PRP", "she": "PRP", "they": "PRP",
@@ -82,7 +82,7 @@ TEMPLATES = {
         "Results|NNS of the {EVENT} in {CITY} on {DAY} :",
         "{CLUB} {GOALS} {CLUB} {GOALS}",
         "{CLUB} team|NN : {PERSON} {PERSON} , {PERSON} , {PERSON} .",
-        "Line-up|NN : {SURNAME} {SURNAME} {SURNAME} , {SURNAME} ( captain|NN ) .",
+        "Line-up|NN : {SURNAME} , {SURNAME} , {SURNAME} {SURNAME} ( captain|NN ) .",
         "The {DEMONYM} striker|NN {SURNAME} joined|VBD {CLUB} from {CLUB} for {MONEY} .",
         "{SURNAME} , who missed|VBD the {EVENT} with an injury|NN , returns|VBZ for {CLUB} on {DAY} .",
         "{CITY} will host|VB the {EVENT} for the first|JJ time|NN since {YEAR} .",
@@ -141,13 +141,22 @@ TEMPLATES = {
 }
 
 
-def _names(pool: list[str], held_out: set[str], split: str) -> list[str]:
-    """The pool for ``split``: training never sees the held-out names."""
-    return [name for name in pool if split != "train.txt" or name not in held_out]
+ENTITY_POOLS = {  # slot -> (names, entity type) for slots filled by one name from a fixed list
+    "REGION": (REGIONS, "LOC"), "INSTITUTION": (INSTITUTIONS, "ORG"), "PARTY": (PARTIES, "ORG"),
+    "NEWS": (NEWS_AGENCIES, "ORG"), "HOSPITAL": (HOSPITALS, "ORG"), "EVENT": (EVENTS, "MISC"),
+    "PRIZE": (PRIZES, "MISC"), "TREATY": (TREATIES, "MISC"), "PRODUCT": (PRODUCTS, "MISC"),
+}
+Row = tuple[str, str, str, str]  # token, POS, chunk, NER
+
+
+def _proper(text: str) -> list[tuple[str, str]]:
+    """Words of a name with their POS: NNP, except function words and numbers."""
+    function_words = {"of": "IN", "the": "DT", "'s": "POS"}
+    return [(word, function_words.get(word, "CD" if word.isdigit() else "NNP")) for word in text.split()]
 
 
 class Generator:
-    """Fills templates with entities drawn from one random.Random."""
+    """Fills templates with entities and numbers drawn from one random.Random."""
 
     def __init__(self, rng: random.Random) -> None:
         self.rng = rng
@@ -157,88 +166,76 @@ class Generator:
         self.split = "train.txt"
 
     def pick(self, pool: list[str]) -> str:
-        return self.rng.choice(_names(pool, self.held_out, self.split))
+        """A name from ``pool``; training never sees the held-out names."""
+        return self.rng.choice([name for name in pool if self.split != "train.txt" or name not in self.held_out])
 
     def slot(self, name: str) -> tuple[list[tuple[str, str]], str | None]:
-        """Tokens (word, POS) of a slot and their entity type (None for numbers and dates)."""
+        """Words (word, POS) of a slot and their entity type (None for numbers and dates)."""
         rng = self.rng
-        proper = lambda text: [(word, "IN" if word == "of" else "DT" if word == "the" else "POS" if word == "'s"
-                                else "NNP") for word in text.split()]  # noqa: E731
         if name == "PERSON":
-            return proper(f"{self.pick(FIRST_NAMES)} {self.pick(SURNAMES)}"), "PER"
+            return _proper(f"{self.pick(FIRST_NAMES)} {self.pick(SURNAMES)}"), "PER"
         if name == "SURNAME":
-            return proper(self.pick(SURNAMES)), "PER"
+            return _proper(self.pick(SURNAMES)), "PER"
         if name in ("CITY", "CITY_CAPS"):
             city = self.pick(CITIES)
-            return proper(city.upper() if name == "CITY_CAPS" else city), "LOC"
+            return _proper(city.upper() if name == "CITY_CAPS" else city), "LOC"
         if name in ("COUNTRY", "COUNTRY_CAPS"):
             country = rng.choice(sorted(COUNTRIES))
-            return proper(country.upper() if name == "COUNTRY_CAPS" else country), "LOC"
-        if name == "REGION":
-            region = rng.choice(REGIONS)
-            return proper(region.removeprefix("the ")), "LOC"
+            return _proper(country.upper() if name == "COUNTRY_CAPS" else country), "LOC"
         if name == "DEMONYM":
             return [(COUNTRIES[rng.choice(sorted(COUNTRIES))], "JJ")], "MISC"
         if name == "COMPANY":
-            return proper(f"{self.pick(COMPANY_STEMS)} {rng.choice(COMPANY_SUFFIXES)}"), "ORG"
+            return _proper(f"{self.pick(COMPANY_STEMS)} {rng.choice(COMPANY_SUFFIXES)}"), "ORG"
         if name == "CLUB":
-            return proper(f"{self.pick(CITIES)} {rng.choice(CLUB_SUFFIXES)}"), "ORG"
-        simple = {
-            "INSTITUTION": (INSTITUTIONS, "ORG"), "PARTY": (PARTIES, "ORG"), "NEWS": (NEWS_AGENCIES, "ORG"),
-            "HOSPITAL": (HOSPITALS, "ORG"), "EVENT": (EVENTS, "MISC"), "PRIZE": (PRIZES, "MISC"),
-            "TREATY": (TREATIES, "MISC"),
-        }
-        if name in simple:
-            pool, kind = simple[name]
-            return proper(rng.choice(pool).removeprefix("the ")), kind
-        if name == "PRODUCT":
-            model, number = rng.choice(PRODUCTS).split()
-            return [(model, "NNP"), (number, "CD" if number.isdigit() else "NNP")], "MISC"
-        numbers = {
-            "SCORE": lambda: f"{rng.randint(0, 4)}-{rng.randint(0, 3)}",
-            "SET": lambda: f"{rng.choice([6, 7])}-{rng.randint(0, 5)}",
-            "GOALS": lambda: str(rng.randint(0, 5)),
-            "NUMBER": lambda: str(rng.choice([2, 3, 5, 12, 40, 150, 320, 1200, 4500])),
-            "AGE": lambda: str(rng.randint(19, 88)),
-            "YEAR": lambda: str(rng.randint(1961, 2019)),
-            "DATE": lambda: f"{rng.randint(1, 12):02d}-{rng.randint(1, 28):02d}",
-        }
-        if name in numbers:
-            return [(numbers[name](), "CD")], None
+            return _proper(f"{self.pick(CITIES)} {rng.choice(CLUB_SUFFIXES)}"), "ORG"
+        if name in ENTITY_POOLS:
+            pool, kind = ENTITY_POOLS[name]
+            return _proper(rng.choice(pool)), kind
         if name == "PERCENT":
             return [(f"{rng.randint(1, 19)}.{rng.randint(0, 9)}", "CD"), ("percent", "NN")], None
         if name == "MONEY":
             return [(str(rng.choice([4, 12, 35, 80, 260])), "CD"), ("million", "CD"), ("crowns", "NNS")], None
-        if name == "DAY":
-            return [(rng.choice(DAYS), "NNP")], None
-        if name == "MONTH":
-            return [(rng.choice(MONTHS), "NNP")], None
-        raise KeyError(f"unknown slot {{{name}}}")
+        if name in ("DAY", "MONTH"):
+            return [(rng.choice(DAYS if name == "DAY" else MONTHS), "NNP")], None
+        numbers = {
+            "SCORE": f"{rng.randint(0, 4)}-{rng.randint(0, 3)}",
+            "SET": f"{rng.choice([6, 7])}-{rng.randint(0, 5)}",
+            "GOALS": str(rng.randint(0, 5)),
+            "NUMBER": str(rng.choice([2, 3, 5, 12, 40, 150, 320, 1200, 4500])),
+            "AGE": str(rng.randint(19, 88)),
+            "YEAR": str(rng.randint(1961, 2019)),
+            "DATE": f"{rng.randint(1, 12):02d}-{rng.randint(1, 28):02d}",
+        }
+        return [(numbers[name], "CD")], None
 
-    def sentence(self, template: str) -> list[tuple[str, str, str, str]]:
-        """One sentence as (token, POS, chunk, NER) rows, IOB1 for chunks and entities."""
+    def sentence(self, template: str) -> list[Row]:
+        """One sentence as (token, POS, chunk, NER) rows, IOB1 for chunks and entities.
+
+        A noun phrase runs over consecutive noun-phrase words; a new one starts at a determiner, possessive or
+        possessive pronoun, and at a name that directly follows another name.
+        """
         headline = template.startswith("! ")
-        tokens: list[tuple[str, str, str | None, bool]] = []  # word, POS, entity type, starts a phrase
-        after_slot = False
+        tokens: list[tuple[str, str, str | None, bool, bool]] = []  # word, POS, type, starts entity, starts phrase
         for item in template.removeprefix("! ").split():
+            previous_pos = tokens[-1][1] if tokens else "."
             if item.startswith("{"):
                 words, kind = self.slot(item[1:-1])
-                tokens += [(word, pos, kind, position == 0) for position, (word, pos) in enumerate(words)]
-                after_slot = True
+                if words[0] == ("the", "DT"):  # "the Corran Hills": the article is not part of the name
+                    tokens.append(("the", "DT", None, False, True))
+                    words = words[1:]
+                after_name = bool(tokens) and tokens[-1][2] is not None
+                tokens += [(word, pos, kind, i == 0, i == 0 and after_name) for i, (word, pos) in enumerate(words)]
                 continue
             word, _, pos = item.partition("|")
             pos = pos or LEXICON[word]
-            tokens.append((word, pos, None, after_slot or pos in ("DT", "POS", "PRP$")))
-            after_slot = False
+            tokens.append((word, pos, None, False, pos in ("DT", "POS", "PRP$") and previous_pos != "DT"))
         rows = []
         previous_chunk, previous_kind = "O", None
-        for index, (word, pos, kind, starts_phrase) in enumerate(tokens):
+        for index, (word, pos, kind, starts_entity, starts_phrase) in enumerate(tokens):
             next_pos = tokens[index + 1][1] if index + 1 < len(tokens) else "."
             chunk = _chunk_type(pos, next_pos)
-            chunk_tag = _iob1(chunk, previous_chunk, starts_phrase)
-            new_entity = kind is not None and starts_phrase and (kind != previous_kind or index == 0 or True)
-            ner = "O" if kind is None else f"{'B' if new_entity and kind == previous_kind else 'I'}-{kind}"
-            rows.append((word.upper() if headline else word, pos, chunk_tag, ner))
+            ner = "O" if kind is None else _iob1(kind, previous_kind, starts_entity)
+            rows.append((word.upper() if headline else word, pos, _iob1(chunk, previous_chunk, starts_phrase), ner))
             previous_chunk, previous_kind = chunk, kind
         return rows
 
@@ -256,14 +253,14 @@ def _chunk_type(pos: str, next_pos: str) -> str:
     return "O"
 
 
-def _iob1(kind: str, previous: str, starts_phrase: bool) -> str:
-    """IOB1 tag of a token of phrase type ``kind``: B- only where a new phrase directly follows one of its type."""
+def _iob1(kind: str, previous: str | None, starts_new: bool) -> str:
+    """IOB1 tag of a token of phrase or entity type ``kind``: B- only where a new one directly follows its type."""
     if kind == "O":
         return "O"
-    return f"B-{kind}" if kind == previous and starts_phrase else f"I-{kind}"
+    return f"B-{kind}" if kind == previous and starts_new else f"I-{kind}"
 
 
-def _document(generator: Generator, size: int) -> list[list[tuple[str, str, str, str]]]:
+def _document(generator: Generator, size: int) -> list[list[Row]]:
     topic = generator.rng.choice(sorted(TEMPLATES))
     templates = TEMPLATES[topic]
     return [generator.sentence(generator.rng.choice(templates)) for _ in range(size)]

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import torch
 from torch.nn.utils.rnn import pad_sequence
 
+from ner.data.conll import paused_gc
 from ner.data.vocab import Vocabulary
 
 
@@ -52,8 +53,10 @@ class Batch:
 class Batcher:
     """Sentences encoded once as id tensors, served as padded batches.
 
-    ``tag_seqs`` (optional) must use the tags of ``tags``; words longer than ``max_word_length`` characters
-    (if set) keep only their first ``max_word_length`` characters.
+    Each distinct word is looked up once: a table row holds its word id and its character ids, and a
+    sentence is stored as the row numbers of its words (row 0 is padding), so a batch is two gathers.
+    ``tag_seqs`` (optional) must use the tags of ``tags``. Words longer than ``max_word_length`` characters
+    (if set) keep their first ``max_word_length`` characters.
     """
 
     def __init__(
@@ -72,21 +75,29 @@ class Batcher:
         if tag_seqs is not None and len(tag_seqs) != len(token_seqs):
             raise ValueError(f"expected tags for {len(token_seqs)} sentences, got {len(tag_seqs)}")
         self.tokens = [list(tokens) for tokens in token_seqs]
-        self.min_word_length = min_word_length
         self.lengths = [len(tokens) for tokens in self.tokens]
         if 0 in self.lengths:
             raise ValueError(f"sentence {self.lengths.index(0)} is empty: every sentence needs a token")
-        self.word_ids = [torch.tensor(words.encode(tokens)) for tokens in self.tokens]  # each (T_i,)
-        spelled: dict[str, list[int]] = {}  # character ids of each distinct word
-        for word in {word for tokens in self.tokens for word in tokens}:
-            spelled[word] = chars.encode(word[:max_word_length])
-        self.char_ids = [_pad_words([spelled[word] for word in tokens]) for tokens in self.tokens]  # each (T_i, W_i)
-        self.tag_ids = None
+        self.min_word_length = min_word_length
         if tag_seqs is not None:
             for index, (tokens, tag_seq) in enumerate(zip(self.tokens, tag_seqs)):
                 if len(tag_seq) != len(tokens):
                     raise ValueError(f"sentence {index}: {len(tokens)} tokens, {len(tag_seq)} tags")
-            self.tag_ids = [torch.tensor(tags.encode(tag_seq)) for tag_seq in tag_seqs]  # each (T_i,)
+
+        with paused_gc():
+            row_of: dict[str, int] = {}  # distinct word -> table row, from 1
+            sentence_rows = [[row_of.setdefault(word, len(row_of) + 1) for word in tokens] for tokens in self.tokens]
+            distinct = list(row_of)
+            spellings = [[]] + [chars.encode(word[:max_word_length]) for word in distinct]
+            spelled_lengths = [len(ids) for ids in spellings]
+            width = max(spelled_lengths)
+            self.word_table = torch.tensor([0] + words.encode(distinct))  # (rows,)
+            self.char_table = torch.tensor([ids + [0] * (width - len(ids)) for ids in spellings])  # (rows, W_max)
+            self.rows = _split_flat(sentence_rows, self.lengths)  # each (T_i,)
+            self.widths = [max(spelled_lengths[row] for row in rows) for rows in sentence_rows]
+            self.tag_ids = None
+            if tag_seqs is not None:
+                self.tag_ids = _split_flat([tags.encode(tag_seq) for tag_seq in tag_seqs], self.lengths)  # each (T_i,)
 
     def __len__(self) -> int:
         return len(self.tokens)
@@ -115,21 +126,20 @@ class Batcher:
     def batch(self, indices: Sequence[int]) -> Batch:
         """The padded batch of the sentences at ``indices``."""
         lengths = torch.tensor([self.lengths[i] for i in indices])  # (B,)
-        max_length = int(lengths.max())
-        word_ids = pad_sequence([self.word_ids[i] for i in indices], batch_first=True)  # (B, T)
-        width = max(self.min_word_length, max(self.char_ids[i].shape[1] for i in indices))
-        char_ids = torch.zeros(len(indices), max_length, width, dtype=torch.long)  # (B, T, W)
-        for row, i in enumerate(indices):
-            spelled = self.char_ids[i]  # (T_i, W_i)
-            char_ids[row, : spelled.shape[0], : spelled.shape[1]] = spelled
-        mask = torch.arange(max_length) < lengths.unsqueeze(1)  # (B, T)
+        rows = pad_sequence([self.rows[i] for i in indices], batch_first=True)  # (B, T), 0 on padding
+        width = max(self.min_word_length, max(self.widths[i] for i in indices))
+        char_table = self.char_table
+        if width > char_table.shape[1]:  # min_word_length beyond the longest word of the corpus
+            char_table = torch.nn.functional.pad(char_table, (0, width - char_table.shape[1]))
+        char_ids = char_table[:, :width][rows]  # (B, T, W)
+        word_ids = self.word_table[rows]  # (B, T)
+        mask = torch.arange(rows.shape[1]) < lengths.unsqueeze(1)  # (B, T)
         tag_ids = None
         if self.tag_ids is not None:
             tag_ids = pad_sequence([self.tag_ids[i] for i in indices], batch_first=True)  # (B, T)
         return Batch(word_ids, char_ids, mask, tag_ids, list(indices), [self.tokens[i] for i in indices])
 
 
-def _pad_words(spellings: list[list[int]]) -> torch.Tensor:
-    """Character ids of a sentence's words, right-padded with 0 to its longest word: (T_i, W_i) long."""
-    width = max(len(ids) for ids in spellings)
-    return torch.tensor([ids + [0] * (width - len(ids)) for ids in spellings], dtype=torch.long)
+def _split_flat(id_lists: list[list[int]], lengths: list[int]) -> list[torch.Tensor]:
+    """One (T_i,) long tensor per id list, as views of a single tensor (one allocation, not one per sentence)."""
+    return list(torch.tensor([i for ids in id_lists for i in ids], dtype=torch.long).split(lengths))

@@ -62,13 +62,18 @@ class CharCNN(nn.Module):
         leading = char_ids.shape[:-1]
         flat_ids = char_ids.reshape(-1, char_ids.size(-1))  # (tokens, chars)
         if mask is None:
-            return self._encode(flat_ids).reshape(*leading, self.output_dim)
+            return self._encode_unique(flat_ids).reshape(*leading, self.output_dim)
         if mask.shape != leading:
             raise ValueError(f"mask shape {tuple(mask.shape)} does not match char_ids shape {tuple(leading)}")
         flat_mask = mask.reshape(-1)  # (tokens,)
         out = flat_ids.new_zeros(flat_ids.size(0), self.output_dim, dtype=self.embedding.weight.dtype)
-        out[flat_mask] = self._encode(flat_ids[flat_mask])
+        out[flat_mask] = self._encode_unique(flat_ids[flat_mask])
         return out.reshape(*leading, self.output_dim)
+
+    def _encode_unique(self, ids: torch.Tensor) -> torch.Tensor:
+        """(tokens, chars) -> (tokens, output_dim), encoding each distinct word once (text repeats words a lot)."""
+        unique, inverse = torch.unique(ids, dim=0, return_inverse=True)  # (types, chars), (tokens,)
+        return self._encode(unique)[inverse]
 
     def _encode(self, ids: torch.Tensor) -> torch.Tensor:
         """(tokens, chars) -> (tokens, output_dim)."""
@@ -76,7 +81,7 @@ class CharCNN(nn.Module):
             ids = F.pad(ids, (0, self.max_width - ids.size(1)))
         chars = self.embedding(ids).transpose(1, 2)  # (tokens, char_dim, chars)
         activation = _ACTIVATIONS[self.activation]
-        features = [activation(conv(chars).amax(dim=-1)) for conv in self.convs]  # [(tokens, num)]
+        features = [activation(conv(chars).max(dim=-1).values) for conv in self.convs]  # [(tokens, num)]
         x = torch.cat(features, dim=-1)  # (tokens, num_filters)
         if self.highway is not None:
             x = self.highway(x)

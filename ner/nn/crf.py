@@ -11,7 +11,10 @@ its paths.
 Shapes: B = batch, T = time (longest sentence), K = number of tags, N = number of segments.
 All inputs are batch-first. ``mask`` is a (B, T) bool tensor, on for a prefix of each row (left-aligned
 padding) with the first step on; ``None`` means no padding. Works on any device; emissions are float32
-or float64 (the scores are computed in the wider of the emissions' and the parameters' dtype).
+or float64. Results come in the wider of the emissions' and the parameters' dtype, which is also the dtype
+of Viterbi's scores (so paths match pytorch-crf's); sums over all paths (likelihood, log Z, forward-backward,
+marginals, segments) run in float64 as log-space matmuls, exact for scores in the thousands.
+The constraints are exact as long as scores stay far below 1e4 in size.
 
 Span confidence (what ``ner tag`` reports): ``span_probabilities`` gives P(span is an entity of its type)
 under the CRF. With BIOES the tags inside a span (``S-X`` or ``B-X I-X.. E-X``) determine the span
@@ -34,6 +37,8 @@ SCHEMES = ("IOB1", "IOB2", "BIOES")
 # Score given to disallowed start/transition/end entries: exp(-1e4) is exactly 0 in float32 and float64.
 IMPOSSIBLE = -1e4
 REDUCTIONS = ("mean", "sum", "token_mean", "none")
+# Floor of the sums in _log_matmul_exp (float64): log(1e-300) = -690.8 relative to the best tag.
+_SUM_FLOOR = 1e-300
 
 # Entity-tag prefixes of each scheme, and which of them (with "O") may start and end a sentence.
 _PREFIXES = {"IOB1": ("B", "I"), "IOB2": ("B", "I"), "BIOES": ("B", "I", "E", "S")}
@@ -94,8 +99,19 @@ def allowed_transitions(tag_names: Sequence[str], scheme: str) -> Constraints:
     end = torch.tensor([prefix in _ENDS[scheme] for prefix, _ in tags], dtype=torch.bool)
     transitions = torch.tensor(
         [[_can_follow(previous, following, scheme) for following in tags] for previous in tags], dtype=torch.bool
-    ).reshape(len(tags), len(tags))
+    ).reshape(len(tags), len(tags))  # (K, K) even for K = 0
     return Constraints(start, transitions, end)
+
+
+def _log_matmul_exp(log_vectors: torch.Tensor, matrix: torch.Tensor) -> torch.Tensor:
+    """log(exp(log_vectors) @ matrix) for log_vectors (B, K) and a non-negative matrix (K, K), in float64.
+
+    Each row is shifted by its max, so exp cannot overflow and the best entry contributes exp(0) = 1; a sum
+    that still underflows (every entry with a non-zero matrix weight 690+ below the row's best) is floored
+    at 1e-300, keeping values and gradients finite. One small matmul instead of a (B, K, K) log-sum-exp.
+    """
+    shift = log_vectors.amax(dim=1, keepdim=True).detach()  # (B, 1): the result does not depend on it
+    return torch.log(((log_vectors - shift).exp() @ matrix).clamp(min=_SUM_FLOOR)) + shift
 
 
 def _span_tag_names(entity_type: str, length: int, scheme: str) -> list[str]:
@@ -169,18 +185,19 @@ class CRF(nn.Module):
             raise ValueError(f"reduction must be one of {', '.join(REDUCTIONS)}, got {reduction!r}")
         mask = self._validate(emissions, mask)
         self._validate_tags(tags, mask, "tags")
+        dtype = self._result_dtype(emissions)
         emissions, (start, transitions, end) = self._prepare(emissions, mask)
         lengths = mask.sum(dim=1)  # (B,)
         tags = tags.masked_fill(~mask, 0)  # (B, T): padding may hold any value, e.g. -100
         log_z = self._log_z(self._alpha(emissions, start, transitions), end, lengths)  # (B,)
         nll = log_z - self._path_score(emissions, tags, mask, lengths, start, transitions, end)  # (B,)
         if reduction == "mean":
-            return nll.mean()
+            return nll.mean().to(dtype)
         if reduction == "sum":
-            return nll.sum()
+            return nll.sum().to(dtype)
         if reduction == "token_mean":
-            return nll.sum() / lengths.sum()
-        return nll
+            return (nll.sum() / lengths.sum()).to(dtype)
+        return nll.to(dtype)
 
     @torch.no_grad()
     def decode(self, emissions: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
@@ -189,17 +206,18 @@ class CRF(nn.Module):
         All in tensor ops (no per-step ``.item()``): one max per step forward, one gather per step back.
         """
         mask = self._validate(emissions, mask)
-        start, transitions, end = self.effective_scores(torch.promote_types(emissions.dtype, self._dtype))
+        start, transitions, end = self.effective_scores(self._result_dtype(emissions))
         emissions = emissions.to(start.dtype)
         batch_size, seq_len, num_tags = emissions.shape
+        first, *following = emissions.unbind(1)  # T tensors (B, K)
         # score[b, j]: best score of a path ending in tag j at step t (steps past a sentence's end are
         # computed too, and ignored: the final score is read at each sentence's last step).
-        score = start + emissions[:, 0]  # (B, K)
+        score = start + first  # (B, K)
         scores, history = [score], []
-        for t in range(1, seq_len):
+        for emission in following:
             # (B, K_prev, K_next) -> best previous tag for each next tag; the emission does not depend on it
             best, best_previous = (score.unsqueeze(2) + transitions).max(dim=1)  # (B, K), (B, K)
-            score = best + emissions[:, t]  # (B, K)
+            score = best + emission  # (B, K)
             scores.append(score)
             history.append(best_previous)
         batch = torch.arange(batch_size, device=emissions.device)
@@ -220,8 +238,9 @@ class CRF(nn.Module):
     def log_partition(self, emissions: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         """log Z, the log-sum-exp of the scores of all (allowed) paths: emissions (B, T, K) -> (B,)."""
         mask = self._validate(emissions, mask)
+        dtype = self._result_dtype(emissions)
         emissions, (start, transitions, end) = self._prepare(emissions, mask)
-        return self._log_z(self._alpha(emissions, start, transitions), end, mask.sum(dim=1))
+        return self._log_z(self._alpha(emissions, start, transitions), end, mask.sum(dim=1)).to(dtype)
 
     def forward_backward(
         self, emissions: torch.Tensor, mask: torch.Tensor | None = None
@@ -235,14 +254,16 @@ class CRF(nn.Module):
         Both are 0 at padding positions.
         """
         mask = self._validate(emissions, mask)
-        return self._forward_backward(*self._prepare(emissions, mask), mask)
+        dtype = self._result_dtype(emissions)
+        return tuple(scores.to(dtype) for scores in self._forward_backward(*self._prepare(emissions, mask), mask))
 
     def marginals(self, emissions: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         """P(y[t] = j) for every step and tag: emissions (B, T, K) -> (B, T, K), 0 at padding positions."""
         mask = self._validate(emissions, mask)
+        dtype = self._result_dtype(emissions)
         log_alpha, log_beta, log_z = self._forward_backward(*self._prepare(emissions, mask), mask)
         probabilities = torch.exp(log_alpha + log_beta - log_z[:, None, None])  # (B, T, K)
-        return probabilities.masked_fill(~mask.unsqueeze(2), 0.0)
+        return probabilities.masked_fill(~mask.unsqueeze(2), 0.0).to(dtype)
 
     def segment_log_probs(
         self,
@@ -263,12 +284,14 @@ class CRF(nn.Module):
         if path.shape != mask.shape:
             raise ValueError(f"path must have shape {tuple(mask.shape)} (batch, time), got {tuple(path.shape)}")
         self._validate_tags(path, mask, "path")
+        dtype = self._result_dtype(emissions)
         emissions, scores = self._prepare(emissions, mask)
         seq_len = mask.size(1)
         offsets = torch.arange(seq_len, device=mask.device)  # (T,): segments are at most T long
         times = (start.unsqueeze(1) + offsets).clamp(max=seq_len - 1)  # (N, T)
         segment_tags = path[batch_index.unsqueeze(1), times]  # (N, T), past the segment's end unused
-        return self._segment_log_probs(emissions, scores, mask, batch_index, start, segment_tags, end - start)
+        log_probs = self._segment_log_probs(emissions, scores, mask, batch_index, start, segment_tags, end - start)
+        return log_probs.to(dtype)
 
     @torch.no_grad()
     def span_probabilities(
@@ -344,9 +367,9 @@ class CRF(nn.Module):
 
     # ------------------------------------------------------------------------------------- internals
 
-    @property
-    def _dtype(self) -> torch.dtype:
-        return self.crf.transitions.dtype
+    def _result_dtype(self, emissions: torch.Tensor) -> torch.dtype:
+        """The wider of the emissions' and the parameters' dtype: that of results and of Viterbi's scores."""
+        return torch.promote_types(emissions.dtype, self.crf.transitions.dtype)
 
     def _validate(self, emissions: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
         """Check emissions and mask (whole left-aligned-prefix precondition); return the mask (all on if None)."""
@@ -418,20 +441,23 @@ class CRF(nn.Module):
     def _prepare(
         self, emissions: torch.Tensor, mask: torch.Tensor
     ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
-        """Emissions in the computation dtype with padding zeroed (so non-finite padding cannot leak NaN
-        into gradients), and the effective scores in that dtype."""
-        scores = self.effective_scores(torch.promote_types(emissions.dtype, self._dtype))
-        emissions = emissions.to(scores[0].dtype).masked_fill(~mask.unsqueeze(2), 0.0)  # (B, T, K)
+        """Emissions and effective scores in float64, the dtype of all sums over paths (results are cast back
+        to ``_result_dtype``), with the emissions zeroed at padding so non-finite padding cannot leak NaN
+        into gradients."""
+        scores = self.effective_scores(torch.float64)
+        emissions = emissions.to(torch.float64).masked_fill(~mask.unsqueeze(2), 0.0)  # (B, T, K)
         return emissions, scores
 
     @staticmethod
     def _alpha(emissions: torch.Tensor, start: torch.Tensor, transitions: torch.Tensor) -> torch.Tensor:
         """Forward log scores (B, T, K), computed through padding too (read at each sentence's last step)."""
-        log_alpha = start + emissions[:, 0]  # (B, K)
+        exp_transitions = transitions.exp()  # (K, K): disallowed entries are exactly 0
+        first, *following = emissions.unbind(1)  # T tensors (B, K)
+        log_alpha = start + first  # (B, K)
         steps = [log_alpha]
-        for t in range(1, emissions.size(1)):
-            # (B, K_prev, K_next) summed over the previous tag; the emission does not depend on it
-            log_alpha = torch.logsumexp(log_alpha.unsqueeze(2) + transitions, dim=1) + emissions[:, t]  # (B, K)
+        for emission in following:
+            # sum over the previous tag of exp(alpha + transition); the emission does not depend on it
+            log_alpha = _log_matmul_exp(log_alpha, exp_transitions) + emission  # (B, K)
             steps.append(log_alpha)
         return torch.stack(steps, dim=1)
 
@@ -464,14 +490,16 @@ class CRF(nn.Module):
         start, transitions, end = scores
         log_alpha = CRF._alpha(emissions, start, transitions)  # (B, T, K)
         log_z = CRF._log_z(log_alpha, end, mask.sum(dim=1))  # (B,)
+        exp_transitions_back = transitions.exp().T  # (K_next, K_this)
         end_scores = end.expand(emissions.size(0), -1)  # (B, K)
         log_beta = end_scores
         steps = [log_beta]
-        for t in range(emissions.size(1) - 2, -1, -1):
-            # (B, K_this, K_next) summed over the next tag
-            following = torch.logsumexp(transitions + (emissions[:, t + 1] + log_beta).unsqueeze(1), dim=2)
+        # from step t = T-2 down to 0, with the emission (B, K) and mask (B, 1) of step t + 1
+        for next_emission, next_on in zip(emissions.unbind(1)[:0:-1], mask.unsqueeze(2).unbind(1)[:0:-1]):
+            # sum over the next tag of exp(transition + emission + beta)
+            following = _log_matmul_exp(next_emission + log_beta, exp_transitions_back)  # (B, K)
             # a sentence's last step (next step off) starts from the end scores
-            log_beta = torch.where(mask[:, t + 1].unsqueeze(1), following, end_scores)  # (B, K)
+            log_beta = torch.where(next_on, following, end_scores)  # (B, K)
             steps.append(log_beta)
         steps.reverse()
         padding = ~mask.unsqueeze(2)  # (B, T, 1)
