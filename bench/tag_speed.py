@@ -169,7 +169,10 @@ def main() -> None:
               f"{stats['tokens'] / stats['tag_seconds']:,.0f} tokens/s)")
         print("  share of time: " + ", ".join(f"{stage} {100 * share:.1f}%" for stage, share in shares.items())
               + f", other {100 * (1 - sum(shares.values())):.1f}%")
+        parameters = sum(p.numel() for p in tagger.model.parameters())
+        print(f"  ours: {parameters:,} parameters")
         result = {"lines": lines, "tokens": stats["tokens"], "threads": args.threads, "batch_size": args.batch_size,
+                  "ours_parameters": parameters,
                   "ours_tokens_per_second": round(ours), "ours_seconds": round(stats["seconds"], 3),
                   "ours_tag_stage_tokens_per_second": round(stats["tokens"] / stats["tag_seconds"]),
                   "stage_shares": {stage: round(share, 4) for stage, share in shares.items()}}

@@ -18,7 +18,7 @@ from ner.data.conll import Corpus, read_conll, write_predictions, write_text_ato
 from ner.data.schemes import convert_tags
 from ner.data.sources import check_unseen_tags
 from ner.errors import NerError
-from ner.model import Tagger
+from ner.model import EncodedSentences, Tagger
 
 MODES = ("default", "strict")
 
@@ -39,13 +39,18 @@ def score(gold: Sequence[Sequence[str]], predicted: Sequence[Sequence[str]], sch
     }
 
 
-def score_corpus(tagger: Tagger, corpus: Corpus, batch_size: int = 64) -> tuple[dict[str, Any], list[list[str]]]:
-    """Scores of ``tagger`` on a labelled corpus, and its predictions (in the corpus's scheme)."""
-    predicted = tagger.predict([s.tokens for s in corpus.sentences], batch_size)
+def score_corpus(tagger: Tagger, corpus: Corpus, encoded: EncodedSentences | None = None,
+                 batch_size: int = 64) -> tuple[dict[str, Any], list[list[str]]]:
+    """Scores of ``tagger`` on a labelled corpus, and its predictions (in the corpus's scheme).
+
+    ``encoded`` is the corpus already encoded (e.g. with its ELMo cache), to reuse across epochs.
+    """
     scheme = tagger.config.model.scheme
+    if encoded is None:
+        encoded = tagger.encode([s.tokens for s in corpus.sentences])
+    predicted = tagger.predict_encoded(encoded, batch_size)  # in the model's scheme
     gold = [convert_tags(s.tags, corpus.scheme, scheme) for s in corpus.sentences]
-    model_predicted = [convert_tags(p, tagger.data_scheme, scheme) for p in predicted]
-    return score(gold, model_predicted, scheme), [convert_tags(p, tagger.data_scheme, corpus.scheme) for p in predicted]
+    return score(gold, predicted, scheme), [convert_tags(p, scheme, corpus.scheme) for p in predicted]
 
 
 def evaluate_run(run_dir: str | Path, data_file: str | Path, predictions_path: str | Path | None = None,

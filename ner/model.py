@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
@@ -27,6 +28,7 @@ from ner.data.vectors import read_vectors
 from ner.data.schemes import convert_tags, tags_to_spans
 from ner.data.vocab import Vocabulary, build_vocabularies, load_vocabularies, save_vocabularies
 from ner.errors import ConfigError, NerError
+from ner.elmo import BiLM, BiLMOptions, Elmo, ElmoCache, batch_to_char_ids, load_bilm
 from ner.nn.char_cnn import CharCNN
 from ner.nn.crf import CRF, allowed_transitions
 from ner.nn.lstm import GRU, LSTM
@@ -61,18 +63,28 @@ class Embedder(nn.Module):
         if self.casing is not None:
             features.append(self.casing(casing_ids))  # (B, T, casing_dim)
         if self.chars is not None:
-            features.append(self.chars(char_ids, mask))  # (B, T, char_features), zero at padding
+            # Words repeat within a batch: run the CNN once per distinct spelling, then scatter back.
+            spellings, where = torch.unique(char_ids.flatten(0, 1), dim=0, return_inverse=True)  # (U, W), (B*T,)
+            per_word = self.chars(spellings)  # (U, char_features)
+            features.append(per_word[where].view(*word_ids.shape, -1))  # (B, T, char_features)
         if elmo is not None:
             features.append(elmo)  # (B, T, E)
         return torch.cat(features, dim=-1)  # (B, T, D)
 
 
 class TaggerModel(nn.Module):
-    """Emission scores from embedder + BiLSTM + linear layer; a CRF constrained to well-formed sequences."""
+    """Emission scores from embedder + BiLSTM + linear layer; a CRF constrained to well-formed sequences.
 
-    def __init__(self, config: ModelConfig, num_words: int, num_chars: int, tag_names: Sequence[str]) -> None:
+    With ``bilm`` the embedder also gets ELMo features: the biLM's layers, scalar-mixed (``self.elmo``).
+    """
+
+    def __init__(self, config: ModelConfig, num_words: int, num_chars: int, tag_names: Sequence[str],
+                 bilm: BiLM | None = None) -> None:
         super().__init__()
-        self.embedder = Embedder(config, num_words, num_chars)
+        elmo = config.elmo
+        self.elmo = Elmo(bilm, dropout=elmo.dropout, do_layer_norm=elmo.layer_norm, fine_tune=elmo.fine_tune,
+                         l2_coef=elmo.l2) if bilm is not None else None
+        self.embedder = Embedder(config, num_words, num_chars, self.elmo.output_dim if self.elmo else 0)
         self.dropout = nn.Dropout(config.dropout)
         lstm = config.lstm
         recurrent = GRU if lstm.variant == "gru" else LSTM
@@ -85,26 +97,47 @@ class TaggerModel(nn.Module):
 
     def forward(self, word_ids: torch.Tensor, casing_ids: torch.Tensor, char_ids: torch.Tensor,
                 mask: torch.Tensor, elmo: torch.Tensor | None = None) -> torch.Tensor:
-        """Emission scores (B, T, K) for the batch's tokens."""
+        """Emission scores (B, T, K) for the batch's tokens; ``elmo`` (B, T, 2P) are the mixed ELMo features."""
         x = self.dropout(self.embedder(word_ids, casing_ids, char_ids, mask, elmo))  # (B, T, D)
         hidden, _ = self.encoder(x, mask)  # (B, T, 2H), zero at padding
         return self.emissions(self.dropout(hidden))  # (B, T, K)
 
 
 class EncodedSentences:
-    """Sentences turned into ids once (words, characters, casing, tags); served as padded batches."""
+    """Sentences turned into ids once (words, characters, casing, tags); served as padded batches.
 
-    def __init__(self, batcher: Batcher, casing: list[torch.Tensor]) -> None:
+    ``elmo_cache`` (frozen ELMo only) holds the biLM layers of these sentences, in the same order.
+    """
+
+    def __init__(self, batcher: Batcher, casing: list[torch.Tensor], elmo_cache: ElmoCache | None = None) -> None:
         self.batcher = batcher
         self.casing = casing  # each (T_i,) long
+        self.elmo_cache = elmo_cache
 
     def __len__(self) -> int:
         return len(self.batcher)
 
-    def batches(self, batch_size: int, shuffle: bool = False, seed: int = 0) -> Iterator[tuple[Batch, torch.Tensor]]:
-        """(batch, casing ids (B, T)) pairs, grouped by length; ``shuffle`` orders them by ``seed`` alone."""
+    def batches(self, batch_size: int, shuffle: bool = False, seed: int = 0) -> Iterator[TaggerBatch]:
+        """Batches grouped by length; ``shuffle`` orders them by ``seed`` alone."""
         for batch in self.batcher.batches(batch_size, shuffle=shuffle, seed=seed):
-            yield batch, pad_sequence([self.casing[i] for i in batch.indices], batch_first=True)
+            casing = pad_sequence([self.casing[i] for i in batch.indices], batch_first=True)  # (B, T)
+            layers = None
+            if self.elmo_cache is not None:
+                layers, _ = self.elmo_cache.layers_for(batch.indices)  # (L + 1, B, T + 2, 2P)
+            yield TaggerBatch(batch, casing, layers)
+
+
+@dataclass
+class TaggerBatch:
+    """A padded batch plus what only the tagger derives: casing classes and cached ELMo layers."""
+
+    batch: Batch
+    casing_ids: torch.Tensor  # (B, T) long
+    elmo_layers: torch.Tensor | None  # (L + 1, B, T + 2, 2P) from the cache, or None
+
+    @property
+    def size(self) -> int:
+        return self.batch.mask.size(0)
 
 
 class Tagger:
@@ -115,11 +148,11 @@ class Tagger:
     """
 
     def __init__(self, config: Config, words: Vocabulary, chars: Vocabulary, tags: Vocabulary,
-                 data_scheme: str, device: torch.device | str = "cpu") -> None:
+                 data_scheme: str, device: torch.device | str = "cpu", bilm: BiLM | None = None) -> None:
         self.config, self.words, self.chars, self.tags = config, words, chars, tags
         self.data_scheme = data_scheme
         self.device = torch.device(device)
-        self.model = TaggerModel(config.model, len(words), len(chars), tags.items).to(self.device)
+        self.model = TaggerModel(config.model, len(words), len(chars), tags.items, bilm).to(self.device)
 
     # ------------------------------------------------------------------------------------- building, saving
     @classmethod
@@ -132,7 +165,11 @@ class Tagger:
         vectors = read_vectors(emb.pretrained, emb.dim, emb.lowercase) if emb.pretrained else {}
         if vectors:  # every pretrained word joins the vocabulary, so dev/test words outside training get theirs
             words = Vocabulary(words.items[2:] + [w for w in vectors if w not in words.index], lowercase=emb.lowercase)
-        tagger = cls(config, words, chars, tags, train.scheme, device)
+        bilm = None
+        if config.model.elmo.enabled:
+            elmo = config.model.elmo
+            bilm = load_bilm(elmo.pretrained_dir, elmo.options_file, elmo.weights_file)
+        tagger = cls(config, words, chars, tags, train.scheme, device, bilm)
         table = tagger.model.embedder.words.weight  # (num_words, dim)
         with torch.no_grad():
             for word, vector in vectors.items():
@@ -142,7 +179,8 @@ class Tagger:
     def save_vocabularies(self, run_dir: Path) -> None:
         """Write the vocabularies and ``model.json`` (formats and schemes) into ``run_dir``."""
         save_vocabularies(run_dir, self.words, self.chars, self.tags)
-        meta = {"format": MODEL_FORMAT, "data_scheme": self.data_scheme, "model_scheme": self.config.model.scheme}
+        meta = {"format": MODEL_FORMAT, "data_scheme": self.data_scheme, "model_scheme": self.config.model.scheme,
+                "elmo_options": self.model.elmo.bilm.options.to_allennlp() if self.model.elmo else None}
         write_text_atomic(run_dir / META_FILE, json.dumps(meta, indent=2) + "\n")
 
     def save_weights(self, run_dir: Path) -> None:
@@ -170,7 +208,10 @@ class Tagger:
             raise NerError(f"{error} (the run was written by an incompatible version of ner)") from None
         words, chars, tags = load_vocabularies(run_dir)
         device = resolve_device(config.training.device) if device is None else device
-        tagger = cls(config, words, chars, tags, meta["data_scheme"], device)
+        # The biLM's weights are in model.pt: only its architecture is needed to rebuild it.
+        bilm = BiLM(BiLMOptions.from_allennlp(meta["elmo_options"], str(run_dir / META_FILE))) \
+            if meta.get("elmo_options") else None
+        tagger = cls(config, words, chars, tags, meta["data_scheme"], device, bilm)
         state = torch.load(run_dir / WEIGHTS_FILE, map_location=tagger.device, weights_only=True)
         try:
             tagger.model.load_state_dict(state)
@@ -181,35 +222,62 @@ class Tagger:
         return tagger
 
     # ------------------------------------------------------------------------------------------ batches
-    def encode(self, token_seqs: Sequence[Sequence[str]], tag_seqs: Sequence[Sequence[str]] | None = None
-               ) -> EncodedSentences:
-        """Ids of sentences (tags, if given, in the model's scheme)."""
+    def encode(self, token_seqs: Sequence[Sequence[str]], tag_seqs: Sequence[Sequence[str]] | None = None,
+               elmo_cache_dir: Path | None = None) -> EncodedSentences:
+        """Ids of sentences (tags, if given, in the model's scheme).
+
+        With ``elmo_cache_dir`` and a frozen biLM, the biLM layers of these sentences are computed once and
+        kept there (memory-mapped), so batches read them instead of running the biLM.
+        """
         widest = max((w for w, _ in self.config.model.char_cnn.filters), default=1)
         batcher = Batcher(token_seqs, self.words, self.chars, tag_seqs, self.tags if tag_seqs is not None else None,
                           min_word_length=widest, max_word_length=50)
         casing = [torch.tensor([casing_class(token) for token in tokens]) for tokens in batcher.tokens]
-        return EncodedSentences(batcher, casing)
+        elmo, cache = self.model.elmo, None
+        if elmo is not None and not elmo.fine_tune and elmo_cache_dir is not None:
+            dtype = getattr(torch, self.config.model.elmo.cache_dtype)
+            cache = ElmoCache.for_sentences(elmo.bilm, batcher.tokens, elmo_cache_dir, dtype=dtype,
+                                            progress=self.config.output.progress)
+        return EncodedSentences(batcher, casing, cache)
 
-    def encode_corpus(self, corpus: Corpus) -> EncodedSentences:
+    def encode_corpus(self, corpus: Corpus, elmo_cache_dir: Path | None = None) -> EncodedSentences:
         """A labelled corpus, its tags converted to the model's scheme."""
         scheme = self.config.model.scheme
         return self.encode([s.tokens for s in corpus.sentences],
-                           [convert_tags(s.tags, corpus.scheme, scheme) for s in corpus.sentences])
+                           [convert_tags(s.tags, corpus.scheme, scheme) for s in corpus.sentences], elmo_cache_dir)
 
-    def emissions(self, batch: Batch, casing_ids: torch.Tensor, word_dropout: float = 0.0) -> torch.Tensor:
+    def emissions(self, item: TaggerBatch, word_dropout: float = 0.0) -> torch.Tensor:
         """Emission scores (B, T, K); ``word_dropout`` replaces that share of words by <unk> (training)."""
+        batch = item.batch
         word_ids = batch.word_ids.to(self.device)  # (B, T)
         if word_dropout > 0:
             dropped = torch.rand(word_ids.shape, device=self.device) < word_dropout  # (B, T)
             word_ids = word_ids.masked_fill(dropped & (word_ids > 0), self.words.unk_id)
-        return self.model(word_ids, casing_ids.to(self.device), batch.char_ids.to(self.device),
-                          batch.mask.to(self.device))
+        return self.model(word_ids, item.casing_ids.to(self.device), batch.char_ids.to(self.device),
+                          batch.mask.to(self.device), self._elmo_features(item))
 
-    def loss(self, batch: Batch, casing_ids: torch.Tensor) -> torch.Tensor:
-        """Mean negative log-likelihood of the batch's gold tags (training mode: dropout, word dropout)."""
-        emissions = self.emissions(batch, casing_ids, self.config.model.word_dropout)
-        return self.model.crf.neg_log_likelihood(emissions, batch.tag_ids.to(self.device),
-                                                 batch.mask.to(self.device))
+    def _elmo_features(self, item: TaggerBatch) -> torch.Tensor | None:
+        """Mixed ELMo features (B, T, 2P) from the cached layers, or by running the biLM; None without ELMo."""
+        elmo = self.model.elmo
+        if elmo is None:
+            return None
+        if item.elmo_layers is not None:
+            layers = item.elmo_layers.to(self.device)  # (L + 1, B, T + 2, 2P)
+            mask = batch_mask_with_boundaries(item.batch.mask).to(self.device)  # (B, T + 2)
+            features, _ = elmo.from_layers(layers, mask)
+        else:
+            features, _ = elmo(batch_to_char_ids(item.batch.tokens).to(self.device))
+        return features  # (B, T, 2P)
+
+    def loss(self, item: TaggerBatch) -> torch.Tensor:
+        """Mean negative log-likelihood of the batch's gold tags (training mode: dropout, word dropout),
+        plus the ELMo scalar-mix L2 penalty when configured."""
+        emissions = self.emissions(item, self.config.model.word_dropout)
+        loss = self.model.crf.neg_log_likelihood(emissions, item.batch.tag_ids.to(self.device),
+                                                 item.batch.mask.to(self.device))
+        if self.model.elmo is not None and self.config.model.elmo.l2:
+            loss = loss + self.model.elmo.penalty()
+        return loss
 
     # ------------------------------------------------------------------------------------------ predicting
     @torch.no_grad()
@@ -220,8 +288,9 @@ class Tagger:
         tags: list[list[str]] = [[] for _ in range(len(encoded))]
         spans: list[list[tuple[str, int, int, float]]] = [[] for _ in range(len(encoded))]
         scheme = self.config.model.scheme
-        for batch, casing_ids in encoded.batches(batch_size):
-            emissions = self.emissions(batch, casing_ids)  # (B, T, K)
+        for item in encoded.batches(batch_size):
+            batch = item.batch
+            emissions = self.emissions(item)  # (B, T, K)
             mask = batch.mask.to(self.device)
             paths = self.model.crf.decode(emissions, mask).tolist()  # (B, T)
             batch_tags = [self.tags.decode(path[:len(tokens)]) for path, tokens in zip(paths, batch.tokens)]
@@ -266,6 +335,12 @@ class Tagger:
         from ner.tagging import tag_text
 
         return tag_text(self, text)
+
+
+def batch_mask_with_boundaries(mask: torch.Tensor) -> torch.Tensor:
+    """A (B, T) token mask -> the (B, T + 2) mask of the same sentences with <S> and </S> added."""
+    lengths = mask.sum(dim=1, keepdim=True) + 2  # (B, 1)
+    return torch.arange(mask.size(1) + 2, device=mask.device) < lengths  # (B, T + 2)
 
 
 def resolve_device(name: str) -> torch.device:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import resource
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -105,7 +106,9 @@ def train(config: Config, run_dir: Path, resume: bool = False,
         log.info("resuming %s after epoch %d (best dev F1 %.2f at epoch %d)", run_dir, state.epoch,
                  100 * state.best_f1, state.best_epoch)
 
-    train_data = tagger.encode_corpus(train_corpus)
+    elmo_cache = run_dir / "elmo_cache" if config.model.elmo.enabled and not config.model.elmo.fine_tune else None
+    train_data = tagger.encode_corpus(train_corpus, elmo_cache)
+    dev_data = tagger.encode_corpus(dev_corpus, elmo_cache) if dev_corpus is not None else None
     log.info("training on %d sentences (%d tokens), %s, %d parameters, run directory %s",
              len(train_corpus.sentences), sum(len(s.tokens) for s in train_corpus.sentences), device,
              sum(p.numel() for p in model.parameters() if p.requires_grad), run_dir)
@@ -115,7 +118,7 @@ def train(config: Config, run_dir: Path, resume: bool = False,
         loss = _train_epoch(tagger, train_data, optimizer, opts, epoch, config.output.progress)
         scheduler.step()
         seconds = time.perf_counter() - started
-        dev = score_corpus(tagger, dev_corpus)[0] if dev_corpus is not None else None
+        dev = score_corpus(tagger, dev_corpus, dev_data)[0] if dev_corpus is not None else None
         dev_f1 = dev["default"]["micro"]["f1"] if dev else -loss  # no dev set: keep the lowest loss
         improved = dev_f1 > state.best_f1
         state.epoch = epoch
@@ -152,14 +155,14 @@ def _train_epoch(tagger: Tagger, data: EncodedSentences, optimizer: torch.optim.
     bar = tqdm(batches, total=total_batches, desc=f"epoch {epoch}/{opts.epochs}", unit="batch",
                disable=not progress, leave=False)
     started = time.perf_counter()
-    for batch, casing_ids in bar:
+    for item in bar:
         optimizer.zero_grad(set_to_none=True)
-        loss = tagger.loss(batch, casing_ids)  # mean over the batch's sentences
+        loss = tagger.loss(item)  # mean over the batch's sentences
         loss.backward()
         if opts.grad_clip:
             torch.nn.utils.clip_grad_norm_(model.parameters(), opts.grad_clip)
         optimizer.step()
-        size = batch.mask.size(0)
+        size = item.size
         total_loss += loss.detach() * size  # stays a tensor: no host sync per step
         total_sentences += size
         if progress and bar.n % 20 == 0:
@@ -182,7 +185,8 @@ def _final_scores(run_dir: Path, corpora: dict[str, Corpus], state: TrainingStat
                   device: torch.device) -> dict[str, Any]:
     """Score the best model on dev and test, print the tables and write ``metrics.json``."""
     best = Tagger.load(run_dir, device=device)
-    metrics: dict[str, Any] = {"best_epoch": state.best_epoch, "epochs": state.epoch}
+    metrics: dict[str, Any] = {"best_epoch": state.best_epoch, "epochs": state.epoch,
+                               "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)}
     for split in ("dev", "test"):
         if split in corpora:
             scores, _ = score_corpus(best, corpora[split])

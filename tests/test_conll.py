@@ -49,7 +49,10 @@ def read_text(tmp_path: Path, text: str, **options: object) -> Corpus:
 class TestReading:
     def test_default_columns_docstarts_and_missing_final_newline(self, tmp_path: Path) -> None:
         corpus = read_text(tmp_path, CONLL2003_LIKE)
-        assert [s.tokens for s in corpus.sentences] == [["Mira", "Voss", "visited", "Ostrel", "."], ["Talo", "Brenn", "won"]]
+        assert [s.tokens for s in corpus.sentences] == [
+            ["Mira", "Voss", "visited", "Ostrel", "."],
+            ["Talo", "Brenn", "won"],
+        ]
         assert [s.tags for s in corpus.sentences] == [["I-PER", "I-PER", "O", "I-LOC", "O"], ["I-PER", "B-PER", "O"]]
         assert [s.line for s in corpus.sentences] == [1, 9]
         assert corpus.sentences[1].columns[1] == ["Brenn", "NNP", "I-NP", "B-PER"]
@@ -115,7 +118,8 @@ class TestWriting:
         predicted = [["S-PER", "O", "O", "S-LOC", "O"], ["B-PER", "E-PER", "O"]]
         write_conll(corpus.with_tags(predicted, "BIOES"), tmp_path / "out.txt")
         assert (tmp_path / "out.txt").read_text() == (
-            CONLL2003_LIKE.replace("Voss NNP I-NP I-PER", "Voss NNP I-NP O").replace("Brenn NNP I-NP B-PER", "Brenn NNP I-NP I-PER")
+            CONLL2003_LIKE.replace("Voss NNP I-NP I-PER", "Voss NNP I-NP O")
+            .replace("Brenn NNP I-NP B-PER", "Brenn NNP I-NP I-PER")
         )
 
     def test_untagged_corpus_gains_a_tag_column(self, tmp_path: Path) -> None:
@@ -172,15 +176,21 @@ class TestBadInput:
     @pytest.mark.parametrize("tag", ["X-PER", "B-", "I-", "PER", "o"])
     def test_ill_formed_tag(self, tmp_path: Path, tag: str) -> None:
         path = write(tmp_path, f"A O\n\nB O\nC {tag}\n")
-        self.expect(path, f"{path}:4: ill-formed tag {tag!r}: expected 'O' or B-, I-, E-, S- followed by a type (e.g. B-PER)")
+        self.expect(
+            path, f"{path}:4: ill-formed tag {tag!r}: expected 'O' or B-, I-, E-, S- followed by a type (e.g. B-PER)"
+        )
 
     def test_invalid_utf8(self, tmp_path: Path) -> None:
         path = write(tmp_path, b"A O\nB\xe9 O\n")
-        self.expect(path, f"{path}:2: invalid UTF-8 byte 0xe9 at byte offset 5 (byte 2 of the line): expected UTF-8 text")
+        self.expect(
+            path, f"{path}:2: invalid UTF-8 byte 0xe9 at byte offset 5 (byte 2 of the line): expected UTF-8 text"
+        )
 
     def test_binary_file(self, tmp_path: Path) -> None:
         path = write(tmp_path, b"A O\n\x00\x01\x02")
-        self.expect(path, f"{path}:2: looks like a binary file (NUL byte at byte offset 4, column 1): expected UTF-8 text")
+        self.expect(
+            path, f"{path}:2: looks like a binary file (NUL byte at byte offset 4, column 1): expected UTF-8 text"
+        )
 
     def test_sequence_breaking_the_detected_scheme(self, tmp_path: Path) -> None:
         path = write(tmp_path, "A I-PER\n\nB O\nC B-LOC\n")

@@ -8,7 +8,6 @@ import math
 
 import pytest
 import torch
-import torchcrf
 
 from ner.nn.crf import CRF, IMPOSSIBLE, allowed_transitions
 
@@ -389,15 +388,17 @@ def test_constrained_decode_is_always_well_formed(scheme):
     tags = BIOES_TWO_TYPES if scheme == "BIOES" else TAGS[scheme]
     crf = CRF(len(tags), allowed_transitions(tags, scheme))
     generator = torch.Generator().manual_seed(12)
-    emissions = 5 * torch.randn(200, 8, len(tags), generator=generator)  # emissions favour ill-formed paths
+    emissions = 5 * torch.randn(200, 8, len(tags), generator=generator)  # large: often favour ill-formed paths
     lengths = torch.randint(1, 9, (200,), generator=generator)
     mask = torch.arange(8) < lengths.unsqueeze(1)
     unconstrained = CRF(len(tags))
     unconstrained.crf.load_state_dict(crf.crf.state_dict())
-    as_names = lambda path, n: [tags[i] for i in path[:n].tolist()]  # noqa: E731
-    decoded, free = crf.decode(emissions, mask), unconstrained.decode(emissions, mask)
-    assert all(is_well_formed(as_names(path, n), scheme) for path, n in zip(decoded, lengths.tolist()))
-    assert not all(is_well_formed(as_names(path, n), scheme) for path, n in zip(free, lengths.tolist()))
+
+    def all_well_formed(paths: torch.Tensor) -> bool:
+        return all(is_well_formed([tags[i] for i in path[:n].tolist()], scheme) for path, n in zip(paths, lengths))
+
+    assert all_well_formed(crf.decode(emissions, mask))
+    assert not all_well_formed(unconstrained.decode(emissions, mask))  # the emissions do push for ill-formed
 
 
 def test_constraints_survive_parameter_updates_and_state_dict():
@@ -511,7 +512,10 @@ def test_segment_and_span_errors():
     crf = CRF(5, allowed_transitions(tags, "IOB2"))
     emissions, mask = make_batch([4, 2], 5, dtype=torch.float32)
     path = torch.zeros(2, 4, dtype=torch.long)
-    index = lambda *values: torch.tensor(values)  # noqa: E731
+
+    def index(*values: int) -> torch.Tensor:
+        return torch.tensor(values)
+
     assert _error(lambda: crf.segment_log_probs(emissions, mask, index(0), index(1), index(3), path[:, :2])) == (
         "path must have shape (2, 4) (batch, time), got (2, 2)"
     )

@@ -11,7 +11,9 @@ import torch
 from ner.elmo import BiLM, BiLMOptions, Elmo, ElmoCache, batch_to_char_ids
 from ner.elmo.cache import cache_key
 
-SENTENCES = [["EU", "rejects", "German", "call"], [], ["Peter", "Blackburn"], ["a"], ["BRUSSELS", "1996-08-22", "x", "y", "z"]]
+SENTENCES = [
+    ["EU", "rejects", "German", "call"], [], ["Peter", "Blackburn"], ["a"], ["BRUSSELS", "1996-08-22", "x", "y", "z"],
+]
 
 
 @pytest.fixture(scope="module")

@@ -32,7 +32,8 @@ def _write_text(path: Path, sentences: int = 400) -> None:
     lines = []
     for _ in range(sentences):
         amount = rng.choice(["1.5", "20", "300", "4,000"])
-        lines.append(f"{rng.choice(subjects)} {rng.choice(verbs)} {amount} mln dlrs in {rng.choice(['March', 'April'])} .")
+        month = rng.choice(["March", "April"])
+        lines.append(f"{rng.choice(subjects)} {rng.choice(verbs)} {amount} mln dlrs in {month} .")
     path.write_text("\n".join(lines) + "\n")
 
 
@@ -66,7 +67,8 @@ def test_smoke_run_lowers_heldout_perplexity_and_writes_a_loadable_bilm(tmp_path
         for got, want in zip(exported(ids)[0], bilm(ids)[0]):
             torch.testing.assert_close(got, want, atol=1e-6, rtol=0)
     exported.to_allennlp(tmp_path / "again")  # file -> model -> file is bit-exact
-    with h5py.File(tmp_path / "exported" / "weights.hdf5") as first, h5py.File(tmp_path / "again" / "weights.hdf5") as again:
+    first_file, again_file = tmp_path / "exported" / "weights.hdf5", tmp_path / "again" / "weights.hdf5"
+    with h5py.File(first_file) as first, h5py.File(again_file) as again:
         names: list[str] = []
         first.visit(lambda name: names.append(name) if isinstance(first[name], h5py.Dataset) else None)
         assert len(names) == 1 + 3 * 2 + 4 + 2 + 4 * 3  # char_embed, CNN, 1 highway, CNN_proj, 4 LSTM cells

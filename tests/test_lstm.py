@@ -9,6 +9,7 @@ from torch.func import functional_call
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from ner.nn import GRU, LSTM
+import ner.nn.lstm as lstm_module
 from ner.nn.lstm import reverse_padded
 
 LENGTHS = [4, 1, 3, 4, 2]  # unsorted, with a length-1 sentence and one shorter than the padded width
@@ -101,10 +102,12 @@ def gru_cell(p: dict[str, torch.Tensor], module: GRU, x: torch.Tensor, h: torch.
     xr, xz, xn = (p["weight_ih"] @ x + p.get("bias_ih", 0)).split(hidden)
     hr, hz, hn = (p["weight_hh"] @ h + p.get("bias_hh", 0)).split(hidden)
     pre = [xr + hr, xz + hz]
-    norm = lambda z, k: z  # noqa: E731
-    if module.layer_norm:
-        def norm(z: torch.Tensor, k: int) -> torch.Tensor:
-            return F.layer_norm(z, (hidden,)) * p["norm_weight"].split(hidden)[k] + p["norm_bias"].split(hidden)[k]
+
+    def norm(z: torch.Tensor, k: int) -> torch.Tensor:
+        if not module.layer_norm:
+            return z
+        return F.layer_norm(z, (hidden,)) * p["norm_weight"].split(hidden)[k] + p["norm_bias"].split(hidden)[k]
+
     r, z = (torch.sigmoid(norm(a, k)) for k, a in enumerate(pre))
     n = torch.tanh(norm(xn + r * hn, 2))
     return (1 - z) * n + z * h
@@ -206,11 +209,38 @@ def test_projection_equals_torch(dtype) -> None:
                      gradients(expected, [x, *state, *reference.parameters()]), TOLERANCE[dtype])
 
 
+def test_float32_without_onednn_equals_torch(monkeypatch) -> None:
+    """The torch.bmm route (CUDA, float64, or no oneDNN) gives the same float32 numbers as the oneDNN one."""
+    monkeypatch.setattr(lstm_module, "_ONEDNN", False)
+    test_equals_torch((LSTM, torch.nn.LSTM), 2, True, torch.float32, True)
+    test_equals_torch((GRU, torch.nn.GRU), 1, True, torch.float32, False)
+
+
+@pytest.mark.skipif(not lstm_module._ONEDNN, reason="torch's oneDNN linear op is not available")
+@pytest.mark.parametrize("proj_size", [0, 8])
+def test_onednn_route_equals_torch(proj_size) -> None:
+    """Batches with >= _ONEDNN_MIN_ROWS active sentences take oneDNN products on CPU float32."""
+    torch.manual_seed(0)
+    lengths = torch.randint(1, 9, (24,)).tolist()
+    assert sorted(lengths)[-lstm_module._ONEDNN_MIN_ROWS] > 1  # several steps with enough rows
+    ours = LSTM(3, 12, 2, bidirectional=True, proj_size=proj_size)
+    reference = torch.nn.LSTM(3, 12, 2, bidirectional=True, batch_first=True, proj_size=proj_size)
+    reference.load_state_dict(ours.state_dict())
+    x = torch.randn(len(lengths), 8, 3, requires_grad=True)
+    results, expected = flat(ours(x, lengths=lengths)), torch_run(reference, x, lengths, None)
+    assert_all_close(results, expected, 1e-5)
+    assert_all_close(gradients(results, [x, *ours.parameters()]), gradients(expected, [x, *reference.parameters()]),
+                     1e-5)
+    with torch.no_grad():
+        assert_all_close(flat(ours(x, lengths=lengths)), [e.detach() for e in expected], 1e-5)
+
+
 def test_state_dict_loads_both_ways_with_torch() -> None:
     for ours, theirs in ((LSTM(3, 4, 2, bidirectional=True, proj_size=2),
                           torch.nn.LSTM(3, 4, 2, bidirectional=True, proj_size=2)),
                          (GRU(3, 4, 3, bias=False), torch.nn.GRU(3, 4, 3, bias=False))):
-        assert {k: v.shape for k, v in ours.state_dict().items()} == {k: v.shape for k, v in theirs.state_dict().items()}
+        shapes = {k: v.shape for k, v in theirs.state_dict().items()}
+        assert {k: v.shape for k, v in ours.state_dict().items()} == shapes
         ours.load_state_dict(theirs.state_dict())
         theirs.load_state_dict(ours.state_dict())
 
@@ -286,6 +316,26 @@ def test_gradcheck(name) -> None:
     assert torch.autograd.gradcheck(run, inputs)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["float32", "float64"])
+def test_reversed_unidirectional_equals_backward_direction(dtype) -> None:
+    """ELMo's use: a one-way LSTMP with clipping run on reverse_padded input, its output reversed back, equals the
+    backward half of a bidirectional layer with the same weights (values and gradients)."""
+    bidirectional = make_module("projection-clip", 3, 4).to(dtype)
+    one_way = LSTM(3, 4, proj_size=2, cell_clip=0.5, proj_clip=0.1).to(dtype)
+    one_way.load_state_dict({k.removesuffix("_reverse"): v for k, v in bidirectional.state_dict().items()
+                             if k.endswith("_l0_reverse")})
+    one_layer = LSTM(3, 4, bidirectional=True, proj_size=2, cell_clip=0.5, proj_clip=0.1).to(dtype)
+    one_layer.load_state_dict({k: v for k, v in bidirectional.state_dict().items() if "_l0" in k})
+    x = make_input(LENGTHS, 3, dtype)
+    lengths = torch.tensor(LENGTHS)
+    output, (h_n, c_n) = one_way(reverse_padded(x, lengths), mask_of(LENGTHS))
+    expected, (expected_h, expected_c) = one_layer(x, mask_of(LENGTHS))
+    results = [reverse_padded(output, lengths), h_n[0], c_n[0]]
+    expected = [expected[..., 2:], expected_h[1], expected_c[1]]
+    assert_all_close(results, expected, TOLERANCE[dtype])
+    assert_all_close(gradients(results, [x]), gradients(expected, [x]), TOLERANCE[dtype])
+
+
 def test_padding_is_exactly_zero_and_mask_equals_lengths() -> None:
     module = make_module("projection-clip", 3, 4)
     x = make_input(LENGTHS, 3, torch.float64)
@@ -295,6 +345,22 @@ def test_padding_is_exactly_zero_and_mask_equals_lengths() -> None:
         assert torch.count_nonzero(output[b, :length]) == output[b, :length].numel()
     by_lengths = module(x, lengths=torch.tensor(LENGTHS))
     assert torch.equal(by_lengths[0], output) and torch.equal(by_lengths[1][1], c_n)
+
+
+def test_inference_sees_parameter_updates() -> None:
+    """Inference caches prepared weights; changing a parameter in place (an optimizer step) or loading a state
+    dict must show in the next call."""
+    torch.manual_seed(0)
+    module, fresh = LSTM(3, 4, bidirectional=True).double(), LSTM(3, 4, bidirectional=True).double()
+    x = make_input(LENGTHS, 3, torch.float64).detach()
+    with torch.no_grad():
+        module(x, lengths=LENGTHS)
+        module.weight_hh_l0_reverse.mul_(2)
+        fresh.load_state_dict(module.state_dict())
+        torch.testing.assert_close(module(x, lengths=LENGTHS)[0], fresh(x, lengths=LENGTHS)[0], atol=0, rtol=0)
+        module.load_state_dict(LSTM(3, 4, bidirectional=True).double().state_dict())
+        fresh.load_state_dict(module.state_dict())
+        torch.testing.assert_close(module(x, lengths=LENGTHS)[0], fresh(x, lengths=LENGTHS)[0], atol=0, rtol=0)
 
 
 def test_time_major_equals_batch_first() -> None:

@@ -59,7 +59,8 @@ MONTHS = "January February March April May June July August September October No
 LEXICON = {
     "the": "DT", "a": "DT", "an": "DT", "The": "DT", "A": "DT", "this": "DT", "of": "IN", "in": "IN", "In": "IN",
     "on": "IN", "at": "IN", "for": "IN", "from": "IN", "with": "IN", "by": "IN", "after": "IN", "against": "IN",
-    "near": "IN", "into": "IN", "IN": "IN", "before": "IN", "about": "IN", "say": "VB", "It": "PRP", "between": "IN", "since": "IN", "as": "IN", "that": "IN", "than": "IN",
+    "near": "IN", "into": "IN", "before": "IN", "about": "IN", "between": "IN", "since": "IN",
+    "as": "IN", "that": "IN", "than": "IN", "say": "VB", "It": "PRP",
     "to": "TO", "and": "CC", "but": "CC", "said": "VBD", "says": "VBZ", "told": "VBD", "will": "MD",
     "would": "MD", "could": "MD", "must": "MD", "was": "VBD", "were": "VBD", "is": "VBZ", "has": "VBZ",
     "had": "VBD", "be": "VB", "been": "VBN", "did": "VBD", "it": "PRP", "he": "PRP", "she": "PRP", "they": "PRP",
@@ -71,8 +72,8 @@ LEXICON = {
 # Templates: words (POS from LEXICON, or word|POS) and slots in braces. "!" marks an all-caps headline.
 TEMPLATES = {
     "sports": [
-        "! SOCCER|NN - {CLUB} BEAT|VBD {CLUB} IN {CITY} .",
-        "! TENNIS|NN - {SURNAME} WINS|VBZ {EVENT} TITLE|NN .",
+        "! soccer|NN - {CLUB} beat|VBD {CLUB} in {CITY} .",
+        "! tennis|NN - {SURNAME} wins|VBZ {EVENT} title|NN .",
         "{CITY_CAPS} {DATE}",
         "{CLUB} beat|VBD {CLUB} {SCORE} in the {DEMONYM} league|NN on {DAY} .",
         "{PERSON} scored|VBD twice|RB as {CLUB} won|VBD {SCORE} at {CITY} on {DAY} .",
@@ -91,7 +92,7 @@ TEMPLATES = {
         "{SURNAME} 's goal|NN sent|VBD {CLUB} top|JJ of the table|NN .",
     ],
     "business": [
-        "! {COMPANY} PROFIT|NN RISES|VBZ {PERCENT} .",
+        "! {COMPANY} profit|NN rises|VBZ {PERCENT} .",
         "{COMPANY} said on {DAY} its net|JJ profit|NN rose|VBD {PERCENT} to {MONEY} .",
         "Shares|NNS in {COMPANY} fell|VBD {PERCENT} in {CITY} after the results|NNS .",
         "{COMPANY} will buy|VB {COMPANY} for {MONEY} , the companies|NNS said .",
@@ -108,7 +109,7 @@ TEMPLATES = {
         "{SURNAME} 's company|NN , {COMPANY} , lost|VBD {MONEY} last|JJ year|NN .",
     ],
     "politics": [
-        "! {COUNTRY_CAPS} , {COUNTRY_CAPS} SIGN|VBP {TREATY} .",
+        "! {COUNTRY} , {COUNTRY} sign|VBP {TREATY} .",
         "{CITY_CAPS} {DATE}",
         "{DEMONYM} President|NNP {PERSON} arrived|VBD in {CITY} on {DAY} for talks|NNS .",
         "{PERSON} , the {DEMONYM} foreign|JJ minister|NN , said the {TREATY} must be respected|VBN .",
@@ -179,9 +180,8 @@ class Generator:
         if name in ("CITY", "CITY_CAPS"):
             city = self.pick(CITIES)
             return _proper(city.upper() if name == "CITY_CAPS" else city), "LOC"
-        if name in ("COUNTRY", "COUNTRY_CAPS"):
-            country = rng.choice(sorted(COUNTRIES))
-            return _proper(country.upper() if name == "COUNTRY_CAPS" else country), "LOC"
+        if name == "COUNTRY":
+            return _proper(rng.choice(sorted(COUNTRIES))), "LOC"
         if name == "DEMONYM":
             return [(COUNTRIES[rng.choice(sorted(COUNTRIES))], "JJ")], "MISC"
         if name == "COMPANY":

@@ -38,17 +38,6 @@ class Batch:
         """Tokens per sentence, (B,) long."""
         return self.mask.sum(dim=1)
 
-    def to(self, device: torch.device | str) -> Batch:
-        """The same batch with its tensors on ``device``."""
-        return Batch(
-            self.word_ids.to(device),
-            self.char_ids.to(device),
-            self.mask.to(device),
-            None if self.tag_ids is None else self.tag_ids.to(device),
-            self.indices,
-            self.tokens,
-        )
-
 
 class Batcher:
     """Sentences encoded once as id tensors, served as padded batches.

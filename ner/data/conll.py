@@ -118,6 +118,7 @@ def read_conll(
 
 
 def _read_conll(name: str, token_column: int, tag_column: int | None, scheme: str) -> Corpus:
+    """:func:`read_conll` with the garbage collector paused."""
     text = _read_text(name)
     newline = "\r\n" if "\r\n" in text[: text.find("\n") + 1] else "\n"
     lines = text.split("\n")
@@ -129,7 +130,9 @@ def _read_conll(name: str, token_column: int, tag_column: int | None, scheme: st
 
     first_number, separator = _first_token_line(lines)
     if first_number is None:
-        raise DataError(f"{location(name)}: no sentences, only blank lines and {DOCSTART} markers: expected CoNLL lines")
+        raise DataError(
+            f"{location(name)}: no sentences, only blank lines and {DOCSTART} markers: expected CoNLL lines"
+        )
     split = str.split if separator == " " else lambda line: line.split("\t")
     num_columns = len(split(lines[first_number - 1]))
     token_column = _column_index(name, first_number, "token_column", token_column, num_columns)
@@ -215,6 +218,8 @@ def write_conll(corpus: Corpus, path: str | os.PathLike[str]) -> None:
     not at all (written to a temporary file, then renamed).
     """
     gaps = corpus.gaps or [()] + [_BETWEEN_SENTENCES] * (len(corpus.sentences) - 1) + [()]
+    if len(gaps) != len(corpus.sentences) + 1:
+        raise ValueError(f"{len(gaps)} gaps for {len(corpus.sentences)} sentences: expected one more gap")
     lines: list[str] = []
     for gap, sentence in zip(gaps, corpus.sentences):
         lines.extend(gap)

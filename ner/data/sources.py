@@ -67,7 +67,7 @@ def check_unseen_tags(corpus: Corpus, known_tags: Iterable[str], unseen_tags: st
     """
     if unseen_tags not in ("error", "O"):
         raise ValueError(f"unseen_tags must be 'error' or 'O', got {unseen_tags!r}")
-    known_types = {tag_type(tag) for tag in known_tags}
+    known_types = {tag_type(tag) for tag in known_tags} | {None}  # O is never unseen
     sentences = []
     for sentence in corpus.sentences:
         unseen = [i for i, tag in enumerate(sentence.tags) if tag_type(tag) not in known_types]

@@ -128,7 +128,9 @@ def build_vocabularies(
     return words, chars, tags
 
 
-def save_vocabularies(directory: str | os.PathLike[str], words: Vocabulary, chars: Vocabulary, tags: Vocabulary) -> None:
+def save_vocabularies(
+    directory: str | os.PathLike[str], words: Vocabulary, chars: Vocabulary, tags: Vocabulary
+) -> None:
     """Save the three vocabularies as ``words.json``, ``chars.json``, ``tags.json`` in ``directory``."""
     for name, vocabulary in zip(VOCABULARY_FILES.values(), (words, chars, tags)):
         vocabulary.save(Path(directory) / name)

@@ -118,8 +118,8 @@ class BiLM(nn.Module):
 
     Args:
         options: the architecture.
-        dropout: dropout on each LSTM layer's input and on the top outputs, active in training mode only
-            (bilm-tf's training dropout; 0 at inference and when ELMo is fine-tuned inside a tagger).
+        dropout: dropout on each LSTM layer's input, in training mode only (bilm-tf's training dropout, set
+            by ``ner.elmo.pretrain``; 0 by default, so inference and fine-tuning inside a tagger have none).
     """
 
     def __init__(self, options: BiLMOptions, dropout: float = 0.0) -> None:
@@ -131,8 +131,11 @@ class BiLM(nn.Module):
                                      options.highway_layers, dim)
 
         def stack() -> nn.ModuleList:
+            # forget_bias: TF's constant forget-gate bias of 1, here only at initialisation (imported weights
+            # carry it in bias_hh, see ner.elmo.weights).
             return nn.ModuleList(
-                LSTM(dim, cell, proj_size=dim, cell_clip=options.cell_clip, proj_clip=options.proj_clip)
+                LSTM(dim, cell, proj_size=dim, cell_clip=options.cell_clip, proj_clip=options.proj_clip,
+                     forget_bias=1.0)
                 for _ in range(options.num_layers)
             )
 

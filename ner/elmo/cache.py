@@ -100,7 +100,8 @@ class ElmoCache:
         order = np.argsort(lengths, kind="stable")
         was_training = bilm.training
         bilm.eval()
-        with torch.no_grad(), tqdm(total=int(lengths.sum()), unit="tok", desc="ELMo cache", disable=not progress) as bar:
+        bar = tqdm(total=int(lengths.sum()), unit="tok", desc="ELMo cache", disable=not progress)
+        with torch.no_grad(), bar:
             parameter = next(bilm.parameters())
             for start in range(0, len(order), batch_size):
                 batch = order[start : start + batch_size]

@@ -366,10 +366,11 @@ def pretrain_lm(config: str | Path | LMConfig, overrides: Sequence[str] = (), re
         bar.set_postfix(loss=f"{train_loss:.3f}", tok_s=f"{tokens_per_s:.0f}")
         last = state["step"] == total_steps
         if state["step"] % train_cfg.eval_every == 0 or last:
+            metrics = evaluate_lm(model, heldout_corpus, train_cfg.batch_tokens)
             state["history"].append({"step": state["step"], "epoch": epoch, "tokens": state["tokens"],
-                                     "train_loss": round(train_loss, 4), "train_seconds": round(state["train_seconds"], 1),
-                                     "tokens_per_s": round(tokens_per_s, 1), **evaluate_lm(model, heldout_corpus,
-                                                                                           train_cfg.batch_tokens)})
+                                     "train_loss": round(train_loss, 4),
+                                     "train_seconds": round(state["train_seconds"], 1),
+                                     "tokens_per_s": round(tokens_per_s, 1), **metrics})
             bar.write(json.dumps(state["history"][-1]))
             recent_losses = []
         if state["step"] % train_cfg.checkpoint_every == 0 or last:
@@ -381,7 +382,8 @@ def pretrain_lm(config: str | Path | LMConfig, overrides: Sequence[str] = (), re
     return state["history"][-1] if state["history"] else {}
 
 
-def _schedule(lengths: np.ndarray, cfg: LMTrainingConfig, state: dict[str, Any]) -> Iterator[tuple[int, int, np.ndarray]]:
+def _schedule(lengths: np.ndarray, cfg: LMTrainingConfig,
+              state: dict[str, Any]) -> Iterator[tuple[int, int, np.ndarray]]:
     """(epoch, batch index, sentence indices) from the resume position on; batch orders are seeded per epoch."""
     for epoch in range(state["epoch"], cfg.epochs):
         batches = make_batches(lengths, cfg.batch_tokens, np.random.default_rng([cfg.seed, epoch]))

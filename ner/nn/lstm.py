@@ -13,11 +13,13 @@ dropout and residual connections between layers.
 
 How it runs. Sentences are sorted longest first and packed time-major: packed row n is (step t, sentence b),
 the rows of step t are contiguous and hold the first ``batch_sizes[t]`` sentences, so finished sentences drop
-out of the batch. Direction 1 reads sentence b at step t from position ``length_b - 1 - t``. Per layer the
-input projection of every step and direction is one batched matmul; each step advances both directions with
-one ``baddbmm`` on direction-stacked weights plus a few elementwise ops. Training runs a hand-written backward
-through time (``_Recurrence``) whose weight gradients are one matmul over all steps; inference saves nothing.
-Layer normalisation runs the same steps under autograd instead.
+out of the batch and padding is never computed. Direction 1 reads sentence b at step t from position
+``length_b - 1 - t``. Per layer the input projection of every step is one matmul per direction; each step
+advances both directions together (one ``baddbmm`` on direction-stacked weights, or one oneDNN product per
+direction on CPU float32, see ``_matmul_nt``) plus about ten elementwise ops, with tanh taken as a sigmoid.
+Training runs a hand-written backward through time (``_Recurrence``): a dozen ops per step, and the weight
+gradients as one matmul over all steps. Inference saves nothing for backward. Layer normalisation runs the
+same step code under autograd instead. No host syncs inside the loops: the lengths are read once per call.
 
 Shape letters: B batch, T time, D directions (1 or 2), N packed rows (the sum of the lengths), H hidden size,
 R recurrent size (``proj_size`` or H), K gates (4, or 3 for ``coupled`` and ``gru``), I layer input size.
@@ -25,6 +27,7 @@ R recurrent size (``proj_size`` or H), K gates (4, or 3 for ``coupled`` and ``gr
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -38,6 +41,7 @@ from torch.autograd.function import once_differentiable
 VARIANTS = ("lstm", "peephole", "coupled", "gru")
 _GATES = {"lstm": 4, "peephole": 4, "coupled": 3, "gru": 3}
 _FORGET_GATE = {"lstm": 1, "peephole": 1, "coupled": 0}
+_CANDIDATE = {"lstm": 2, "peephole": 2, "coupled": 1, "gru": 2}  # gate index of g (GRU: n)
 
 
 def reverse_padded(x: Tensor, lengths: Tensor | Sequence[int]) -> Tensor:
@@ -81,9 +85,11 @@ class _Plan:
     unorder: Tensor  # (B,) sorted index of each caller's sentence
 
 
-def _make_plan(lengths: Tensor, time: int, directions: int, device: torch.device) -> _Plan:
-    """Build the packed layout for ``lengths`` (B,) (a CPU tensor, all in 1..time)."""
+@functools.lru_cache(maxsize=256)
+def _make_plan(lengths: tuple[int, ...], time: int, directions: int, device: torch.device) -> _Plan:
+    """The packed layout for ``lengths`` (all in 1..time); cached, its index tensors are never modified."""
     batch = len(lengths)
+    lengths = torch.tensor(lengths)
     sorted_lengths, order = lengths.sort(descending=True, stable=True)  # (B,), (B,)
     steps = torch.arange(int(sorted_lengths[0]))
     active = steps[:, None] < sorted_lengths[None, :]  # (T_run, B)
@@ -111,16 +117,26 @@ def _make_plan(lengths: Tensor, time: int, directions: int, device: torch.device
                  put(order), put(unorder))
 
 
-class _StepWeights(NamedTuple):
-    """Direction-stacked weights the recurrence reads at every step."""
+def _rows(source: Tensor, index: Tensor) -> Tensor:
+    """source[index] for a 2-D source and an index of any shape: (*index.shape, source.shape[1])."""
+    return source.index_select(0, index.flatten()).view(*index.shape, source.shape[1])
 
-    hh_t: Tensor  # (D, R, K * H) transposed recurrent weight
-    hh_bias: Tensor | None  # (D, 1, K * H) GRU only: b_hh, which r multiplies in the candidate
+
+class _StepWeights(NamedTuple):
+    """Direction-stacked weights the recurrence reads at every step.
+
+    Outside layer norm the candidate's rows (g, or GRU's n) of every weight and bias come doubled, so one
+    sigmoid s of the doubled pre-activation gives tanh as 2 s - 1 (ATen's CPU tanh is ~10x slower than its
+    sigmoid). With layer norm, ``gate_scale`` doubles the candidate after the normalisation instead.
+    """
+
+    hh: Tensor  # (D, K * H, R) recurrent weight
+    hh_bias: Tensor | None  # (D, K * H) GRU only: b_hh, which r multiplies in the candidate
     peephole: Tensor | None  # (D, 3, H) diagonal weights c -> i, f, o
-    hr_t: Tensor | None  # (D, H, R) transposed projection
+    hr: Tensor | None  # (D, R, H) projection
     norm_weight: Tensor | None  # (D, 1, K, H) layer-norm gain per gate
     norm_bias: Tensor | None  # (D, 1, K, H) layer-norm shift per gate
-    gate_scale: Tensor | None  # (K, 1) LSTM: 1 for sigmoid gates, 2 for the candidate (see _lstm_step)
+    gate_scale: Tensor | None  # (K, 1) with layer norm: 2 for the candidate, 1 for the other gates
 
 
 class _LSTMStep(NamedTuple):
@@ -128,13 +144,13 @@ class _LSTMStep(NamedTuple):
 
     h_prev: Tensor  # (D, bs, R)
     c_prev: Tensor
+    act: Tensor  # (D, bs, K * H) sigmoid of every gate's pre-activation (the candidate's doubled)
     i: Tensor
-    f: Tensor
     g: Tensor
-    o: Tensor
     c_raw: Tensor  # before clipping
     c: Tensor
     tanh_c: Tensor
+    dc_dh: Tensor  # o * (1 - tanh(c)^2) = d m / d c: turns the gradient of m into one of c
     m: Tensor  # o * tanh(c), before the projection
     h_raw: Tensor  # (D, bs, R) before clipping
 
@@ -146,21 +162,90 @@ class _GRUStep(NamedTuple):
     r: Tensor
     z: Tensor
     n: Tensor
-    hn: Tensor  # W_hn h_prev + b_hn
+    hn: Tensor  # W_hn h_prev + b_hn (doubled)
 
 
-def _gate_scale(spec: _Spec, like: Tensor) -> Tensor | None:
-    """(K, 1) factors on an LSTM's gate pre-activations: 2 on the candidate g, whose tanh is taken as a sigmoid."""
-    if spec.variant == "gru":
-        return None
+def _onednn_linear_works() -> bool:
+    """Whether torch's oneDNN linear op (CPU, float32) runs here and agrees with a plain matmul."""
+    try:
+        a, b = torch.arange(12.0).view(3, 4).cos(), torch.arange(20.0).view(5, 4).sin()  # leaves the RNG alone
+        result = torch.ops.mkldnn._linear_pointwise(a, b, None, "none", [], "")
+        return torch.backends.mkldnn.is_available() and torch.allclose(result, a @ b.T, atol=1e-5)
+    except (AttributeError, RuntimeError):
+        return False
+
+
+# On CPU float32 the matmuls go through oneDNN (the library torch.nn.LSTM uses on CPU): on our AMD EPYC, MKL's
+# sgemm, which torch.bmm calls, ran at 40-60 % of oneDNN's speed. oneDNN has no batched call and costs ~20 us
+# per call, so products with few rows (late steps of a long sentence, batch 1) stay with torch.bmm. It also
+# builds a kernel for every new shape (~0.5 ms), so the input projections, over all packed rows whose count
+# changes with every batch, get their rows padded to a multiple of _ROW_BUCKET (this made batch-1 inference
+# 1.6x faster). The op has no autograd formula: it is used only where autograd is off (inside _Recurrence,
+# and at inference).
+_ONEDNN = _onednn_linear_works()
+_ONEDNN_MIN_ROWS = 16
+_ROW_BUCKET = 64
+
+
+def _onednn(a: Tensor) -> bool:
+    """Whether a product with left factor ``a`` (D, M, K) goes to oneDNN (never under autograd)."""
+    return (_ONEDNN and a.shape[1] >= _ONEDNN_MIN_ROWS and a.dtype == torch.float32 and a.device.type == "cpu"
+            and not torch.is_grad_enabled())
+
+
+def _matmul_nt(a: Tensor, b: Tensor, bias: Tensor | None = None, add: Tensor | None = None, *,
+               packed_rows: bool = False) -> Tensor:
+    """add + a @ b^T + bias for direction-stacked a (D, M, K), b (D, P, K), bias (D, P), add (D, M, P).
+
+    ``packed_rows``: M is the packed row count (it varies from batch to batch, see the note above).
+    """
+    if _onednn(a):
+        rows = a.shape[1]
+        if packed_rows and rows % _ROW_BUCKET:
+            a = F.pad(a, (0, 0, 0, _ROW_BUCKET - rows % _ROW_BUCKET))
+        parts = [torch.ops.mkldnn._linear_pointwise(a_d, b_d, None if bias is None else bias[d], "none", [], "")
+                 for d, (a_d, b_d) in enumerate(zip(a, b))]
+        product = (parts[0][None] if len(parts) == 1 else torch.stack(parts))[:, :rows]  # (D, M, P)
+        return product if add is None else product.add_(add)
+    if bias is not None:
+        add = bias[:, None] if add is None else add + bias[:, None]
+    return torch.bmm(a, b.transpose(1, 2)) if add is None else torch.baddbmm(add, a, b.transpose(1, 2))
+
+
+def _weight_gradient(d_out: Tensor, inputs: Tensor) -> Tensor:
+    """d_out^T @ inputs, summed over the packed rows: (D, N, P), (D, N, K) -> (D, P, K)."""
+    return _matmul_nt(d_out.transpose(1, 2), inputs.transpose(1, 2))
+
+
+def _add_matmul_nt_(target: Tensor, a: Tensor, b: Tensor) -> None:
+    """target += a @ b^T in place, for direction-stacked target (D, M, P), a (D, M, K) and b (D, P, K)."""
+    if _onednn(a):
+        for target_d, a_d, b_d in zip(target, a, b):
+            target_d.add_(torch.ops.mkldnn._linear_pointwise(a_d, b_d, None, "none", [], ""))
+    else:
+        target.baddbmm_(a, b.transpose(1, 2))
+
+
+def _candidate_scale(spec: _Spec, like: Tensor) -> Tensor:
+    """(K, 1) factors on the gates: 2 on the candidate (g, or GRU's n), 1 elsewhere."""
     scale = [1.0] * spec.gates
-    scale[spec.gates - 2] = 2.0  # g is the gate before o
+    scale[_CANDIDATE[spec.variant]] = 2.0
     return like.new_tensor(scale)[:, None]
 
 
-def _tanh(x: Tensor) -> Tensor:
-    """tanh(x) as 2 sigmoid(2x) - 1: ATen's CPU tanh is about ten times slower than its sigmoid."""
-    return torch.sigmoid(x * 2).mul(2).sub_(1)
+@functools.lru_cache(maxsize=None)
+def _constant(value: float, dtype: torch.dtype, device: torch.device) -> Tensor:
+    """A cached 0-dim tensor (tensor arithmetic skips the per-call conversion of a Python number)."""
+    return torch.tensor(value, dtype=dtype, device=device)
+
+
+# Below this many elements torch.tanh beats the three ops of the sigmoid route (its cost is per element).
+_SMALL = 2048
+
+
+def _tanh_from_sigmoid(s: Tensor) -> Tensor:
+    """2 s - 1, which is tanh(x) when s = sigmoid(2x)."""
+    return torch.addcmul(_constant(-1.0, s.dtype, s.device), s, _constant(2.0, s.dtype, s.device))
 
 
 def _gate_norm(pre: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
@@ -168,39 +253,49 @@ def _gate_norm(pre: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
     return F.layer_norm(pre, pre.shape[-1:]) * weight + bias
 
 
-def _lstm_step(spec: _Spec, w: _StepWeights, gx: Tensor, h_prev: Tensor, c_prev: Tensor) -> tuple[Tensor, Tensor, _LSTMStep]:
-    """Advance every direction one step: gx (D, bs, K * H) input part, returns h (D, bs, R) and c (D, bs, H)."""
-    pre = torch.baddbmm(gx, h_prev, w.hh_t).unflatten(-1, (spec.gates, spec.hidden_size))  # (D, bs, K, H)
+def _lstm_step(spec: _Spec, w: _StepWeights, gx: Tensor, h_prev: Tensor, c_prev: Tensor,
+               keep: bool) -> tuple[Tensor, Tensor, _LSTMStep | None]:
+    """Advance every direction one step: gx (D, bs, K * H) input part, returns h (D, bs, R) and c (D, bs, H).
+
+    The candidate's pre-activation arrives doubled (see ``_StepWeights``), so g = 2 sigmoid - 1 = tanh.
+    Saves what ``_lstm_step_backward`` needs when ``keep``.
+    """
+    pre = _matmul_nt(h_prev, w.hh, add=gx)  # (D, bs, K * H)
     if w.norm_weight is not None:
-        pre = _gate_norm(pre, w.norm_weight, w.norm_bias)
+        pre = (_gate_norm(pre.unflatten(-1, (spec.gates, spec.hidden_size)), w.norm_weight, w.norm_bias)
+               * w.gate_scale).flatten(2)
     if spec.variant == "peephole":
-        i, f = torch.sigmoid(pre[:, :, :2] + w.peephole[:, None, :2] * c_prev[:, :, None]).unbind(2)
-        g = _tanh(pre[:, :, 2])
+        pre_i, pre_f, pre_g, pre_o = pre.chunk(4, -1)
+        i = torch.sigmoid(torch.addcmul(pre_i, w.peephole[:, None, 0], c_prev))
+        f = torch.sigmoid(torch.addcmul(pre_f, w.peephole[:, None, 1], c_prev))
+        s_g = torch.sigmoid(pre_g)
     else:
-        # One sigmoid for every gate, the candidate's input doubled: tanh(x) = 2 sigmoid(2x) - 1.
-        act = torch.sigmoid(pre * w.gate_scale)  # (D, bs, K, H)
+        act = torch.sigmoid(pre)  # (D, bs, K * H)
         if spec.variant == "coupled":
-            f, o = act[:, :, 0], act[:, :, 2]
+            f, s_g, o = act.chunk(3, -1)
             i = 1 - f
-            g = act[:, :, 1].mul(2).sub_(1)
         else:
-            i, f, o = act[:, :, 0], act[:, :, 1], act[:, :, 3]
-            g = act[:, :, 2].mul(2).sub_(1)
+            i, f, s_g, o = act.chunk(4, -1)
+    g = _tanh_from_sigmoid(s_g)
     c_raw = torch.addcmul(f * c_prev, i, g)
     c = c_raw if spec.cell_clip is None else c_raw.clamp(-spec.cell_clip, spec.cell_clip)
     if spec.variant == "peephole":
-        o = torch.sigmoid(torch.addcmul(pre[:, :, 3], w.peephole[:, None, 2], c))
-    tanh_c = _tanh(c)
+        o = torch.sigmoid(torch.addcmul(pre_o, w.peephole[:, None, 2], c))
+        act = torch.cat([i, f, s_g, o], -1) if keep else None
+    tanh_c = torch.tanh(c) if c.numel() <= _SMALL else _tanh_from_sigmoid(torch.sigmoid(c + c))
     m = o * tanh_c
-    h_raw = m if w.hr_t is None else torch.bmm(m, w.hr_t)  # (D, bs, R)
+    h_raw = m if w.hr is None else _matmul_nt(m, w.hr)  # (D, bs, R)
     h = h_raw if spec.proj_clip is None else h_raw.clamp(-spec.proj_clip, spec.proj_clip)
-    return h, c, _LSTMStep(h_prev, c_prev, i, f, g, o, c_raw, c, tanh_c, m, h_raw)
+    if not keep:
+        return h, c, None
+    dc_dh = torch.addcmul(o, m, tanh_c, value=-1)
+    return h, c, _LSTMStep(h_prev, c_prev, act, i, g, c_raw, c, tanh_c, dc_dh, m, h_raw)
 
 
 def _gru_step(spec: _Spec, w: _StepWeights, gx: Tensor, h_prev: Tensor) -> tuple[Tensor, _GRUStep]:
     """Advance every direction one GRU step: gx (D, bs, 3H) is W_i x + b_i, returns h (D, bs, H)."""
     hidden = spec.hidden_size
-    gh = torch.bmm(h_prev, w.hh_t) if w.hh_bias is None else torch.baddbmm(w.hh_bias, h_prev, w.hh_t)
+    gh = _matmul_nt(h_prev, w.hh, w.hh_bias)  # (D, bs, 3H)
     gx, gh = gx.unflatten(-1, (3, hidden)), gh.unflatten(-1, (3, hidden))  # (D, bs, 3, H)
     pre_rz = gx[:, :, :2] + gh[:, :, :2]
     if w.norm_weight is not None:
@@ -209,8 +304,8 @@ def _gru_step(spec: _Spec, w: _StepWeights, gx: Tensor, h_prev: Tensor) -> tuple
     hn = gh[:, :, 2]
     pre_n = torch.addcmul(gx[:, :, 2], r, hn)
     if w.norm_weight is not None:
-        pre_n = _gate_norm(pre_n, w.norm_weight[:, :, 2], w.norm_bias[:, :, 2])
-    n = _tanh(pre_n)
+        pre_n = _gate_norm(pre_n, w.norm_weight[:, :, 2], w.norm_bias[:, :, 2]) * w.gate_scale[2]
+    n = _tanh_from_sigmoid(torch.sigmoid(pre_n))
     h = torch.addcmul(n, z, h_prev - n)  # (1 - z) * n + z * h_prev
     return h, _GRUStep(h_prev, r, z, n, hn)
 
@@ -227,9 +322,11 @@ def _run_steps(spec: _Spec, plan: _Plan, w: _StepWeights, gx: Tensor, h0: Tensor
     for t, (offset, size) in enumerate(zip(plan.offsets, plan.batch_sizes)):
         gx_t = gx[:, offset:offset + size]  # (D, bs, K * H)
         if c is None:
-            h, saved = _gru_step(spec, w, gx_t, h[:, :size])
+            h, saved = _gru_step(spec, w, gx_t, h if h.shape[1] == size else h[:, :size])
         else:
-            h, c, saved = _lstm_step(spec, w, gx_t, h[:, :size], c[:, :size])
+            if c.shape[1] != size:
+                h, c = h[:, :size], c[:, :size]
+            h, c, saved = _lstm_step(spec, w, gx_t, h, c, keep)
             next_size = plan.batch_sizes[t + 1] if t + 1 < len(plan.batch_sizes) else 0
             if next_size < size:
                 final_cells.append(c[:, next_size:])  # sentences whose last step this is
@@ -240,47 +337,39 @@ def _run_steps(spec: _Spec, plan: _Plan, w: _StepWeights, gx: Tensor, h0: Tensor
     return torch.cat(outputs, 1), c_n, steps
 
 
-def _sigmoid_backward(grad: Tensor, y: Tensor, out: Tensor) -> None:
-    """out = grad * y * (1 - y): the gradient through y = sigmoid(x)."""
-    u = grad * y
-    torch.addcmul(u, u, y, value=-1, out=out)
-
-
-def _tanh_backward(grad: Tensor, y: Tensor, out: Tensor | None = None) -> Tensor:
-    """grad * (1 - y^2): the gradient through y = tanh(x)."""
-    return torch.addcmul(grad, grad * y, y, value=-1, out=out)
-
-
-def _lstm_step_backward(spec: _Spec, w: _StepWeights, s: _LSTMStep, dh: Tensor,
-                        dc: Tensor) -> tuple[Tensor, Tensor | None]:
+def _lstm_step_backward(spec: _Spec, w: _StepWeights, s: _LSTMStep, dh: Tensor, dc: Tensor,
+                        derivative_scale: Tensor) -> tuple[Tensor, Tensor | None]:
     """Gradients of one LSTM step from dh (D, bs, R) and dc (D, bs, H) flowing into its outputs.
 
-    Returns the gate pre-activation gradient (D, bs, K * H) and, with a projection, the gradient of the
+    Returns the gradient of the gate pre-activations (D, bs, K * H) and, with a projection, that of the
     unclipped projection output (D, bs, R); overwrites ``dc`` with the gradient of c_prev.
+    ``derivative_scale`` (K, 1) is 2 for the candidate (g = 2 sigmoid - 1), 1 elsewhere.
     """
-    d_c_prev = dc
-    d_h_raw = None
+    d_h_raw, d_c_prev = None, dc
     if spec.proj_clip is not None:
         dh = dh * (s.h_raw.abs() <= spec.proj_clip)
-    if w.hr_t is not None:
-        d_h_raw, dh = dh, torch.bmm(dh, w.hr_t.transpose(1, 2))  # (D, bs, H)
-    d_pre = dh.new_empty(*dh.shape[:2], spec.gates, spec.hidden_size)  # (D, bs, K, H)
-    dh_o = dh * s.o
-    d_o = dh_o * s.tanh_c  # gradient of o, times o
-    torch.addcmul(d_o, d_o, s.o, value=-1, out=d_pre[:, :, -1])
-    dc = torch.addcmul(dc + dh_o, d_o, s.tanh_c, value=-1)  # + dh * o * (1 - tanh(c)^2)
+    if w.hr is not None:
+        d_h_raw, dh = dh, _matmul_nt(dh, w.hr.transpose(1, 2))  # (D, bs, H)
+    # Gradient of each gate's value (i, f, g, o; coupled: f, g, o), then times each sigmoid's derivative.
+    act = s.act.unflatten(-1, (spec.gates, spec.hidden_size))  # (D, bs, K, H)
+    d_pre = torch.addcmul(act, act, act, value=-1).mul_(derivative_scale)
+    d_gate = torch.empty_like(d_pre)
+    o_slot = spec.gates - 1
+    torch.mul(dh, s.tanh_c, out=d_gate[:, :, o_slot])
+    dc = torch.addcmul(dc, dh, s.dc_dh)
     if spec.variant == "peephole":
-        dc.addcmul_(d_pre[:, :, 3], w.peephole[:, None, 2])
+        dc.addcmul_(d_gate[:, :, 3] * d_pre[:, :, 3], w.peephole[:, None, 2])
     if spec.cell_clip is not None:
         dc = dc * (s.c_raw.abs() <= spec.cell_clip)
     if spec.variant == "coupled":
-        _sigmoid_backward(dc * (s.c_prev - s.g), s.f, d_pre[:, :, 0])  # i = 1 - f
-        _tanh_backward(dc * s.i, s.g, d_pre[:, :, 1])
+        torch.mul(dc, s.c_prev - s.g, out=d_gate[:, :, 0])  # i = 1 - f
+        torch.mul(dc, s.i, out=d_gate[:, :, 1])
     else:
-        _sigmoid_backward(dc * s.g, s.i, d_pre[:, :, 0])
-        _sigmoid_backward(dc * s.c_prev, s.f, d_pre[:, :, 1])
-        _tanh_backward(dc * s.i, s.g, d_pre[:, :, 2])
-    torch.mul(dc, s.f, out=d_c_prev)
+        torch.mul(dc, s.g, out=d_gate[:, :, 0])
+        torch.mul(dc, s.c_prev, out=d_gate[:, :, 1])
+        torch.mul(dc, s.i, out=d_gate[:, :, 2])
+    d_pre.mul_(d_gate)
+    torch.mul(dc, act[:, :, o_slot - 2], out=d_c_prev)  # f
     if spec.variant == "peephole":
         d_c_prev.addcmul_(d_pre[:, :, 0], w.peephole[:, None, 0]).addcmul_(d_pre[:, :, 1], w.peephole[:, None, 1])
     return d_pre.flatten(2), d_h_raw
@@ -289,39 +378,49 @@ def _lstm_step_backward(spec: _Spec, w: _StepWeights, s: _LSTMStep, dh: Tensor,
 def _gru_step_backward(s: _GRUStep, dh: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     """Gradients of one GRU step from dh (D, bs, H).
 
-    Returns the gradient of W_h h_prev + b_h (D, bs, 3H), that of the candidate's pre-activation (D, bs, H)
-    (the input part's n slot) and the direct gradient dh * z into h_prev.
+    Returns the gradient of W_h h_prev + b_h (D, bs, 3H), that of the candidate's (doubled) pre-activation
+    (D, bs, H) (the input part's n slot) and the direct gradient dh * z into h_prev.
     """
     d_gh = dh.new_empty(*dh.shape[:2], 3, dh.shape[-1])  # (D, bs, 3, H)
     dh_z = dh * s.z
-    d_pre_n = _tanh_backward(dh - dh_z, s.n)
-    _sigmoid_backward(dh * (s.h_prev - s.n), s.z, d_gh[:, :, 1])
-    _sigmoid_backward(d_pre_n * s.hn, s.r, d_gh[:, :, 0])
+    d_pre_n = torch.sub(dh, dh_z).mul_(0.5)  # d n * dn/d(2x) with n = tanh(x): halve, then
+    d_pre_n.addcmul_(d_pre_n * s.n, s.n, value=-1)  # times 1 - n^2
+    r_z = torch.stack([s.r, s.z], 2)  # (D, bs, 2, H)
+    d_rz = torch.stack([d_pre_n * s.hn, dh * (s.h_prev - s.n)], 2)
+    torch.mul(d_rz, torch.addcmul(r_z, r_z, r_z, value=-1), out=d_gh[:, :, :2])
     torch.mul(d_pre_n, s.r, out=d_gh[:, :, 2])
     return d_gh.flatten(2), d_pre_n, dh_z
 
 
 class _Recurrence(torch.autograd.Function):
-    """One layer's recurrence over a packed batch, with a hand-written backward through time.
+    """One layer over a packed batch: input projection and recurrence, with a hand-written backward through time.
 
-    Inputs: gx (D, N, K * H), h0 (D, B, R), c0 (D, B, H) or None (GRU), then the ``_StepWeights`` fields
-    without layer norm. Outputs: (D, N, R) and the final cells (D, B, H) in sorted order (None for GRU).
+    Inputs: x (D, N, I) each direction's input in its step order, w_ih (D, K * H, I), bias (D, K * H) or None
+    (b_ih, plus b_hh for LSTM), h0 (D, B, R), c0 (D, B, H) or None (GRU), then w_hh (D, K * H, R), GRU's b_hh
+    (D, K * H), peephole (D, 3, H) and w_hr (D, R, H), each None when absent; the candidate's rows doubled
+    (see ``_StepWeights``). Outputs: (D, N, R) and the final cells (D, B, H) in sorted order (None for GRU).
+    No layer norm (that runs under autograd).
     """
 
     @staticmethod
-    def forward(ctx, spec: _Spec, plan: _Plan, gx: Tensor, h0: Tensor, c0: Tensor | None, hh_t: Tensor,
-                hh_bias: Tensor | None, peephole: Tensor | None, hr_t: Tensor | None):
-        w = _StepWeights(hh_t, hh_bias, peephole, hr_t, None, None, _gate_scale(spec, gx))
+    def forward(ctx, spec: _Spec, plan: _Plan, x: Tensor, w_ih: Tensor, bias: Tensor | None, h0: Tensor,
+                c0: Tensor | None, w_hh: Tensor, hh_bias: Tensor | None, peephole: Tensor | None,
+                w_hr: Tensor | None):
+        gx = _matmul_nt(x, w_ih, bias, packed_rows=True)  # (D, N, K * H)
+        w = _StepWeights(w_hh, hh_bias, peephole, w_hr, None, None, None)
         out, c_n, ctx.steps = _run_steps(spec, plan, w, gx, h0, c0, keep=True)
-        ctx.spec, ctx.plan, ctx.weights = spec, plan, w
+        ctx.spec, ctx.plan, ctx.weights, ctx.has_bias = spec, plan, w, bias is not None
+        ctx.save_for_backward(x, w_ih)
         return out, c_n
 
     @staticmethod
     @once_differentiable
     def backward(ctx, d_out: Tensor, d_c_n: Tensor | None):
         spec, plan, w, steps = ctx.spec, ctx.plan, ctx.weights, ctx.steps
+        x, w_ih = ctx.saved_tensors
         gru = spec.variant == "gru"
-        hh = w.hh_t.transpose(1, 2)  # (D, K * H, R)
+        hh_t = w.hh.transpose(1, 2)  # (D, R, K * H)
+        derivative_scale = _candidate_scale(spec, d_out)
         d_h = d_out.clone()  # (D, N, R): gradient reaching each step's output, recurrent part added below
         d_h0 = d_out.new_zeros(d_out.shape[0], plan.batch_sizes[0], d_out.shape[-1])  # (D, B, R)
         d_c = None if gru else (torch.zeros_like(steps[0].c_prev) if d_c_n is None else d_c_n.clone())  # (D, B, H)
@@ -335,30 +434,51 @@ class _Recurrence(torch.autograd.Function):
                 d_pre_n.append(d_n)
                 target.add_(dh_z)
             else:
-                d_step, d_hr = _lstm_step_backward(spec, w, steps[t], dh, d_c[:, :size])
+                d_step, d_hr = _lstm_step_backward(spec, w, steps[t], dh, d_c[:, :size], derivative_scale)
                 d_h_raw.append(d_hr)
-            target.baddbmm_(d_step, hh)
+            _add_matmul_nt_(target, d_step, hh_t)
             d_gh.append(d_step)
 
         d_gh = torch.cat(d_gh[::-1], 1)  # (D, N, K * H)
         h_prev = torch.cat([s.h_prev for s in steps], 1)  # (D, N, R)
-        d_hh_t = torch.bmm(h_prev.transpose(1, 2), d_gh)  # (D, R, K * H)
-        d_gx, d_hh_bias, d_peephole, d_hr_t = d_gh, None, None, None
+        d_w_hh = _weight_gradient(d_gh, h_prev)  # (D, K * H, R)
+        d_gx, d_hh_bias, d_peephole, d_w_hr = d_gh, None, None, None
         if gru:
             d_gx = d_gh.clone()
             d_gx.unflatten(-1, (3, spec.hidden_size))[:, :, 2] = torch.cat(d_pre_n[::-1], 1)
             if w.hh_bias is not None:
-                d_hh_bias = d_gh.sum(1, keepdim=True)
+                d_hh_bias = d_gh.sum(1)
         if spec.variant == "peephole":
             d_pre = d_gh.unflatten(-1, (4, spec.hidden_size))  # (D, N, 4, H)
             c_prev = torch.cat([s.c_prev for s in steps], 1)  # (D, N, H)
             c = torch.cat([s.c for s in steps], 1)
             d_peephole = torch.stack([(d_pre[:, :, 0] * c_prev).sum(1), (d_pre[:, :, 1] * c_prev).sum(1),
                                       (d_pre[:, :, 3] * c).sum(1)], 1)  # (D, 3, H)
-        if w.hr_t is not None:
+        if w.hr is not None:
             m = torch.cat([s.m for s in steps], 1)  # (D, N, H)
-            d_hr_t = torch.bmm(m.transpose(1, 2), torch.cat(d_h_raw[::-1], 1))  # (D, H, R)
-        return None, None, d_gx, d_h0, d_c, d_hh_t, d_hh_bias, d_peephole, d_hr_t
+            d_w_hr = _weight_gradient(torch.cat(d_h_raw[::-1], 1), m)  # (D, R, H)
+        d_x = _matmul_nt(d_gx, w_ih.transpose(1, 2), packed_rows=True) if ctx.needs_input_grad[2] else None
+        d_w_ih = _weight_gradient(d_gx, x)  # (D, K * H, I)
+        d_bias = d_gx.sum(1) if ctx.has_bias else None
+        return (None, None, d_x, d_w_ih, d_bias, d_h0, d_c, d_w_hh, d_hh_bias, d_peephole, d_w_hr)
+
+
+class _LayerWeights(NamedTuple):
+    """One layer's parameters, direction-stacked and ready for ``_Recurrence`` / ``_run_steps``."""
+
+    w_ih: Tensor  # (D, K * H, I)
+    bias: Tensor | None  # (D, K * H): b_ih (+ b_hh for LSTM)
+    w_hh: Tensor  # (D, K * H, R)
+    hh_bias: Tensor | None  # (D, K * H) GRU's b_hh
+    peephole: Tensor | None  # (D, 3, H)
+    w_hr: Tensor | None  # (D, R, H)
+    norm_weight: Tensor | None  # (D, 1, K, H)
+    norm_bias: Tensor | None  # (D, 1, K, H)
+
+
+# Inference keeps a layer's prepared (stacked, scaled) weights while its parameters are unchanged, if it has at
+# most this many parameters (the tagger's BiLSTM, not ELMo's 4096-wide cells, whose copy would be large).
+_CACHED_WEIGHTS_MAX = 1 << 22
 
 
 class _RNNBase(nn.Module):
@@ -392,10 +512,13 @@ class _RNNBase(nn.Module):
         self.variant, self.cell_clip, self.proj_clip = variant, cell_clip, proj_clip
         self.layer_norm, self.forget_bias = layer_norm, forget_bias
         self.spec = _Spec(variant, hidden_size, proj_size, cell_clip, proj_clip, layer_norm)
+        self._inference_weights: dict[int, tuple[tuple, _LayerWeights]] = {}  # see _layer_weights
         gate_size = self.spec.gates * hidden_size
         recurrent = proj_size or hidden_size
+        self._layer_parameters: list[list[str]] = []  # names of each layer's parameters
         for layer in range(num_layers):
             layer_input = input_size if layer == 0 else recurrent * self.directions
+            self._layer_parameters.append([])
             for suffix in self._suffixes:
                 shapes = {"weight_ih": (gate_size, layer_input), "weight_hh": (gate_size, recurrent)}
                 if bias:
@@ -408,6 +531,7 @@ class _RNNBase(nn.Module):
                     shapes |= {"norm_weight": (gate_size,), "norm_bias": (gate_size,)}
                 for kind, shape in shapes.items():
                     self.register_parameter(f"{kind}_l{layer}{suffix}", nn.Parameter(torch.empty(shape)))
+                    self._layer_parameters[layer].append(f"{kind}_l{layer}{suffix}")
         self.reset_parameters()
 
     @property
@@ -445,6 +569,36 @@ class _RNNBase(nn.Module):
                 options.append(f"{name}={value!r}")
         return ", ".join(options)
 
+    def _layer_weights(self, layer: int) -> _LayerWeights:
+        """Layer ``layer``'s parameters stacked over directions, in the form the recurrence reads.
+
+        Without layer norm the candidate's rows come doubled (see ``_StepWeights``). At inference the result
+        is cached until a parameter changes (in place or replaced), unless the layer is large.
+        """
+        parameters = [getattr(self, name) for name in self._layer_parameters[layer]]
+        key = tuple((p.data_ptr(), p._version, p.dtype, p.device) for p in parameters)
+        cached = self._inference_weights.get(layer)
+        if not torch.is_grad_enabled() and cached is not None and cached[0] == key:
+            return cached[1]
+        spec = self.spec
+        w_ih, w_hh, w_hr, b_ih, b_hh, peephole, norm_weight, norm_bias = (self._stacked(kind, layer) for kind in (
+            "weight_ih", "weight_hh", "weight_hr", "bias_ih", "bias_hh", "weight_peephole", "norm_weight",
+            "norm_bias"))
+        gru = spec.variant == "gru"
+        bias = b_ih if gru or b_ih is None else b_ih + b_hh  # (D, K * H)
+        hh_bias = b_hh if gru else None
+        if not spec.layer_norm:  # double the candidate's rows (see _StepWeights)
+            row_scale = _candidate_scale(spec, w_ih).expand(-1, self.hidden_size).flatten()  # (K * H,)
+            w_ih, w_hh = w_ih * row_scale[:, None], w_hh * row_scale[:, None]
+            bias, hh_bias = (None if b is None else b * row_scale for b in (bias, hh_bias))
+        norm = [None if p is None else p.unflatten(-1, (spec.gates, self.hidden_size))[:, None]
+                for p in (norm_weight, norm_bias)]  # (D, 1, K, H)
+        peephole = None if peephole is None else peephole.unflatten(-1, (3, self.hidden_size))  # (D, 3, H)
+        weights = _LayerWeights(w_ih, bias, w_hh, hh_bias, peephole, w_hr, *norm)
+        if not torch.is_grad_enabled() and sum(p.numel() for p in parameters) <= _CACHED_WEIGHTS_MAX:
+            self._inference_weights[layer] = (key, weights)
+        return weights
+
     def _stacked(self, kind: str, layer: int) -> Tensor | None:
         """The parameter ``{kind}_l{layer}`` of every direction, stacked (D, ...), or None if absent."""
         names = [f"{kind}_l{layer}{suffix}" for suffix in self._suffixes]
@@ -454,8 +608,8 @@ class _RNNBase(nn.Module):
         return parts[0][None] if len(parts) == 1 else torch.stack(parts)
 
     def _lengths(self, mask: Tensor | None, lengths: Tensor | Sequence[int] | None, batch: int,
-                 time: int) -> Tensor:
-        """Sequence lengths (B,) on the CPU from a left-aligned mask, explicit lengths, or full length."""
+                 time: int) -> tuple[int, ...]:
+        """Sequence lengths from a left-aligned mask, explicit lengths, or full length."""
         if mask is not None and lengths is not None:
             raise ValueError("pass mask or lengths, not both")
         if mask is not None:
@@ -468,12 +622,12 @@ class _RNNBase(nn.Module):
                                  "with False before True")
             lengths = counts
         elif lengths is None:
-            return torch.full((batch,), time, dtype=torch.long)
-        lengths = torch.as_tensor(lengths).long().cpu()
-        if lengths.shape != (batch,) or (batch and not bool(((lengths >= 1) & (lengths <= time)).all())):
+            return (time,) * batch
+        values = tuple(int(n) for n in (lengths.tolist() if isinstance(lengths, Tensor) else lengths))
+        if len(values) != batch or not all(1 <= n <= time for n in values):
             raise ValueError(f"lengths: expected {batch} values in 1..{time} (mask rows need a True first "
-                             f"step), got {lengths.tolist()}")
-        return lengths
+                             f"step), got {list(values)}")
+        return values
 
     def _initial_state(self, state: Tensor | tuple[Tensor, Tensor] | None,
                        x: Tensor) -> tuple[Tensor | None, Tensor | None]:
@@ -527,7 +681,8 @@ class _RNNBase(nn.Module):
         recurrent = self.proj_size or self.hidden_size
         gru = spec.variant == "gru"
 
-        layer_input = x.reshape(batch * time, -1)[plan.positions]  # (D, N, input_size)
+        # index_select, not advanced indexing: its backward is index_add, twice as fast as index_put here.
+        layer_input = _rows(x.reshape(batch * time, -1), plan.positions)  # (D, N, input_size)
         h_n, c_n = [], []
         for layer in range(self.num_layers):
             states = slice(layer * directions, (layer + 1) * directions)
@@ -535,35 +690,25 @@ class _RNNBase(nn.Module):
                   else h0_all[states][:, plan.order])  # (D, B, R) sorted
             c0 = None if gru else (x.new_zeros(directions, batch, self.hidden_size) if c0_all is None
                                    else c0_all[states][:, plan.order])  # (D, B, H) sorted
-            w_ih, b_ih, b_hh = (self._stacked(kind, layer) for kind in ("weight_ih", "bias_ih", "bias_hh"))
-            if b_ih is None:
-                gx = torch.bmm(layer_input, w_ih.transpose(1, 2))  # (D, N, K * H)
-            else:
-                bias = b_ih if gru else b_ih + b_hh
-                gx = torch.baddbmm(bias[:, None], layer_input, w_ih.transpose(1, 2))
-            hr = self._stacked("weight_hr", layer)
-            hh_bias = b_hh[:, None] if gru and b_hh is not None else None
-            w_hh_t = self._stacked("weight_hh", layer).transpose(1, 2)
-            peephole = self._stacked("weight_peephole", layer)
-            peephole = None if peephole is None else peephole.unflatten(-1, (3, self.hidden_size))
-            hr_t = None if hr is None else hr.transpose(1, 2)
+            w_ih, bias, w_hh, hh_bias, peephole, w_hr, norm_weight, norm_bias = self._layer_weights(layer)
             if fast:
-                out, cells = _Recurrence.apply(spec, plan, gx, h0, c0, w_hh_t, hh_bias, peephole, hr_t)
+                out, cells = _Recurrence.apply(spec, plan, layer_input, w_ih, bias, h0, c0, w_hh, hh_bias,
+                                               peephole, w_hr)
             else:
-                norm = [self._stacked(kind, layer) for kind in ("norm_weight", "norm_bias")]
-                norm = [None if p is None else p.unflatten(-1, (spec.gates, self.hidden_size))[:, None]
-                        for p in norm]
-                w = _StepWeights(w_hh_t, hh_bias, peephole, hr_t, *norm, _gate_scale(spec, gx))
+                gx = _matmul_nt(layer_input, w_ih, bias, packed_rows=True)  # (D, N, K * H)
+                gate_scale = _candidate_scale(spec, x) if spec.layer_norm else None
+                w = _StepWeights(w_hh, hh_bias, peephole, w_hr, norm_weight, norm_bias, gate_scale)
                 out, cells, _ = _run_steps(spec, plan, w, gx, h0, c0, keep=False)
             h_n.append(out[:, plan.last])  # (D, B, R)
             if not gru:
                 c_n.append(cells[:, plan.unorder])  # (D, B, H)
+            if layer + 1 < self.num_layers:  # dropout before the gather, so both directions see one mask
+                out = F.dropout(out, self.dropout, self.training)
             # Next layer's input in each direction's step order: [forward output; backward output].
-            layer_output = out if plan.cross is None else out.reshape(-1, recurrent)[plan.cross].flatten(2)
+            layer_output = out if plan.cross is None else _rows(out.reshape(-1, recurrent), plan.cross).flatten(2)
             if self.residual and layer > 0:
                 layer_output = layer_output + layer_input
-            if layer + 1 < self.num_layers:
-                layer_input = F.dropout(layer_output, self.dropout, self.training)
+            layer_input = layer_output
 
         output = x.new_zeros(batch * time, directions * recurrent).index_put((plan.positions[0],), layer_output[0])
         return output.view(batch, time, -1), torch.cat(h_n), None if gru else torch.cat(c_n)
@@ -574,8 +719,9 @@ class LSTM(_RNNBase):
 
     ``variant``: ``lstm`` (torch's cell), ``peephole`` or ``coupled``. Options beyond torch's: ``cell_clip``
     and ``proj_clip`` bound the cell and the projected state, ``layer_norm`` normalises each gate's
-    pre-activation, ``residual`` adds each layer's input to its output from the second layer on,
-    ``forget_bias`` is added to the forget gate's initial ``bias_ih``.
+    pre-activation, ``residual`` adds each layer's input to its output from the second layer on (after the
+    dropout, which acts on each layer's LSTM output but the last's), ``forget_bias`` is added to the forget
+    gate's initial ``bias_ih``.
     """
 
     def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, bias: bool = True,

@@ -58,14 +58,11 @@ class ScalarMix(nn.Module):
             raise ValueError(f"got {len(tensors)} tensors, expected num_layers = {self.num_layers}")
         if self.do_layer_norm and mask is None:
             raise ValueError("do_layer_norm=True needs a mask")
-        weights = torch.softmax(self.scalar_parameters, dim=0)  # (num_layers,)
-        mixed = None
-        for weight, tensor in zip(weights, tensors):
-            if self.do_layer_norm:
-                tensor = _masked_batch_norm(tensor, mask)
-            term = weight.to(tensor.dtype) * tensor
-            mixed = term if mixed is None else mixed + term
-        return self.gamma.to(mixed.dtype) * mixed
+        if self.do_layer_norm:
+            tensors = [_masked_batch_norm(tensor, mask) for tensor in tensors]
+        stacked = tensors if isinstance(tensors, torch.Tensor) else torch.stack(list(tensors))  # (layers, batch, ...)
+        weights = self.gamma * torch.softmax(self.scalar_parameters, dim=0)  # (num_layers,)
+        return torch.tensordot(weights.to(stacked.dtype), stacked, dims=1)  # (batch, ..., dim), one pass
 
     def penalty(self) -> torch.Tensor:
         """L2 regulariser on the pre-softmax weights: ``l2_coef * sum(w ** 2)``."""
