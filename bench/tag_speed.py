@@ -4,11 +4,9 @@ The text is the first ``--lines`` lines of the Reuters-21578 file (one tokenized
 into plain raw text with ``bench/tokenizer_agreement.py``'s detokenizer (that step is not timed). Our side runs
 ``ner.tagging.tag_files`` on it, the whole pipeline, and reports the share of time in each stage. Flair's side
 gets the very same token lists (our tokenizer's output) and times only ``SequenceTagger.predict`` (building its
-``Sentence`` objects is timed apart), with the same sizes: word embeddings of our word + casing width
-(``OneHotEmbeddings``), character features of our char-CNN width (Flair's char BiLSTM, ``CharacterEmbeddings``),
-no re-projection, a BiLSTM of our hidden size and layers, and a CRF. Flair's weights are untrained: speed does not
-depend on them. Flair runs in its own virtual environment (``pip install -e .[bench]`` or
-``python3 -m venv .bench-venv && .bench-venv/bin/pip install -c constraints.txt flair``) in a subprocess.
+``Sentence`` objects is timed apart), with the same sizes (``flair_side.py`` says how they map). Flair's weights are untrained: speed does not depend on them. Flair runs in its own
+virtual environment (``python3 -m venv .bench-venv && .bench-venv/bin/pip install -c constraints.txt flair``) in
+a subprocess.
 
     flock -x /tmp/ner-cpu.lock .venv/bin/python bench/tag_speed.py RUN_DIR [--lines 20000] [--batch-size 64] \\
         [--threads 2] [--flair-python .bench-venv/bin/python | --no-flair]
@@ -24,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -33,54 +30,6 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("NER_SHARED_DIR", REPO.parent / "shared"))
 STAGES = ("read", "split", "tag", "write")
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Flair worker: runs in the bench virtual environment, reads sentences and sizes, prints JSON timings.
-
-
-def flair_worker(job_path: str) -> None:
-    import torch
-    from flair.data import Dictionary, Sentence
-    from flair.embeddings import CharacterEmbeddings, OneHotEmbeddings, StackedEmbeddings
-    from flair.models import SequenceTagger
-
-    job = json.loads(Path(job_path).read_text(encoding="utf-8"))
-    torch.set_num_threads(job["threads"])
-    torch.manual_seed(0)
-    words, chars = Dictionary(add_unk=True), Dictionary(add_unk=True)
-    for word in job["words"]:
-        words.add_item(word)
-    for char in job["chars"]:
-        chars.add_item(char)
-    types = Dictionary(add_unk=False)
-    types.span_labels = True
-    for kind in job["types"]:
-        types.add_item(kind)
-    embeddings = StackedEmbeddings([
-        OneHotEmbeddings(words, embedding_length=job["word_dim"]),
-        CharacterEmbeddings(chars, char_embedding_dim=job["char_dim"], hidden_size_char=job["char_out"] // 2),
-    ])
-    tagger = SequenceTagger(embeddings, types, "ner", hidden_size=job["hidden_size"], rnn_layers=job["num_layers"],
-                            use_crf=True, reproject_embeddings=False, tag_format="BIOES")
-    tagger.eval()
-    warmup = [Sentence(tokens) for tokens in job["sentences"][:job["warmup"]]]
-    tagger.predict(warmup, mini_batch_size=job["batch_size"])
-    started = time.perf_counter()
-    sentences = [Sentence(tokens) for tokens in job["sentences"]]
-    built = time.perf_counter()
-    tagger.predict(sentences, mini_batch_size=job["batch_size"])
-    predicted = time.perf_counter()
-    tokens = sum(len(tokens) for tokens in job["sentences"])
-    print(json.dumps({
-        "tokens": tokens, "sentence_seconds": built - started, "predict_seconds": predicted - built,
-        "predict_tokens_per_second": tokens / (predicted - built),
-        "parameters": sum(p.numel() for p in tagger.parameters()),
-    }))
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Our side
 
 
 def load_tagger(args: argparse.Namespace):
@@ -112,18 +61,6 @@ def raw_text(path: Path, lines: int, out: Path) -> int:
     return count
 
 
-def model_sizes(tagger) -> dict:
-    """The sizes Flair's model copies."""
-    model = tagger.config.model
-    char_out = sum(count for _, count in model.char_cnn.filters) if model.char_cnn.dim else 0
-    return {
-        "words": [word for word in tagger.words.items[2:]], "chars": [char for char in tagger.chars.items[2:]],
-        "types": sorted({tag[2:] for tag in tagger.tags.items if tag[1:2] == "-"}),
-        "word_dim": model.embeddings.dim + model.embeddings.casing_dim, "char_dim": max(model.char_cnn.dim, 1),
-        "char_out": max(char_out, 2), "hidden_size": model.lstm.hidden_size, "num_layers": model.lstm.num_layers,
-    }
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("run_dir", nargs="?", help="run directory of a trained model")
@@ -136,11 +73,7 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=200, help="sentences tagged before timing, on both sides")
     parser.add_argument("--flair-python", default=str(REPO / ".bench-venv" / "bin" / "python"))
     parser.add_argument("--no-flair", action="store_true")
-    parser.add_argument("--flair-worker", metavar="JOB", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.flair_worker:
-        flair_worker(args.flair_worker)
-        return
     if args.untrained and args.run_dir:  # with --untrained every positional is an override
         args.overrides.insert(0, args.run_dir)
     elif not args.untrained and not args.run_dir:
@@ -151,6 +84,7 @@ def main() -> None:
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     import torch
 
+    from flair_side import model_sizes, run_flair
     from ner.data.text import split_sentences
     from ner.tagging import tag_files, tag_text
 
@@ -178,16 +112,12 @@ def main() -> None:
                   "stage_shares": {stage: round(share, 4) for stage, share in shares.items()}}
         if not args.no_flair:
             sentences = [[token.text for token in sentence] for text in texts for sentence in split_sentences(text)]
-            job = Path(folder) / "flair_job.json"
-            job.write_text(json.dumps({**model_sizes(tagger), "sentences": sentences, "threads": args.threads,
-                                       "batch_size": args.batch_size, "warmup": args.warmup}), encoding="utf-8")
-            done = subprocess.run([args.flair_python, __file__, "--flair-worker", str(job)], capture_output=True,
-                                  text=True, check=False)
-            if done.returncode != 0:
-                print(f"flair failed ({args.flair_python}):\n{done.stderr[-3000:]}")
+            flair = run_flair(args.flair_python, "predict", {
+                **model_sizes(tagger), "sentences": sentences, "threads": args.threads,
+                "batch_size": args.batch_size, "warmup": args.warmup}, Path(folder))
+            if flair is None:
                 result["flair"] = None
             else:
-                flair = json.loads(done.stdout.strip().splitlines()[-1])
                 speed_up = ours / flair["predict_tokens_per_second"]
                 print(f"flair SequenceTagger.predict: {flair['tokens']} tokens in {flair['predict_seconds']:.2f} s: "
                       f"{flair['predict_tokens_per_second']:,.0f} tokens/s (building Sentence objects "

@@ -107,6 +107,9 @@ class ModelConfig:
     elmo: ElmoConfig = field(default_factory=ElmoConfig)
     dropout: float = 0.5  # on the embedder output and the encoder output
     word_dropout: float = 0.05  # probability of replacing a training word by <unk>
+    # Added chance of <unk> for words seen once in training, so <unk> learns what rare words look like
+    # (Lample et al. 2016 replace singletons with probability 0.5).
+    singleton_unk: float = 0.0
     scheme: Literal["BIOES", "IOB2"] = "BIOES"  # tag scheme inside the model
 
 
@@ -303,6 +306,7 @@ def _check_values(config: Config, origin: str, errors: list[str]) -> None:
         (config.model.embeddings.dim >= 1, "model.embeddings.dim", "expected an integer >= 1"),
         (0 <= config.model.dropout < 1, "model.dropout", "expected a probability in [0, 1)"),
         (0 <= config.model.word_dropout < 1, "model.word_dropout", "expected a probability in [0, 1)"),
+        (0 <= config.model.singleton_unk <= 1, "model.singleton_unk", "expected a probability in [0, 1]"),
         (all(len(f) == 2 and f[0] >= 1 and f[1] >= 1 for f in config.model.char_cnn.filters),
          "model.char_cnn.filters", "expected [width, count] pairs of positive integers"),
         (config.data.source != "hf" or config.data.hf_dataset is not None, "data.hf_dataset",

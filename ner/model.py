@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Sequence
@@ -153,6 +154,8 @@ class Tagger:
         self.data_scheme = data_scheme
         self.device = torch.device(device)
         self.model = TaggerModel(config.model, len(words), len(chars), tags.items, bilm).to(self.device)
+        # Training only: the chance of replacing each word id by <unk> (see count_training_words).
+        self.unk_probability = torch.full((len(words),), config.model.word_dropout, device=self.device)
 
     # ------------------------------------------------------------------------------------- building, saving
     @classmethod
@@ -246,12 +249,23 @@ class Tagger:
         return self.encode([s.tokens for s in corpus.sentences],
                            [convert_tags(s.tags, corpus.scheme, scheme) for s in corpus.sentences], elmo_cache_dir)
 
-    def emissions(self, item: TaggerBatch, word_dropout: float = 0.0) -> torch.Tensor:
-        """Emission scores (B, T, K); ``word_dropout`` replaces that share of words by <unk> (training)."""
+    def count_training_words(self, corpus: Corpus) -> None:
+        """Set the training-time <unk> chances: ``model.word_dropout`` for every word, plus
+        ``model.singleton_unk`` for the words seen once in ``corpus``."""
+        model = self.config.model
+        counts = Counter(self.words.encode(token for sentence in corpus.sentences for token in sentence.tokens))
+        singletons = [i for i, n in counts.items() if n == 1 and i != self.words.unk_id]
+        self.unk_probability.fill_(model.word_dropout)
+        self.unk_probability[torch.tensor(singletons, dtype=torch.long, device=self.device)] = \
+            min(1.0, model.word_dropout + model.singleton_unk)
+
+    def emissions(self, item: TaggerBatch, unk_probability: torch.Tensor | None = None) -> torch.Tensor:
+        """Emission scores (B, T, K); with ``unk_probability`` (one chance per word id) words are replaced by
+        <unk> at random, as in training."""
         batch = item.batch
         word_ids = batch.word_ids.to(self.device)  # (B, T)
-        if word_dropout > 0:
-            dropped = torch.rand(word_ids.shape, device=self.device) < word_dropout  # (B, T)
+        if unk_probability is not None:
+            dropped = torch.rand(word_ids.shape, device=self.device) < unk_probability[word_ids]  # (B, T)
             word_ids = word_ids.masked_fill(dropped & (word_ids > 0), self.words.unk_id)
         return self.model(word_ids, item.casing_ids.to(self.device), batch.char_ids.to(self.device),
                           batch.mask.to(self.device), self._elmo_features(item))
@@ -270,9 +284,9 @@ class Tagger:
         return features  # (B, T, 2P)
 
     def loss(self, item: TaggerBatch) -> torch.Tensor:
-        """Mean negative log-likelihood of the batch's gold tags (training mode: dropout, word dropout),
+        """Mean negative log-likelihood of the batch's gold tags (training mode: dropout, <unk> replacement),
         plus the ELMo scalar-mix L2 penalty when configured."""
-        emissions = self.emissions(item, self.config.model.word_dropout)
+        emissions = self.emissions(item, self.unk_probability)
         loss = self.model.crf.neg_log_likelihood(emissions, item.batch.tag_ids.to(self.device),
                                                  item.batch.mask.to(self.device))
         if self.model.elmo is not None and self.config.model.elmo.l2:

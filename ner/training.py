@@ -91,7 +91,7 @@ def train(config: Config, run_dir: Path, resume: bool = False,
         checkpoint = None
 
     model = tagger.model
-    optimizer = _optimizer(model, opts)
+    optimizer = make_optimizer(model, opts)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda epoch: 1.0 / (1.0 + opts.lr_decay * epoch))
     state = TrainingState()
     if checkpoint is not None:
@@ -108,6 +108,7 @@ def train(config: Config, run_dir: Path, resume: bool = False,
 
     elmo_cache = run_dir / "elmo_cache" if config.model.elmo.enabled and not config.model.elmo.fine_tune else None
     train_data = tagger.encode_corpus(train_corpus, elmo_cache)
+    tagger.count_training_words(train_corpus)
     dev_data = tagger.encode_corpus(dev_corpus, elmo_cache) if dev_corpus is not None else None
     log.info("training on %d sentences (%d tokens), %s, %d parameters, run directory %s",
              len(train_corpus.sentences), sum(len(s.tokens) for s in train_corpus.sentences), device,
@@ -115,7 +116,7 @@ def train(config: Config, run_dir: Path, resume: bool = False,
 
     for epoch in range(state.epoch + 1, opts.epochs + 1):
         started = time.perf_counter()
-        loss = _train_epoch(tagger, train_data, optimizer, opts, epoch, config.output.progress)
+        loss = train_epoch(tagger, train_data, optimizer, opts, epoch, config.output.progress)
         scheduler.step()
         seconds = time.perf_counter() - started
         dev = score_corpus(tagger, dev_corpus, dev_data)[0] if dev_corpus is not None else None
@@ -144,7 +145,7 @@ def train(config: Config, run_dir: Path, resume: bool = False,
     return _final_scores(run_dir, corpora, state, device)
 
 
-def _train_epoch(tagger: Tagger, data: EncodedSentences, optimizer: torch.optim.Optimizer, opts: TrainingConfig,
+def train_epoch(tagger: Tagger, data: EncodedSentences, optimizer: torch.optim.Optimizer, opts: TrainingConfig,
                  epoch: int, progress: bool) -> float:
     """One pass over the shuffled training batches; returns the mean loss per sentence."""
     model = tagger.model
@@ -174,7 +175,8 @@ def _train_epoch(tagger: Tagger, data: EncodedSentences, optimizer: torch.optim.
     return mean
 
 
-def _optimizer(model: torch.nn.Module, opts: TrainingConfig) -> torch.optim.Optimizer:
+def make_optimizer(model: torch.nn.Module, opts: TrainingConfig) -> torch.optim.Optimizer:
+    """SGD with momentum or Adam over the trainable parameters, as ``training.optimizer`` says."""
     params = [p for p in model.parameters() if p.requires_grad]
     if opts.optimizer == "adam":
         return torch.optim.Adam(params, lr=opts.lr, weight_decay=opts.weight_decay)

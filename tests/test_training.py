@@ -110,3 +110,31 @@ def test_span_scores_are_probabilities_of_the_predicted_entities(trained: Path) 
     assert [[(k, s, e) for k, s, e, _ in sentence] for sentence in spans] == [tags_to_spans(t) for t in tags]
     scores = [p for sentence in spans for *_, p in sentence]
     assert scores and all(0.0 < p <= 1.0 + 1e-6 for p in scores)
+
+
+def test_unk_replacement_chances_follow_word_counts() -> None:
+    from collections import Counter
+
+    from ner.config import load_config
+
+    config = load_config(SAMPLE, ["model.word_dropout=0.1", "model.singleton_unk=0.5"])
+    corpus = read_conll(REPO / "data" / "sample" / "train.txt")
+    tagger = Tagger.build(config, corpus)
+    tagger.count_training_words(corpus)
+    counts = Counter(token.lower() for sentence in corpus.sentences for token in sentence.tokens)
+    expected = torch.tensor([0.6 if counts[word] == 1 else 0.1 for word in tagger.words.items])
+    assert 0 < (expected == 0.6).sum() < len(expected)
+    assert torch.allclose(tagger.unk_probability, expected)
+
+    # With chance 1 for singletons and 0 otherwise, exactly the singletons become <unk> in training batches.
+    tagger.unk_probability = (expected == 0.6).float()
+    tagger.model.embedder.words.weight.data.zero_()
+    tagger.model.embedder.words.weight.data[tagger.words.unk_id] = 1.0
+    seen: list[torch.Tensor] = []
+    tagger.model.embedder.words.register_forward_hook(lambda module, args, out: seen.append(args[0]))
+    item = next(tagger.encode_corpus(corpus).batches(8))
+    tagger.emissions(item, tagger.unk_probability)
+    word_ids = item.batch.word_ids
+    singleton = torch.tensor([[counts[t.lower()] == 1 for t in tokens] + [False] * (word_ids.size(1) - len(tokens))
+                              for tokens in item.batch.tokens])
+    assert torch.equal(seen[0], torch.where(singleton, tagger.words.unk_id, word_ids))
