@@ -267,3 +267,17 @@ class TestWeightFiles:
         path.write_text(json.dumps({"lstm": {"use_skip_connections": False}, "char_cnn": {}}))
         with pytest.raises(NerError, match="lstm.use_skip_connections: expected true"):
             BiLM.from_allennlp(path, tmp_path / "weights.hdf5")
+
+
+def test_committed_reuters_bilm_is_what_the_elmo_config_uses_and_exports_exactly(tmp_path: Path) -> None:
+    from ner.config import load_config
+
+    repo = Path(__file__).resolve().parents[1]
+    config = load_config(repo / "configs" / "conll2003_elmo.yaml")
+    assert Path(config.model.elmo.pretrained_dir) == repo / "models" / "lm_reuters"
+    bilm = BiLM.load(config.model.elmo.pretrained_dir)
+    assert bilm.options.projection_dim == 128 and bilm.options.num_layers == 2
+    bilm.to_allennlp(tmp_path)
+    loaded = BiLM.from_allennlp(tmp_path / "options.json", tmp_path / "weights.hdf5")
+    for (key, got), want in zip(loaded.state_dict().items(), bilm.state_dict().values()):
+        assert torch.equal(got, want), key
