@@ -19,7 +19,7 @@ quickstart: $(VENV)/.installed
 	$(VENV)/bin/ner evaluate $(RUN) data/sample/test.txt --output $(RUN)/test.predictions.conll
 	$(VENV)/bin/ner tag $(RUN) data/sample/raw.txt -o $(RUN)/raw.entities.jsonl
 	@echo
-	@echo "model:            $(RUN)/  (weights model.pt, vocab.json, config.yaml)"
+	@echo "model:            $(RUN)/  (weights model.pt, vocabularies words/chars/tags.json, config.yaml)"
 	@echo "training metrics: $(RUN)/metrics.jsonl (per epoch), $(RUN)/metrics.json (dev and test)"
 	@echo "test predictions: $(RUN)/test.predictions.conll  (scores in $(RUN)/evaluate/test/metrics.json)"
 	@echo "tagged raw text:  $(RUN)/raw.entities.jsonl"
