@@ -146,7 +146,7 @@ def train(config: Config, run_dir: Path, resume: bool = False,
 
 
 def train_epoch(tagger: Tagger, data: EncodedSentences, optimizer: torch.optim.Optimizer, opts: TrainingConfig,
-                 epoch: int, progress: bool) -> float:
+                epoch: int, progress: bool) -> float:
     """One pass over the shuffled training batches; returns the mean loss per sentence."""
     model = tagger.model
     model.train()
