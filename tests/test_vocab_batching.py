@@ -163,3 +163,11 @@ class TestBatcher:
             Batcher([["a", "a"]], words, chars, [["O"]], tags)
         with pytest.raises(ValueError, match=r"^give both tag_seqs and the tag vocabulary, or neither$"):
             Batcher([["a"]], words, chars, [["O"]])
+
+
+def test_casing_classes_of_known_tokens() -> None:
+    from ner.data.features import CASING_CLASSES, casing_class
+
+    examples = {"paris": "lower", "EU": "upper", "Paris": "title", "McDonald": "mixed", "1996": "numeric",
+                "3-1": "has_digit", "U.S.": "upper", "--": "punct", ",": "punct", "": "other", "é": "lower"}
+    assert {token: CASING_CLASSES[casing_class(token)] for token in examples} == examples

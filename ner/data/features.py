@@ -1,14 +1,14 @@
-"""Word-form features the tagger derives from each token: the normalised word key and a casing class."""
+"""Word-form features the tagger derives from each token: its casing class."""
 
 from __future__ import annotations
 
-import re
+import functools
 
 # Casing classes (index 0 is padding). Lowercased word embeddings lose case; this feature gives it back.
 CASING_CLASSES = ("<pad>", "lower", "upper", "title", "mixed", "numeric", "has_digit", "punct", "other")
-_DIGITS = re.compile(r"\d")
 
 
+@functools.lru_cache(maxsize=1 << 16)  # tokens repeat: tagging a large file asks for the same words again
 def casing_class(token: str) -> int:
     """Index into CASING_CLASSES for ``token``: ``"Paris"`` -> title, ``"EU"`` -> upper, ``"1996"`` -> numeric."""
     if token.isdigit():
@@ -26,8 +26,3 @@ def casing_class(token: str) -> int:
         return 3
     return 4
 
-
-def word_key(token: str, lowercase: bool) -> str:
-    """The word-vocabulary key of ``token``: digits become 0 (``"1996"`` -> ``"0000"``), optionally lowercased."""
-    key = _DIGITS.sub("0", token)
-    return key.lower() if lowercase else key
