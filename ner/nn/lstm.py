@@ -1,6 +1,6 @@
 """Our LSTM and GRU layers: torch's parameters and numbers, plus LSTM variants, masks and a fast recurrence.
 
-``LSTM`` and ``GRU`` are drop-in for ``torch.nn.LSTM`` / ``torch.nn.GRU`` (same parameter names and shapes,
+``LSTM`` and ``GRU`` are drop-in for torch's LSTM and GRU modules (same parameter names and shapes,
 ``(output, (h_n, c_n))`` / ``(output, h_n)``) but take a ``(batch, time)`` bool mask (or lengths): the backward
 direction reads each sentence reversed within its own length, outputs are exactly zero at padding and final
 states are taken at each sentence's last token.
@@ -175,7 +175,7 @@ def _onednn_linear_works() -> bool:
         return False
 
 
-# On CPU float32 the matmuls go through oneDNN (the library torch.nn.LSTM uses on CPU): on our AMD EPYC, MKL's
+# On CPU float32 the matmuls go through oneDNN (the library torch's own LSTM uses on CPU): on our AMD EPYC, MKL's
 # sgemm, which torch.bmm calls, ran at 40-60 % of oneDNN's speed. oneDNN has no batched call and costs ~20 us
 # per call, so products with few rows (late steps of a long sentence, batch 1) stay with torch.bmm. It also
 # builds a kernel for every new shape (~0.5 ms), so the input projections, over all packed rows whose count
@@ -715,7 +715,7 @@ class _RNNBase(nn.Module):
 
 
 class LSTM(_RNNBase):
-    """Multi-layer, optionally bidirectional LSTM with torch.nn.LSTM's parameters, plus variants and options.
+    """Multi-layer, optionally bidirectional LSTM with the parameters of torch's LSTM module, plus variants and options.
 
     ``variant``: ``lstm`` (torch's cell), ``peephole`` or ``coupled``. Options beyond torch's: ``cell_clip``
     and ``proj_clip`` bound the cell and the projected state, ``layer_norm`` normalises each gate's
@@ -730,14 +730,14 @@ class LSTM(_RNNBase):
                  proj_clip: float | None = None, layer_norm: bool = False, residual: bool = False,
                  forget_bias: float = 0.0) -> None:
         if variant == "gru":
-            raise ValueError("variant: 'gru' is ner.nn.GRU, expected one of lstm, peephole, coupled")
+            raise ValueError("variant: for 'gru' use the GRU class; LSTM takes lstm, peephole or coupled")
         super().__init__(variant, input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional,
                          proj_size=proj_size, cell_clip=cell_clip, proj_clip=proj_clip, layer_norm=layer_norm,
                          residual=residual, forget_bias=forget_bias)
 
 
 class GRU(_RNNBase):
-    """Multi-layer, optionally bidirectional GRU with torch.nn.GRU's parameters; ``forward`` returns h_n only."""
+    """Multi-layer, optionally bidirectional GRU with the parameters of torch's GRU module; ``forward`` returns h_n only."""
 
     def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, bias: bool = True,
                  batch_first: bool = True, dropout: float = 0.0, bidirectional: bool = False, *,
