@@ -2,9 +2,11 @@
 
 The text is the first ``--lines`` lines of the Reuters-21578 file (one tokenized sentence per line), detokenized
 into plain raw text with ``bench/tokenizer_agreement.py``'s detokenizer (that step is not timed). Our side runs
-``ner.tagging.tag_files`` on it, the whole pipeline, and reports the share of time in each stage. Flair's side
-gets the very same token lists (our tokenizer's output) and times only ``SequenceTagger.predict`` (building its
-``Sentence`` objects is timed apart), with the same sizes (``flair_side.py`` says how they map). Flair's weights are untrained: speed does not depend on them. Flair runs in its own
+``ner.tagging.tag_files`` on it, the whole pipeline, with ``--threads`` worker processes of one thread each
+(``ner tag --workers``), and reports the share of the work in each stage. Flair's side, with ``--threads``
+torch threads, gets the very same token lists (our tokenizer's output) and times only
+``SequenceTagger.predict`` (building its ``Sentence`` objects is timed apart), with the same sizes
+(``flair_side.py`` says how they map). Flair's weights are untrained: speed does not depend on them. Flair runs in its own
 virtual environment (``python3 -m venv .bench-venv && .bench-venv/bin/pip install -c constraints.txt flair``) in
 a subprocess.
 
@@ -69,7 +71,7 @@ def main() -> None:
     parser.add_argument("--text", default=str(SHARED / "data" / "unlabeled" / "reuters21578.txt"))
     parser.add_argument("--lines", type=int, default=20_000, help="lines of --text to tag")
     parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=2, help="cores: our worker processes, Flair's threads")
     parser.add_argument("--warmup", type=int, default=200, help="sentences tagged before timing, on both sides")
     parser.add_argument("--flair-python", default=str(REPO / ".bench-venv" / "bin" / "python"))
     parser.add_argument("--no-flair", action="store_true")
@@ -95,14 +97,15 @@ def main() -> None:
         lines = raw_text(Path(args.text), args.lines, raw)
         texts = raw.read_text(encoding="utf-8").splitlines()
         tag_text(tagger, "\n".join(texts[:args.warmup]))
-        stats = tag_files(tagger, [str(raw)], output=str(Path(folder) / "out.jsonl"), batch_size=args.batch_size)
+        stats = tag_files(tagger, [str(raw)], output=str(Path(folder) / "out.jsonl"), batch_size=args.batch_size,
+                          workers=args.threads)
         ours = stats["tokens_per_second"]
-        shares = {stage: stats[f"{stage}_seconds"] / stats["seconds"] for stage in STAGES}
+        work = sum(stats[f"{stage}_seconds"] for stage in STAGES)  # summed over the worker processes
+        shares = {stage: stats[f"{stage}_seconds"] / work for stage in STAGES}
         print(f"ours: {lines} lines, {stats['sentences']:.0f} sentences, {stats['tokens']:.0f} tokens in "
-              f"{stats['seconds']:.2f} s: {ours:,.0f} tokens/s (tagging stage alone "
-              f"{stats['tokens'] / stats['tag_seconds']:,.0f} tokens/s)")
-        print("  share of time: " + ", ".join(f"{stage} {100 * share:.1f}%" for stage, share in shares.items())
-              + f", other {100 * (1 - sum(shares.values())):.1f}%")
+              f"{stats['seconds']:.2f} s with {args.threads} worker processes: {ours:,.0f} tokens/s (tagging stage "
+              f"alone {stats['tokens'] / stats['tag_seconds']:,.0f} tokens/s per worker)")
+        print("  share of the work: " + ", ".join(f"{stage} {100 * share:.1f}%" for stage, share in shares.items()))
         parameters = sum(p.numel() for p in tagger.model.parameters())
         print(f"  ours: {parameters:,} parameters")
         result = {"lines": lines, "tokens": stats["tokens"], "threads": args.threads, "batch_size": args.batch_size,

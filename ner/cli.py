@@ -52,6 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
     tag.add_argument("--format", choices=["jsonl", "conll", "inline"], default="jsonl")
     tag.add_argument("--batch-size", type=int, default=64)
     tag.add_argument("--min-score", type=float, default=0.0, help="drop entities below this probability")
+    tag.add_argument("--workers", type=int, default=1,
+                     help="processes that tag side by side, one thread each (e.g. the number of cores)")
 
     pretrain = _add(commands, "pretrain-lm", "pretrain the ELMo biLM on unlabelled text", _pretrain_lm)
     pretrain.add_argument("config", help="YAML config, e.g. configs/lm_reuters.yaml")
@@ -87,7 +89,7 @@ def _tag(args: argparse.Namespace) -> None:
         raise NerError(f"--batch-size: expected an integer >= 1, got {args.batch_size}")
     tagger = Tagger.load(args.run_dir)
     tag_files(tagger, args.inputs, output=args.output, fmt=args.format, batch_size=args.batch_size,
-              min_score=args.min_score, progress=True)
+              min_score=args.min_score, progress=True, workers=args.workers)
 
 
 def _pretrain_lm(args: argparse.Namespace) -> None:

@@ -126,6 +126,7 @@ class TrainingConfig:
     lr_decay: float = 0.05  # lr_epoch = lr / (1 + lr_decay * epoch), as in Ma & Hovy (2016)
     grad_clip: float = 5.0  # global gradient-norm clip; 0 disables
     patience: int = 8  # stop after this many epochs without a better dev F1; 0 disables
+    average: float = 0.0  # decay of an exponential moving average of the weights, used for dev and the saved model; 0 disables
     seed: int = 1
     device: Literal["auto", "cpu", "cuda"] = "auto"
     threads: int = 0  # CPU threads for torch; 0 keeps torch's default
@@ -301,6 +302,7 @@ def _check_values(config: Config, origin: str, errors: list[str]) -> None:
         (config.training.epochs >= 1, "training.epochs", "expected an integer >= 1"),
         (config.training.batch_size >= 1, "training.batch_size", "expected an integer >= 1"),
         (config.training.lr > 0, "training.lr", "expected a number > 0"),
+        (0 <= config.training.average < 1, "training.average", "expected a decay in [0, 1) (0 disables)"),
         (config.model.lstm.hidden_size >= 1, "model.lstm.hidden_size", "expected an integer >= 1"),
         (config.model.lstm.num_layers >= 1, "model.lstm.num_layers", "expected an integer >= 1"),
         (config.model.embeddings.dim >= 1, "model.embeddings.dim", "expected an integer >= 1"),

@@ -5,7 +5,7 @@ tag schemes: it builds or loads a run directory, turns token lists into batches,
 scheme of the user's files) or entity spans with their CRF probabilities.
 
 Shape letters: B sentences, T tokens, W characters per token, D embedder features, H LSTM hidden size,
-K tags.
+K tags, G gate inputs per direction (4H; 3H for GRU and coupled cells).
 """
 
 from __future__ import annotations
@@ -19,7 +19,6 @@ from typing import Any, Iterator, Sequence
 
 import torch
 from torch import nn
-from torch.nn.utils.rnn import pad_sequence
 
 from ner.config import CONFIG_VERSION, Config, ModelConfig, config_from_dict, read_yaml
 from ner.data.batching import Batch, Batcher
@@ -29,6 +28,7 @@ from ner.data.vectors import read_vectors
 from ner.data.schemes import convert_tags, tags_to_spans
 from ner.data.vocab import Vocabulary, build_vocabularies, load_vocabularies, save_vocabularies
 from ner.errors import ConfigError, NerError
+from ner.input_cache import TokenInputCache
 from ner.elmo import BiLM, BiLMOptions, Elmo, ElmoCache, batch_to_char_ids, load_bilm
 from ner.nn.char_cnn import CharCNN
 from ner.nn.crf import CRF, allowed_transitions
@@ -58,16 +58,13 @@ class Embedder(nn.Module):
         self.output_dim = emb.dim + emb.casing_dim + (self.chars.output_dim if self.chars else 0) + elmo_dim
 
     def forward(self, word_ids: torch.Tensor, casing_ids: torch.Tensor, char_ids: torch.Tensor,
-                mask: torch.Tensor, elmo: torch.Tensor | None = None) -> torch.Tensor:
-        """word_ids, casing_ids (B, T), char_ids (B, T, W), mask (B, T), elmo (B, T, E) -> (B, T, D)."""
+                elmo: torch.Tensor | None = None) -> torch.Tensor:
+        """word_ids, casing_ids (B, T), char_ids (B, T, W), elmo (B, T, E) -> (B, T, D)."""
         features = [self.words(word_ids)]  # (B, T, word_dim)
         if self.casing is not None:
             features.append(self.casing(casing_ids))  # (B, T, casing_dim)
         if self.chars is not None:
-            # Words repeat within a batch: run the CNN once per distinct spelling, then scatter back.
-            spellings, where = torch.unique(char_ids.flatten(0, 1), dim=0, return_inverse=True)  # (U, W), (B*T,)
-            per_word = self.chars(spellings)  # (U, char_features)
-            features.append(per_word[where].view(*word_ids.shape, -1))  # (B, T, char_features)
+            features.append(self.chars(char_ids))  # (B, T, char_features), once per distinct spelling
         if elmo is not None:
             features.append(elmo)  # (B, T, E)
         return torch.cat(features, dim=-1)  # (B, T, D)
@@ -99,8 +96,20 @@ class TaggerModel(nn.Module):
     def forward(self, word_ids: torch.Tensor, casing_ids: torch.Tensor, char_ids: torch.Tensor,
                 mask: torch.Tensor, elmo: torch.Tensor | None = None) -> torch.Tensor:
         """Emission scores (B, T, K) for the batch's tokens; ``elmo`` (B, T, 2P) are the mixed ELMo features."""
-        x = self.dropout(self.embedder(word_ids, casing_ids, char_ids, mask, elmo))  # (B, T, D)
+        x = self.dropout(self.embedder(word_ids, casing_ids, char_ids, elmo))  # (B, T, D)
         hidden, _ = self.encoder(x, mask)  # (B, T, 2H), zero at padding
+        return self.emissions(self.dropout(hidden))  # (B, T, K)
+
+    def token_inputs(self, word_ids: torch.Tensor, casing_ids: torch.Tensor, char_ids: torch.Tensor) -> torch.Tensor:
+        """The BiLSTM's first-layer gate inputs of V tokens taken one by one: word_ids, casing_ids (V,),
+        char_ids (V, W) -> (2, V, G). In eval mode without ELMo they depend on the token's spelling alone, so
+        inference computes them once per distinct spelling (``emissions_from_inputs`` continues from them)."""
+        features = self.embedder(word_ids[:, None], casing_ids[:, None], char_ids[:, None])  # (V, 1, D)
+        return self.encoder.input_projection(features[:, 0])  # (2, V, G)
+
+    def emissions_from_inputs(self, table: torch.Tensor, rows: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Emission scores (B, T, K) of tokens given as rows (B, T) of a ``token_inputs`` table (2, V, G)."""
+        hidden, _ = self.encoder(rows, mask, inputs_table=table)  # (B, T, 2H), zero at padding
         return self.emissions(self.dropout(hidden))  # (B, T, K)
 
 
@@ -110,9 +119,9 @@ class EncodedSentences:
     ``elmo_cache`` (frozen ELMo only) holds the biLM layers of these sentences, in the same order.
     """
 
-    def __init__(self, batcher: Batcher, casing: list[torch.Tensor], elmo_cache: ElmoCache | None = None) -> None:
+    def __init__(self, batcher: Batcher, elmo_cache: ElmoCache | None = None) -> None:
         self.batcher = batcher
-        self.casing = casing  # each (T_i,) long
+        self.casing_table = torch.tensor([0] + [casing_class(word) for word in batcher.distinct])  # (rows,)
         self.elmo_cache = elmo_cache
 
     def __len__(self) -> int:
@@ -121,7 +130,7 @@ class EncodedSentences:
     def batches(self, batch_size: int, shuffle: bool = False, seed: int = 0) -> Iterator[TaggerBatch]:
         """Batches grouped by length; ``shuffle`` orders them by ``seed`` alone."""
         for batch in self.batcher.batches(batch_size, shuffle=shuffle, seed=seed):
-            casing = pad_sequence([self.casing[i] for i in batch.indices], batch_first=True)  # (B, T)
+            casing = self.casing_table[batch.rows]  # (B, T), 0 on padding
             layers = None
             if self.elmo_cache is not None:
                 layers, _ = self.elmo_cache.layers_for(batch.indices)  # (L + 1, B, T + 2, 2P)
@@ -154,6 +163,7 @@ class Tagger:
         self.data_scheme = data_scheme
         self.device = torch.device(device)
         self.model = TaggerModel(config.model, len(words), len(chars), tags.items, bilm).to(self.device)
+        self.input_cache = TokenInputCache()  # inference without ELMo
         # Training only: the chance of replacing each word id by <unk> (see count_training_words).
         self.unk_probability = torch.full((len(words),), config.model.word_dropout, device=self.device)
 
@@ -235,13 +245,12 @@ class Tagger:
         widest = max((w for w, _ in self.config.model.char_cnn.filters), default=1)
         batcher = Batcher(token_seqs, self.words, self.chars, tag_seqs, self.tags if tag_seqs is not None else None,
                           min_word_length=widest, max_word_length=50)
-        casing = [torch.tensor([casing_class(token) for token in tokens]) for tokens in batcher.tokens]
         elmo, cache = self.model.elmo, None
         if elmo is not None and not elmo.fine_tune and elmo_cache_dir is not None:
             dtype = getattr(torch, self.config.model.elmo.cache_dtype)
             cache = ElmoCache.for_sentences(elmo.bilm, batcher.tokens, elmo_cache_dir, dtype=dtype,
                                             progress=self.config.output.progress)
-        return EncodedSentences(batcher, casing, cache)
+        return EncodedSentences(batcher, cache)
 
     def encode_corpus(self, corpus: Corpus, elmo_cache_dir: Path | None = None) -> EncodedSentences:
         """A labelled corpus, its tags converted to the model's scheme."""
@@ -269,6 +278,26 @@ class Tagger:
             word_ids = word_ids.masked_fill(dropped & (word_ids > 0), self.words.unk_id)
         return self.model(word_ids, item.casing_ids.to(self.device), batch.char_ids.to(self.device),
                           batch.mask.to(self.device), self._elmo_features(item))
+
+    def token_inputs(self, encoded: EncodedSentences, rows: torch.Tensor | None = None,
+                     chunk: int = 2048) -> torch.Tensor:
+        """First-layer gate inputs (2, n, G) of the distinct words of ``encoded`` at ``rows`` (n,) of its word
+        table; by default of every row, padding row 0 included (zeros). Computed in chunks of words of similar
+        length. Eval mode without ELMo only (see ``TaggerModel.token_inputs``)."""
+        batcher = encoded.batcher
+        wanted = torch.arange(1, len(batcher.word_table)) if rows is None else rows  # (n,)
+        order = batcher.word_lengths[wanted].argsort()  # (n,) positions in wanted, shortest word first
+        table = None
+        for positions in order.split(chunk):
+            part_rows = wanted[positions]
+            width = int(batcher.word_lengths[part_rows[-1]])
+            part = self.model.token_inputs(batcher.word_table[part_rows].to(self.device),
+                                           encoded.casing_table[part_rows].to(self.device),
+                                           batcher.char_table[part_rows, :width].to(self.device))  # (2, chunk, G)
+            if table is None:
+                table = part.new_zeros(part.shape[0], len(wanted) + (rows is None), part.shape[2])
+            table[:, (positions + (rows is None)).to(self.device)] = part
+        return table
 
     def _elmo_features(self, item: TaggerBatch) -> torch.Tensor | None:
         """Mixed ELMo features (B, T, 2P) from the cached layers, or by running the biLM; None without ELMo."""
@@ -302,10 +331,15 @@ class Tagger:
         tags: list[list[str]] = [[] for _ in range(len(encoded))]
         spans: list[list[tuple[str, int, int, float]]] = [[] for _ in range(len(encoded))]
         scheme = self.config.model.scheme
+        # Without ELMo everything before the recurrence depends on the spelling alone: run it once per word.
+        table, columns = self.input_cache.lookup(self, encoded) if self.model.elmo is None else (None, None)
         for item in encoded.batches(batch_size):
             batch = item.batch
-            emissions = self.emissions(item)  # (B, T, K)
             mask = batch.mask.to(self.device)
+            if table is None:
+                emissions = self.emissions(item)  # (B, T, K)
+            else:
+                emissions = self.model.emissions_from_inputs(table, columns[batch.rows.to(self.device)], mask)
             paths = self.model.crf.decode(emissions, mask).tolist()  # (B, T)
             batch_tags = [self.tags.decode(path[:len(tokens)]) for path, tokens in zip(paths, batch.tokens)]
             for index, sentence_tags in zip(batch.indices, batch_tags):

@@ -1,9 +1,11 @@
 """Tag raw text files with a trained tagger, streaming: `ner tag RUN_DIR INPUT... [-o OUTPUT] [--format ...]`.
 
 Each input line is split into sentences and tokens with character offsets (``ner.data.text``). Lines are read and
-written incrementally: sentences are buffered in a window of about ``WINDOW_TOKENS`` tokens, sorted by length
-there so batches hold sentences of similar length, tagged, and the window's lines are written back in input
-order. Memory is bounded by the window and the longest line, whatever the size of the file.
+written incrementally, in windows of about ``WINDOW_CHARS`` characters: a window's sentences are sorted by
+length so batches hold sentences of similar length, tagged, and its lines are written back in input order.
+With ``workers`` > 1, that many processes (one thread each) split, tag and format windows side by side while
+this one reads and writes, in order, with at most two windows per worker in flight. Memory is bounded by the
+windows in flight and the longest line, whatever the size of the file.
 
 Output formats:
 
@@ -25,10 +27,13 @@ standard error with the line and byte offset; offsets then refer to the decoded 
 from __future__ import annotations
 
 import json
+import multiprocessing
 import os
 import sys
 import time
+from collections import deque
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO, Protocol
@@ -39,8 +44,9 @@ from ner.data.text import Token, split_sentences
 from ner.errors import DataError, NerError, location
 
 FORMATS = ("jsonl", "conll", "inline")
-WINDOW_TOKENS = 20_000
-"""Tokens buffered before a window is tagged and written (a longer line is kept whole)."""
+WINDOW_CHARS = 100_000
+"""Characters read (about 20,000 tokens of news) before a window is split, tagged and written (a longer line
+is kept whole)."""
 SNIFF_BYTES = 8192
 """Bytes read from the start of each input file to refuse binary files before any output is written."""
 STDIN = "-"
@@ -231,59 +237,108 @@ _WRITERS = {"jsonl": _jsonl, "conll": _conll, "inline": _inline}
 # Pipeline
 
 Writer = Callable[[_Line, float, bool], str]
+RawLine = tuple[str, int, str]
+"""An input line as read: (file name, line number, text)."""
 
 
-class _Pipeline:
-    """Reads lines into a window, tags the window when it is full, writes its lines back in input order."""
+@dataclass
+class _Window:
+    """Consecutive lines of one file, processed together; ``starts_file`` if the first of its file."""
 
-    def __init__(self, tagger: SpanPredictor, sink: BinaryIO, fmt: str, several_files: bool, batch_size: int,
-                 min_score: float, bar: tqdm) -> None:
-        self.tagger, self.sink, self.bar = tagger, sink, bar
-        self.writer: Writer = _WRITERS[fmt]
-        self.several_files = several_files
-        self.batch_size, self.min_score = batch_size, min_score
-        self.window: list[_Line] = []
-        self.window_tokens = 0
-        self.stats: dict[str, float] = dict.fromkeys(
-            ("files", "lines", "sentences", "tokens", "entities", "lines_with_invalid_utf8",
-             "read_seconds", "split_seconds", "tag_seconds", "write_seconds"), 0
-        )
+    lines: list[RawLine]
+    starts_file: bool
 
-    def add_file(self, name: str, stream: BinaryIO) -> None:
-        """Read, split and buffer every line of one file, flushing full windows."""
-        stats = self.stats
-        lines = _read_lines(stream, "<stdin>" if name == STDIN else name, stats)
-        while True:
+
+@dataclass
+class _WindowJob:
+    """Split, tag and format one window, in this process or in a worker; returns the output bytes and counts."""
+
+    tagger: SpanPredictor
+    fmt: str
+    several_files: bool
+    batch_size: int
+    min_score: float
+
+    def __call__(self, window: _Window) -> tuple[bytes, dict[str, float]]:
+        clock = time.perf_counter()
+        lines = [_Line(name, number, text, split_sentences(text)) for name, number, text in window.lines]
+        split = time.perf_counter()
+        _tag_window(self.tagger, lines, self.batch_size)
+        tagged = time.perf_counter()
+        writer: Writer = _WRITERS[self.fmt]
+        header = "-DOCSTART- O\n\n" if window.starts_file and self.several_files and self.fmt == "conll" else ""
+        text = header + "".join(writer(line, self.min_score, self.several_files) for line in lines)
+        output = text.encode("utf-8")
+        counts = {
+            "sentences": sum(len(line.sentences) for line in lines),
+            "tokens": sum(len(sentence) for line in lines for sentence in line.sentences),
+            "entities": sum(len(_kept(spans, self.min_score)) for line in lines for spans in line.spans),
+            "split_seconds": split - clock, "tag_seconds": tagged - split,
+            "write_seconds": time.perf_counter() - tagged,
+        }
+        return output, counts
+
+
+def _windows(files: list[str], stats: dict[str, float]) -> Iterator[_Window]:
+    """The input files' lines in windows of about ``WINDOW_CHARS`` characters (a window never spans files)."""
+    for name in files:
+        stream = sys.stdin.buffer if name == STDIN else open(name, "rb")
+        try:
             clock = time.perf_counter()
-            number, text = next(lines, (0, ""))
-            read = time.perf_counter()
-            stats["read_seconds"] += read - clock
-            if not number:
-                break
-            sentences = split_sentences(text)
-            stats["split_seconds"] += time.perf_counter() - read
-            tokens = sum(len(sentence) for sentence in sentences)
-            self.window.append(_Line(name, number, text, sentences))
-            self.window_tokens += tokens
-            stats["lines"] += 1
-            stats["sentences"] += len(sentences)
-            stats["tokens"] += tokens
-            if self.window_tokens >= WINDOW_TOKENS:
-                self.flush()
+            window, size, first = [], 0, True
+            for number, text in _read_lines(stream, "<stdin>" if name == STDIN else name, stats):
+                window.append((name, number, text))
+                stats["lines"] += 1
+                size += len(text) + 1
+                if size >= WINDOW_CHARS:
+                    stats["read_seconds"] += time.perf_counter() - clock
+                    yield _Window(window, first)
+                    clock = time.perf_counter()
+                    window, size, first = [], 0, False
+            stats["read_seconds"] += time.perf_counter() - clock
+            if window or first:
+                yield _Window(window, first)
+        finally:
+            if stream is not sys.stdin.buffer:
+                stream.close()
         stats["files"] += 1
 
-    def flush(self) -> None:
-        """Tag the buffered lines and write them out in input order."""
-        clock = time.perf_counter()
-        _tag_window(self.tagger, self.window, self.batch_size)
-        tagged = time.perf_counter()
-        text = "".join(self.writer(line, self.min_score, self.several_files) for line in self.window)
-        self.sink.write(text.encode("utf-8"))
-        self.stats["tag_seconds"] += tagged - clock
-        self.stats["write_seconds"] += time.perf_counter() - tagged
-        self.stats["entities"] += sum(len(_kept(spans, self.min_score)) for line in self.window for spans in line.spans)
-        self.bar.update(self.window_tokens)
-        self.window, self.window_tokens = [], 0
+
+_worker_job: _WindowJob | None = None  # a worker process's job, set by _start_worker
+
+
+def _start_worker(job: _WindowJob, threads: int) -> None:
+    global _worker_job
+    _worker_job = job
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(threads)
+
+
+def _run_in_worker(window: _Window) -> tuple[bytes, dict[str, float]]:
+    assert _worker_job is not None
+    return _worker_job(window)
+
+
+def _processed(job: _WindowJob, windows: Iterator[_Window], workers: int) -> Iterator[tuple[bytes, dict[str, float]]]:
+    """Each window's output, in input order; with several ``workers`` processes (one thread each), at most
+    two windows per worker are read ahead."""
+    if workers == 1:
+        yield from map(job, windows)
+        return
+    methods = multiprocessing.get_all_start_methods()
+    context = multiprocessing.get_context("fork" if "fork" in methods else "spawn")  # fork: no reloading
+    with ProcessPoolExecutor(workers, mp_context=context, initializer=_start_worker, initargs=(job, 1)) as pool:
+        pending: deque[Future] = deque()
+        try:
+            for window in windows:
+                pending.append(pool.submit(_run_in_worker, window))
+                if len(pending) >= 2 * workers:
+                    yield pending.popleft().result()
+            while pending:
+                yield pending.popleft().result()
+        finally:
+            for future in pending:
+                future.cancel()
 
 
 def tag_files(
@@ -294,9 +349,11 @@ def tag_files(
     batch_size: int = 64,
     min_score: float = 0.0,
     progress: bool = False,
+    workers: int = 1,
 ) -> dict[str, float]:
     """Tag text files (``-`` is standard input; a directory means its ``*.txt`` files, sorted) into ``output``
-    (standard output if None) in format ``fmt``; returns counts and the seconds spent in each stage.
+    (standard output if None) in format ``fmt``; returns counts and the seconds spent in each stage (summed
+    over the ``workers``, the processes that split, tag and format windows; with one, this process does).
 
     Raises ``DataError`` for a missing or binary input (before writing anything where it can), ``NerError`` for a
     bad option. An output file is written under a temporary name and renamed at the end, so a failed run leaves
@@ -308,23 +365,24 @@ def tag_files(
         raise NerError(f"--batch-size: expected an integer >= 1, got {batch_size}")
     if not 0.0 <= min_score <= 1.0:
         raise NerError(f"--min-score: expected a probability in [0, 1], got {min_score}")
+    if workers < 1:
+        raise NerError(f"--workers: expected an integer >= 1, got {workers}")
     files = _input_files(inputs)
     started = time.perf_counter()
+    stats: dict[str, float] = dict.fromkeys(
+        ("files", "lines", "sentences", "tokens", "entities", "lines_with_invalid_utf8",
+         "read_seconds", "split_seconds", "tag_seconds", "write_seconds"), 0
+    )
+    job = _WindowJob(tagger, fmt, len(files) > 1, batch_size, min_score)
     temporary = f"{output}.tmp{os.getpid()}" if output else None
     sink = open(temporary, "wb") if temporary else sys.stdout.buffer
     try:
         with tqdm(desc="tagging", unit=" tokens", unit_scale=True, disable=not progress, file=sys.stderr) as bar:
-            pipeline = _Pipeline(tagger, sink, fmt, len(files) > 1, batch_size, min_score, bar)
-            for name in files:
-                if pipeline.several_files and fmt == "conll":
-                    pipeline.flush()
-                    sink.write(b"-DOCSTART- O\n\n")
-                if name == STDIN:
-                    pipeline.add_file(name, sys.stdin.buffer)
-                else:
-                    with open(name, "rb") as stream:
-                        pipeline.add_file(name, stream)
-            pipeline.flush()
+            for data, counts in _processed(job, _windows(files, stats), workers):
+                sink.write(data)
+                for key, value in counts.items():
+                    stats[key] += value
+                bar.update(counts["tokens"])
             sink.flush()
         if temporary:
             sink.close()
@@ -338,7 +396,6 @@ def tag_files(
         if temporary and os.path.exists(temporary):
             sink.close()
             os.remove(temporary)
-    stats = pipeline.stats
     stats["seconds"] = time.perf_counter() - started
     stats["tokens_per_second"] = stats["tokens"] / stats["seconds"] if stats["seconds"] else 0.0
     return stats

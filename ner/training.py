@@ -13,6 +13,8 @@ import logging
 import math
 import resource
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -42,6 +44,51 @@ class TrainingState:
     best_f1: float = -1.0
     best_epoch: int = 0
     epochs_without_improvement: int = 0
+
+
+class WeightAverage:
+    """Exponential moving average of the trainable parameters (Polyak averaging), updated after every step.
+
+    Dev scoring and the saved model use the average; training goes on with the raw weights. The decay warms
+    up as ``min(decay, (1 + n) / (10 + n))`` after ``n`` updates, so early averages do not remember the
+    random initialisation.
+    """
+
+    def __init__(self, model: torch.nn.Module, decay: float) -> None:
+        self.decay = decay
+        self.params = [p for p in model.parameters() if p.requires_grad]
+        self.average = [p.detach().clone() for p in self.params]
+        self.updates = 0
+
+    @torch.no_grad()
+    def update(self) -> None:
+        decay = min(self.decay, (1 + self.updates) / (10 + self.updates))
+        for average, param in zip(self.average, self.params):
+            average.lerp_(param, 1.0 - decay)
+        self.updates += 1
+
+    @contextmanager
+    def applied(self) -> Iterator[None]:
+        """The model holds the averaged weights inside the block, its raw weights again after it."""
+        raw = [p.detach().clone() for p in self.params]
+        _copy_into(self.params, self.average)
+        try:
+            yield
+        finally:
+            _copy_into(self.params, raw)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"average": self.average, "updates": self.updates}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        _copy_into(self.average, state["average"])
+        self.updates = state["updates"]
+
+
+@torch.no_grad()
+def _copy_into(targets: list[torch.Tensor], sources: list[torch.Tensor]) -> None:
+    for target, source in zip(targets, sources):
+        target.copy_(source)
 
 
 def train_from_config(config_path: str | Path | None, overrides: Sequence[str] = (),
@@ -93,12 +140,15 @@ def train(config: Config, run_dir: Path, resume: bool = False,
     model = tagger.model
     optimizer = make_optimizer(model, opts)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda epoch: 1.0 / (1.0 + opts.lr_decay * epoch))
+    average = WeightAverage(model, opts.average) if opts.average else None
     state = TrainingState()
     if checkpoint is not None:
         model.load_state_dict(checkpoint["model"])
         optimizer.load_state_dict(checkpoint["optimizer"])
         scheduler.load_state_dict(checkpoint["scheduler"])
         state = TrainingState(**checkpoint["state"])
+        if average is not None:
+            average.load_state_dict(checkpoint["average"])
         torch.set_rng_state(checkpoint["rng"])
         if "cuda_rng" in checkpoint:
             torch.cuda.set_rng_state_all(list(checkpoint["cuda_rng"]))
@@ -116,16 +166,18 @@ def train(config: Config, run_dir: Path, resume: bool = False,
 
     for epoch in range(state.epoch + 1, opts.epochs + 1):
         started = time.perf_counter()
-        loss = train_epoch(tagger, train_data, optimizer, opts, epoch, config.output.progress)
+        loss = train_epoch(tagger, train_data, optimizer, opts, epoch, config.output.progress, average)
         scheduler.step()
         seconds = time.perf_counter() - started
-        dev = score_corpus(tagger, dev_corpus, dev_data)[0] if dev_corpus is not None else None
-        dev_f1 = dev["default"]["micro"]["f1"] if dev else -loss  # no dev set: keep the lowest loss
-        improved = dev_f1 > state.best_f1
+        with average.applied() if average is not None else nullcontext():
+            dev = score_corpus(tagger, dev_corpus, dev_data)[0] if dev_corpus is not None else None
+            dev_f1 = dev["default"]["micro"]["f1"] if dev else -loss  # no dev set: keep the lowest loss
+            improved = dev_f1 > state.best_f1
+            if improved:
+                tagger.save_weights(run_dir)
         state.epoch = epoch
         if improved:
             state.best_f1, state.best_epoch, state.epochs_without_improvement = dev_f1, epoch, 0
-            tagger.save_weights(run_dir)
         else:
             state.epochs_without_improvement += 1
         record = {"epoch": epoch, "loss": loss, "lr": optimizer.param_groups[0]["lr"], "seconds": seconds,
@@ -133,7 +185,7 @@ def train(config: Config, run_dir: Path, resume: bool = False,
         if dev:
             record.update({f"dev_{k}": dev["default"]["micro"][k] for k in ("precision", "recall", "f1")})
         _append_jsonl(run_dir / METRICS_LOG, record)
-        _save_checkpoint(run_dir, model, optimizer, scheduler, state)
+        _save_checkpoint(run_dir, model, optimizer, scheduler, state, average)
         log.info("epoch %d: loss %.4f, dev F1 %s%s, %.1f s", epoch, loss,
                  f"{100 * dev_f1:.2f}" if dev else "n/a", " (best)" if improved else "", seconds)
         if on_epoch_end is not None:
@@ -146,8 +198,9 @@ def train(config: Config, run_dir: Path, resume: bool = False,
 
 
 def train_epoch(tagger: Tagger, data: EncodedSentences, optimizer: torch.optim.Optimizer, opts: TrainingConfig,
-                epoch: int, progress: bool) -> float:
-    """One pass over the shuffled training batches; returns the mean loss per sentence."""
+                epoch: int, progress: bool, average: WeightAverage | None = None) -> float:
+    """One pass over the shuffled training batches (updating ``average`` after each step); returns the mean
+    loss per sentence."""
     model = tagger.model
     model.train()
     total_loss, total_sentences = 0.0, 0
@@ -163,6 +216,8 @@ def train_epoch(tagger: Tagger, data: EncodedSentences, optimizer: torch.optim.O
         if opts.grad_clip:
             torch.nn.utils.clip_grad_norm_(model.parameters(), opts.grad_clip)
         optimizer.step()
+        if average is not None:
+            average.update()
         size = item.size
         total_loss += loss.detach() * size  # stays a tensor: no host sync per step
         total_sentences += size
@@ -201,9 +256,11 @@ def _final_scores(run_dir: Path, corpora: dict[str, Corpus], state: TrainingStat
 
 
 def _save_checkpoint(run_dir: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-                     scheduler: Any, state: TrainingState) -> None:
+                     scheduler: Any, state: TrainingState, average: WeightAverage | None) -> None:
     checkpoint = {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                   "scheduler": scheduler.state_dict(), "state": vars(state), "rng": torch.get_rng_state()}
+    if average is not None:
+        checkpoint["average"] = average.state_dict()
     if torch.cuda.is_available():
         checkpoint["cuda_rng"] = torch.cuda.get_rng_state_all()
     atomic_torch_save(checkpoint, run_dir / CHECKPOINT_FILE)

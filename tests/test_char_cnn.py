@@ -13,18 +13,18 @@ from ner.nn.highway import Highway
 def _reference_cnn(cnn: CharCNN, ids: np.ndarray) -> np.ndarray:
     """(tokens, chars) ids -> (tokens, output_dim), written out with loops."""
     table = cnn.embedding.weight.detach().double().numpy()
-    width_needed = cnn.max_width
-    if ids.shape[1] < width_needed:
-        ids = np.pad(ids, ((0, 0), (0, width_needed - ids.shape[1])))
-    chars = table[ids]  # (tokens, chars, dim)
-    features = []
-    for conv, (width, num) in zip(cnn.convs, cnn.filters):
-        kernel = conv.weight.detach().double().numpy()  # (num, dim, width)
-        bias = conv.bias.detach().double().numpy()
-        positions = [np.einsum("tcw,ncw->tn", chars[:, p : p + width].transpose(0, 2, 1), kernel) + bias
-                     for p in range(chars.shape[1] - width + 1)]
-        features.append(np.tanh(np.max(positions, axis=0)))
-    x = np.concatenate(features, -1)
+    rows = []
+    for token in ids:
+        used = max(len(token) - list(token[::-1] != 0).index(True) if token.any() else 0, cnn.max_width)
+        chars = table[np.pad(token, (0, max(0, used - len(token))))[:used]]  # (used, dim): own chars, padded
+        features = []
+        for conv, (width, num) in zip(cnn.convs, cnn.filters):
+            kernel = conv.weight.detach().double().numpy()  # (num, dim, width)
+            bias = conv.bias.detach().double().numpy()
+            windows = [np.einsum("wc,ncw->n", chars[p:p + width], kernel) + bias for p in range(used - width + 1)]
+            features.append(np.tanh(np.max(windows, axis=0)))
+        rows.append(np.concatenate(features))
+    x = np.stack(rows)
     for layer in cnn.highway.layers:
         weight, bias = layer.weight.detach().double().numpy(), layer.bias.detach().double().numpy()
         n = x.shape[1]
@@ -48,6 +48,13 @@ def test_words_shorter_than_the_widest_filter_are_padded(cnn: CharCNN) -> None:
     ids = torch.tensor([[4, 7], [9, 0]])
     np.testing.assert_allclose(cnn(ids).detach().numpy(), _reference_cnn(cnn, ids.numpy()), rtol=1e-10, atol=1e-12)
     torch.testing.assert_close(cnn(ids), cnn(torch.nn.functional.pad(ids, (0, 2))))
+
+
+def test_a_token_does_not_depend_on_how_far_its_batch_is_padded(cnn: CharCNN) -> None:
+    ids = torch.tensor([[4, 7, 3, 0, 0, 0], [9, 0, 0, 0, 0, 0]])
+    padded = torch.nn.functional.pad(ids, (0, 7))
+    torch.testing.assert_close(cnn(padded), cnn(ids))
+    torch.testing.assert_close(cnn(ids[:, :3]), cnn(ids))
 
 
 def test_mask_gives_zeros_and_leaves_real_tokens_unchanged(cnn: CharCNN) -> None:

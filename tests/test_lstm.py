@@ -286,6 +286,35 @@ def test_equals_slow_reference(name) -> None:
     assert_all_close(gradients(results, inputs), gradients(expected, inputs), 1e-10)
 
 
+@pytest.mark.parametrize("name", CONFIGS)
+def test_first_layer_read_from_an_inputs_table_gives_the_same_results_and_gradients(name) -> None:
+    module = make_module(name, 3, 4)
+    x = make_input(LENGTHS, 3, torch.float64)
+    state = make_state(module, len(LENGTHS))
+    expected = flat(module(x, mask_of(LENGTHS), state))
+    distinct = torch.cat([x.flatten(0, 1), torch.randn(2, 3, dtype=torch.float64)])  # plus rows never read
+    table = module.input_projection(distinct)  # (D, V, K * H)
+    ids = torch.arange(len(LENGTHS) * TIME).view(len(LENGTHS), TIME)  # (B, T)
+    results = flat(module(ids, mask_of(LENGTHS), state, inputs_table=table))
+    assert_all_close(results, expected, 1e-10)
+    parameters = list(module.parameters())
+    assert_all_close(gradients(results, [x, *parameters]), gradients(expected, [x, *parameters]), 1e-10)
+    with torch.no_grad():
+        assert_all_close(flat(module(ids, mask_of(LENGTHS), state, inputs_table=table)), expected, 1e-10)
+
+
+def test_inputs_table_of_the_wrong_shape_is_refused() -> None:
+    module = LSTM(3, 4, bidirectional=True)
+    ids = torch.zeros(2, 5, dtype=torch.long)
+    with pytest.raises(ValueError, match=r"^inputs_table: expected shape \(2, rows, 16\), got \(2, 7, 12\)$"):
+        module(ids, inputs_table=torch.zeros(2, 7, 12))
+    with pytest.raises(ValueError, match=r"^x: expected \(batch, time\) long row ids into inputs_table, got "
+                                         r"torch.float32 \(2, 5, 3\)$"):
+        module(torch.zeros(2, 5, 3), inputs_table=torch.zeros(2, 7, 16))
+    with pytest.raises(ValueError, match=r"^x: expected shape \(rows, 3\), got \(2, 5, 3\)$"):
+        module.input_projection(torch.zeros(2, 5, 3))
+
+
 def test_clips_are_active() -> None:
     """The clipping test configs really clip: without the bounds the results differ."""
     module = make_module("projection-clip", 3, 4)

@@ -184,7 +184,7 @@ def test_one_megabyte_line_without_sentence_break(tmp_path: Path) -> None:
 
 def test_lines_come_back_in_input_order_across_length_sorted_windows(tmp_path: Path,
                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(ner.tagging, "WINDOW_TOKENS", 25)
+    monkeypatch.setattr(ner.tagging, "WINDOW_CHARS", 120)
     lines = [" ".join(["Word"] * (1 + (7 * n) % 11) + [f"n{n}"]) for n in range(60)]
     tagger = CapitalisedTagger()
     output, _ = run(tmp_path, "\n".join(lines).encode(), tagger=tagger, batch_size=3)

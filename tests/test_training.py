@@ -12,7 +12,7 @@ from ner.data.conll import read_conll
 from ner.data.schemes import validate_tags
 from ner.errors import NerError
 from ner.model import Tagger
-from ner.training import CHECKPOINT_FILE, METRICS_FILE, METRICS_LOG, train_from_config
+from ner.training import CHECKPOINT_FILE, METRICS_FILE, METRICS_LOG, WeightAverage, train_from_config
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "configs" / "sample.yaml"
@@ -37,6 +37,13 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def epochs_without_timing(run_dir: Path) -> list[dict]:
     records = [json.loads(line) for line in (run_dir / METRICS_LOG).read_text().splitlines()]
     return [{k: v for k, v in r.items() if k not in ("seconds", "sentences_per_second")} for r in records]
+
+
+def final_metrics(run_dir: Path) -> dict:
+    """metrics.json without the process's peak memory, which depends on what else ran in it."""
+    metrics = json.loads((run_dir / METRICS_FILE).read_text())
+    del metrics["peak_rss_mb"]
+    return metrics
 
 
 def test_run_directory_holds_everything_evaluate_and_tag_need(trained: Path) -> None:
@@ -73,7 +80,43 @@ def test_resumed_run_ends_with_exactly_the_same_metrics(tmp_path: Path, trained:
     assert len(epochs_without_timing(out)) == 2
     train_from_config(None, resume=out)
     assert epochs_without_timing(out) == epochs_without_timing(trained)
-    assert json.loads((out / METRICS_FILE).read_text()) == json.loads((trained / METRICS_FILE).read_text())
+    assert final_metrics(out) == final_metrics(trained)
+
+
+def test_resume_restores_the_weight_average(tmp_path: Path) -> None:
+    averaged = [*FAST, "training.average=0.9"]
+    alone = tmp_path / "alone"
+    train_from_config(SAMPLE, [*averaged, f"output.dir={alone}"])
+    out = tmp_path / "interrupted"
+
+    def kill_after_first_epoch(epoch: int) -> None:
+        if epoch == 1:
+            raise Interrupt
+
+    with pytest.raises(Interrupt):
+        train_from_config(SAMPLE, [*averaged, f"output.dir={out}"], on_epoch_end=kill_after_first_epoch)
+    train_from_config(None, resume=out)
+    assert epochs_without_timing(out) == epochs_without_timing(alone)
+    assert final_metrics(out) == final_metrics(alone)
+
+
+def test_weight_average_follows_its_recurrence_and_swaps_back() -> None:
+    model = torch.nn.Linear(3, 2)
+    average = WeightAverage(model, decay=0.5)
+    expected = [p.detach().clone() for p in model.parameters()]
+    for step in range(4):
+        with torch.no_grad():
+            for p in model.parameters():
+                p.add_(1.0)
+        decay = min(0.5, (1 + step) / (10 + step))
+        expected = [decay * e + (1 - decay) * p.detach() for e, p in zip(expected, model.parameters())]
+        average.update()
+    raw = [p.detach().clone() for p in model.parameters()]
+    with average.applied():
+        for p, e in zip(model.parameters(), expected):
+            torch.testing.assert_close(p.detach(), e)
+    for p, r in zip(model.parameters(), raw):
+        assert torch.equal(p.detach(), r)
 
 
 def test_a_finished_run_directory_is_not_overwritten(trained: Path) -> None:
@@ -110,6 +153,69 @@ def test_span_scores_are_probabilities_of_the_predicted_entities(trained: Path) 
     assert [[(k, s, e) for k, s, e, _ in sentence] for sentence in spans] == [tags_to_spans(t) for t in tags]
     scores = [p for sentence in spans for *_, p in sentence]
     assert scores and all(0.0 < p <= 1.0 + 1e-6 for p in scores)
+
+
+def test_inference_from_per_spelling_inputs_equals_the_full_model(trained: Path) -> None:
+    tagger = Tagger.load(trained)
+    test = read_conll(REPO / "data" / "sample" / "test.txt")
+    encoded = tagger.encode([s.tokens for s in test.sentences[:40]])
+    table, columns = tagger.input_cache.lookup(tagger, encoded)
+    with torch.no_grad():
+        for item in encoded.batches(8):
+            direct = tagger.emissions(item)  # embedder and BiLSTM on the padded batch
+            mask = item.batch.mask
+            cached = tagger.model.emissions_from_inputs(table, columns[item.batch.rows], mask)
+            torch.testing.assert_close(cached[mask], direct[mask], rtol=1e-5, atol=1e-5)
+
+
+def test_input_cache_evicts_the_least_recently_used_and_forgets_on_new_weights(trained: Path) -> None:
+    from ner.input_cache import TokenInputCache
+
+    tagger = Tagger.load(trained)
+    tagger.input_cache = TokenInputCache(capacity=4)
+    first = tagger.predict_spans([["Anna", "met", "Bob"], ["in", "Rome"]])  # 5 spellings: bypasses the cache
+    assert not tagger.input_cache.columns
+    tagger.predict_spans([["Anna", "met", "Bob"]])
+    tagger.predict_spans([["in", "Rome", "Anna"]])  # Anna is reused; "met", least recent, makes room for Rome
+    assert list(tagger.input_cache.columns) == ["Bob", "Anna", "in", "Rome"]
+    assert tagger.predict_spans([["Anna", "met", "Bob"], ["in", "Rome"]]) == first
+    with torch.no_grad():
+        tagger.model.emissions.bias.add_(1.0)  # any parameter change empties the cache
+    tagger.predict_spans([["Anna"]])
+    assert list(tagger.input_cache.columns) == ["Anna"]
+
+
+def test_a_sentence_is_tagged_the_same_whatever_its_batch(trained: Path) -> None:
+    tagger = Tagger.load(trained)
+    sentence = ["EU", "rejects", "German", "call", "to", "boycott", "British", "lamb", "."]
+    longer = ["Peter", "Blackburn", "of", "Brussels", "said", "extraordinarily", "long", "words", "appear"] * 3
+    alone = tagger.predict_spans([sentence])[0]
+    in_batch = tagger.predict_spans([longer, sentence, ["x"]])[1]
+    assert [span[:3] for span in in_batch] == [span[:3] for span in alone]
+    assert [span[3] for span in in_batch] == pytest.approx([span[3] for span in alone], abs=1e-5)
+
+
+def test_tagging_with_worker_processes_writes_the_same_output(trained: Path, tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    import ner.tagging
+
+    monkeypatch.setattr(ner.tagging, "WINDOW_CHARS", 300)  # many windows in flight
+    text = (REPO / "data" / "sample" / "test.txt").read_text(encoding="utf-8")
+    lines = [" ".join(line.split()[0] for line in block.splitlines()) for block in text.split("\n\n") if block]
+    source = tmp_path / "input.txt"
+    source.write_text("\n".join(lines[:60]) + "\n", encoding="utf-8")
+    tagger = Tagger.load(trained)
+    outputs = {}
+    for workers in (1, 2):
+        out = tmp_path / f"out{workers}.jsonl"
+        stats = ner.tagging.tag_files(tagger, [str(source)], output=str(out), workers=workers)
+        outputs[workers] = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
+        assert stats["lines"] == 60
+    assert [r["line"] for r in outputs[2]] == list(range(1, 61))
+    for one, two in zip(outputs[1], outputs[2]):
+        assert [e | {"score": None} for e in two["entities"]] == [e | {"score": None} for e in one["entities"]]
+        assert [e["score"] for e in two["entities"]] == pytest.approx([e["score"] for e in one["entities"]], abs=2e-4)
+    assert sum(len(r["entities"]) for r in outputs[1]) > 20
 
 
 def test_unk_replacement_chances_follow_word_counts() -> None:

@@ -28,6 +28,7 @@ class Batch:
 
     word_ids: torch.Tensor  # (B, T) long
     char_ids: torch.Tensor  # (B, T, W) long
+    rows: torch.Tensor  # (B, T) long: each token's row in the Batcher's table of distinct words, 0 on padding
     mask: torch.Tensor  # (B, T) bool, True on tokens, left-aligned
     tag_ids: torch.Tensor | None  # (B, T) long, or None for untagged sentences
     indices: list[int]
@@ -44,6 +45,7 @@ class Batcher:
 
     Each distinct word is looked up once: a table row holds its word id and its character ids, and a
     sentence is stored as the row numbers of its words (row 0 is padding), so a batch is two gathers.
+    ``distinct[r - 1]`` is the word of row r, ``word_lengths[r]`` its number of character ids.
     ``tag_seqs`` (optional) must use the tags of ``tags``. Words longer than ``max_word_length`` characters
     (if set) keep their first ``max_word_length`` characters.
     """
@@ -76,11 +78,12 @@ class Batcher:
         with paused_gc():
             row_of: dict[str, int] = {}  # distinct word -> table row, from 1
             sentence_rows = [[row_of.setdefault(word, len(row_of) + 1) for word in tokens] for tokens in self.tokens]
-            distinct = list(row_of)
-            spellings = [[]] + [chars.encode(word[:max_word_length]) for word in distinct]
+            self.distinct = list(row_of)
+            spellings = [[]] + [chars.encode(word[:max_word_length]) for word in self.distinct]
             spelled_lengths = [len(ids) for ids in spellings]
             width = max(spelled_lengths)
-            self.word_table = torch.tensor([0] + words.encode(distinct))  # (rows,)
+            self.word_lengths = torch.tensor(spelled_lengths)  # (rows,)
+            self.word_table = torch.tensor([0] + words.encode(self.distinct))  # (rows,)
             self.char_table = torch.tensor([ids + [0] * (width - len(ids)) for ids in spellings])  # (rows, W_max)
             self.rows = _split_flat(sentence_rows, self.lengths)  # each (T_i,)
             self.widths = [max(spelled_lengths[row] for row in rows) for rows in sentence_rows]
@@ -126,7 +129,7 @@ class Batcher:
         tag_ids = None
         if self.tag_ids is not None:
             tag_ids = pad_sequence([self.tag_ids[i] for i in indices], batch_first=True)  # (B, T)
-        return Batch(word_ids, char_ids, mask, tag_ids, list(indices), [self.tokens[i] for i in indices])
+        return Batch(word_ids, char_ids, rows, mask, tag_ids, list(indices), [self.tokens[i] for i in indices])
 
 
 def _split_flat(id_lists: list[list[int]], lengths: list[int]) -> list[torch.Tensor]:

@@ -4,11 +4,14 @@ Per token: embed its character ids ``(chars, char_dim)``; for each filter ``(wid
 without padding gives ``(num, chars - width + 1)``, its **max over time** then the activation gives ``num``
 features; the filters are concatenated in order (``sum(num)`` features), passed through optional highway
 layers (relu) and an optional linear projection. Character id 0 is padding: its embedding row is zero and
-stays zero. Positions holding it still take part in the max, as in ELMo, where every token has exactly 50 ids.
+stays zero. Each token is read over its own characters, padded with id 0 up to the widest filter when shorter:
+windows past that are left out of the max, so a token's vector does not depend on how far its batch is padded
+(ELMo's tokens fill all their 50 ids, so there every window counts, as in ELMo).
 """
 
 from __future__ import annotations
 
+import math
 from typing import Sequence
 
 import torch
@@ -80,8 +83,15 @@ class CharCNN(nn.Module):
         if ids.size(1) < self.max_width:  # too short for the widest filter: pad with id 0
             ids = F.pad(ids, (0, self.max_width - ids.size(1)))
         chars = self.embedding(ids).transpose(1, 2)  # (tokens, char_dim, chars)
+        starts = torch.arange(ids.size(1), device=ids.device)  # (chars,) window start positions
+        # Positions each token is read over: up to its last non-padding id, at least the widest filter.
+        read = ((ids != 0) * (starts + 1)).amax(dim=1).clamp(min=self.max_width)  # (tokens,)
         activation = _ACTIVATIONS[self.activation]
-        features = [activation(conv(chars).max(dim=-1).values) for conv in self.convs]  # [(tokens, num)]
+        features = []
+        for (width, _), conv in zip(self.filters, self.convs):
+            windows = conv(chars)  # (tokens, num, chars - width + 1)
+            outside = starts[:windows.size(-1)] > (read - width)[:, None]  # (tokens, windows) past the token
+            features.append(activation(windows.masked_fill(outside[:, None], -math.inf).max(dim=-1).values))
         x = torch.cat(features, dim=-1)  # (tokens, num_filters)
         if self.highway is not None:
             x = self.highway(x)

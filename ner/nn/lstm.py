@@ -646,9 +646,25 @@ class _RNNBase(nn.Module):
                                  f"got {tuple(tensor.shape)}")
         return h0, c0
 
+    def input_projection(self, x: Tensor) -> Tensor:
+        """The first layer's input part of every gate, ``W_ih x + b`` per direction, for V inputs: x (V,
+        input_size) -> (D, V, K * H), the ``inputs_table`` of ``forward`` (internal form: without layer norm
+        the candidate's part comes doubled, see ``_StepWeights``).
+
+        Each input's row depends on that input alone, so a caller can compute it once per distinct input and
+        reuse it: the tagger does, per token spelling, at inference.
+        """
+        if x.dim() != 2 or x.shape[-1] != self.input_size:
+            raise ValueError(f"x: expected shape (rows, {self.input_size}), got {tuple(x.shape)}")
+        weights = self._layer_weights(0)
+        return _matmul_nt(x.expand(self.directions, -1, -1), weights.w_ih, weights.bias, packed_rows=True)
+
     def forward(self, x: Tensor, mask: Tensor | None = None, state: Tensor | tuple[Tensor, Tensor] | None = None,
-                *, lengths: Tensor | Sequence[int] | None = None) -> tuple[Tensor, Tensor | tuple[Tensor, Tensor]]:
-        """Run every layer over ``x`` (B, T, input_size) (or (T, B, input_size) without batch_first).
+                *, lengths: Tensor | Sequence[int] | None = None,
+                inputs_table: Tensor | None = None) -> tuple[Tensor, Tensor | tuple[Tensor, Tensor]]:
+        """Run every layer over ``x`` (B, T, input_size) (or (T, B, input_size) without batch_first). With
+        ``inputs_table`` (D, V, K * H) from ``input_projection``, x is instead (B, T) long: each token's row
+        in the table, from which the first layer reads its gate inputs.
 
         ``mask`` (B, T) bool marks real tokens, left-aligned (or give ``lengths`` (B,) instead; neither means
         full length). ``state`` is torch's initial state: ``(h0, c0)`` for LSTM, ``h0`` for GRU, with h0
@@ -657,48 +673,68 @@ class _RNNBase(nn.Module):
         Returns ``output`` (B, T, directions * (proj_size or hidden_size)), zero at padding, and the final
         states at each sentence's last token in torch's layout: ``(h_n, c_n)`` for LSTM, ``h_n`` for GRU.
         """
-        if x.dim() != 3 or x.shape[-1] != self.input_size:
-            layout = "batch, time" if self.batch_first else "time, batch"
+        layout = "batch, time" if self.batch_first else "time, batch"
+        if inputs_table is None and (x.dim() != 3 or x.shape[-1] != self.input_size):
             raise ValueError(f"x: expected shape ({layout}, {self.input_size}), got {tuple(x.shape)}")
+        if inputs_table is not None:
+            table_shape = (self.directions, self.spec.gates * self.hidden_size)
+            if inputs_table.dim() != 3 or (inputs_table.shape[0], inputs_table.shape[2]) != table_shape:
+                raise ValueError(f"inputs_table: expected shape ({table_shape[0]}, rows, {table_shape[1]}), got "
+                                 f"{tuple(inputs_table.shape)}")
+            if x.dim() != 2 or x.dtype != torch.long:
+                raise ValueError(f"x: expected ({layout}) long row ids into inputs_table, got {x.dtype} "
+                                 f"{tuple(x.shape)}")
         if not self.batch_first:
             x = x.transpose(0, 1)
-        batch, time, _ = x.shape
+        batch, time = x.shape[:2]
         h0_all, c0_all = self._initial_state(state, x)
         plan = _make_plan(self._lengths(mask, lengths, batch, time), time, self.directions, x.device)
-        tensors = [x, *self.parameters(), *(t for t in (h0_all, c0_all) if t is not None)]
+        tensors = [x, *self.parameters(), *(t for t in (h0_all, c0_all, inputs_table) if t is not None)]
         training = torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
         with torch.set_grad_enabled(training):  # inference saves nothing for backward
-            output, h_n, c_n = self._layers(x, plan, h0_all, c0_all, fast=training and not self.spec.layer_norm)
+            output, h_n, c_n = self._layers(x, plan, h0_all, c0_all, fast=training and not self.spec.layer_norm,
+                                            inputs_table=inputs_table)
         if not self.batch_first:
             output = output.transpose(0, 1)
         return output, (h_n if c_n is None else (h_n, c_n))
 
-    def _layers(self, x: Tensor, plan: _Plan, h0_all: Tensor | None, c0_all: Tensor | None,
-                fast: bool) -> tuple[Tensor, Tensor, Tensor | None]:
-        """Every layer over batch-first x (B, T, I): output (B, T, D * R), h_n (L * D, B, R), c_n or None."""
-        batch, time, _ = x.shape
+    def _layers(self, x: Tensor, plan: _Plan, h0_all: Tensor | None, c0_all: Tensor | None, fast: bool,
+                inputs_table: Tensor | None) -> tuple[Tensor, Tensor, Tensor | None]:
+        """Every layer over batch-first x (B, T, I), or rows (B, T) of ``inputs_table``: output (B, T, D * R),
+        h_n (L * D, B, R), c_n or None."""
+        batch, time = x.shape[:2]
         directions, spec = self.directions, self.spec
         recurrent = self.proj_size or self.hidden_size
         gru = spec.variant == "gru"
 
-        # index_select, not advanced indexing: its backward is index_add, twice as fast as index_put here.
-        layer_input = _rows(x.reshape(batch * time, -1), plan.positions)  # (D, N, input_size)
+        like = x if inputs_table is None else inputs_table  # dtype and device of the states
+        gx: Tensor | None = None  # the current layer's packed gate inputs, when already known
+        if inputs_table is not None:
+            table_rows = inputs_table.shape[1]
+            offsets = torch.arange(directions, device=x.device)[:, None] * table_rows  # (D, 1)
+            gx = _rows(inputs_table.reshape(directions * table_rows, -1), x.reshape(-1)[plan.positions] + offsets)
+            layer_input = None  # gx (D, N, K * H) is all the first layer needs
+        else:
+            # index_select, not advanced indexing: its backward is index_add, twice as fast as index_put here.
+            layer_input = _rows(x.reshape(batch * time, -1), plan.positions)  # (D, N, input_size)
         h_n, c_n = [], []
         for layer in range(self.num_layers):
             states = slice(layer * directions, (layer + 1) * directions)
-            h0 = (x.new_zeros(directions, batch, recurrent) if h0_all is None
+            h0 = (like.new_zeros(directions, batch, recurrent) if h0_all is None
                   else h0_all[states][:, plan.order])  # (D, B, R) sorted
-            c0 = None if gru else (x.new_zeros(directions, batch, self.hidden_size) if c0_all is None
+            c0 = None if gru else (like.new_zeros(directions, batch, self.hidden_size) if c0_all is None
                                    else c0_all[states][:, plan.order])  # (D, B, H) sorted
             w_ih, bias, w_hh, hh_bias, peephole, w_hr, norm_weight, norm_bias = self._layer_weights(layer)
-            if fast:
+            if fast and gx is None:
                 out, cells = _Recurrence.apply(spec, plan, layer_input, w_ih, bias, h0, c0, w_hh, hh_bias,
                                                peephole, w_hr)
             else:
-                gx = _matmul_nt(layer_input, w_ih, bias, packed_rows=True)  # (D, N, K * H)
-                gate_scale = _candidate_scale(spec, x) if spec.layer_norm else None
+                if gx is None:
+                    gx = _matmul_nt(layer_input, w_ih, bias, packed_rows=True)  # (D, N, K * H)
+                gate_scale = _candidate_scale(spec, like) if spec.layer_norm else None
                 w = _StepWeights(w_hh, hh_bias, peephole, w_hr, norm_weight, norm_bias, gate_scale)
                 out, cells, _ = _run_steps(spec, plan, w, gx, h0, c0, keep=False)
+                gx = None
             h_n.append(out[:, plan.last])  # (D, B, R)
             if not gru:
                 c_n.append(cells[:, plan.unorder])  # (D, B, H)
@@ -710,7 +746,7 @@ class _RNNBase(nn.Module):
                 layer_output = layer_output + layer_input
             layer_input = layer_output
 
-        output = x.new_zeros(batch * time, directions * recurrent).index_put((plan.positions[0],), layer_output[0])
+        output = like.new_zeros(batch * time, directions * recurrent).index_put((plan.positions[0],), layer_output[0])
         return output.view(batch, time, -1), torch.cat(h_n), None if gru else torch.cat(c_n)
 
 

@@ -1,0 +1,89 @@
+"""Inference cache of the BiLSTM's first-layer gate inputs, one entry per token spelling.
+
+In eval mode and without ELMo, everything before the tagger's recurrence (word, casing and character features
+and the first layer's input projection, about 60 % of its multiply-adds at hidden size 200) depends on a
+token's spelling alone, and text repeats spellings. ``Tagger.predict_encoded`` computes these inputs once per
+distinct word of a call; this cache also keeps them across calls, so a tagging run computes them only for
+spellings it has not seen lately (on Reuters news with 20,000-token windows: 20 % of tokens are new to their
+window, 6 % new to a 16,384-spelling cache).
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from typing import TYPE_CHECKING
+
+import torch
+
+if TYPE_CHECKING:
+    from ner.model import EncodedSentences, Tagger
+
+DEFAULT_CAPACITY = 16_384
+
+
+class TokenInputCache:
+    """Gate inputs (2, columns, G) of recently tagged spellings; the least recently used go first when full.
+
+    The entries are dropped whenever a parameter of the model changes (training, loading weights).
+    """
+
+    def __init__(self, capacity: int = DEFAULT_CAPACITY) -> None:
+        self.capacity = capacity
+        self.columns: OrderedDict[str, int] = OrderedDict()  # spelling -> table column, least recent first
+        self.table: torch.Tensor | None = None  # (2, allocated, G); column 0 is padding (zeros)
+        self.weights_key: tuple | None = None
+
+    def lookup(self, tagger: Tagger, encoded: EncodedSentences) -> tuple[torch.Tensor, torch.Tensor]:
+        """A table (2, C, G) and the column (rows,) of each of ``encoded``'s distinct words in it (0 for padding).
+
+        Computes the missing entries; a call with more distinct words than the capacity bypasses the cache.
+        """
+        distinct = encoded.batcher.distinct
+        if len(distinct) > self.capacity:
+            return tagger.token_inputs(encoded), torch.arange(len(distinct) + 1)
+        self._check_weights(tagger)
+        columns = [0] * (len(distinct) + 1)
+        missing: list[int] = []  # rows of encoded's word table to compute
+        for row, word in enumerate(distinct, start=1):
+            column = self.columns.get(word)
+            if column is None:
+                missing.append(row)
+            else:
+                self.columns.move_to_end(word)
+                columns[row] = column
+        if missing:
+            # Evicting from the least recent end never hits this call's words: they were just moved to the end.
+            fresh = []
+            for row in missing:
+                column = self._free_column()
+                self.columns[distinct[row - 1]] = column
+                columns[row] = column
+                fresh.append(column)
+            inputs = tagger.token_inputs(encoded, torch.tensor(missing))  # (2, missing, G)
+            self._store(inputs, fresh)
+        return self.table, torch.tensor(columns, device=self.table.device)
+
+    def _check_weights(self, tagger: Tagger) -> None:
+        """Drop every entry if the model's parameters changed since they were computed."""
+        key = tuple((p.data_ptr(), p._version) for p in tagger.model.parameters())
+        if key != self.weights_key:
+            self.columns.clear()
+            self.table = None
+            self.weights_key = key
+
+    def _free_column(self) -> int:
+        if len(self.columns) < self.capacity:
+            return len(self.columns) + 1
+        _, column = self.columns.popitem(last=False)
+        return column
+
+    def _store(self, inputs: torch.Tensor, columns: list[int]) -> None:
+        """Write inputs (2, n, G) into ``columns``, growing the table (by doubling) to hold them."""
+        needed = max(columns) + 1
+        if self.table is None or self.table.shape[1] < needed:
+            size = min(self.capacity + 1, max(needed, 2 * (0 if self.table is None else self.table.shape[1])))
+            grown = inputs.new_zeros(inputs.shape[0], size, inputs.shape[2])
+            if self.table is not None:
+                grown[:, :self.table.shape[1]] = self.table
+            self.table = grown
+        self.table[:, torch.tensor(columns, device=inputs.device)] = inputs
