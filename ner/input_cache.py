@@ -40,7 +40,8 @@ class TokenInputCache:
         """
         distinct = encoded.batcher.distinct
         if len(distinct) > self.capacity:
-            return tagger.token_inputs(encoded), torch.arange(len(distinct) + 1)
+            every_row = torch.arange(len(distinct) + 1)  # padding row 0 included: its inputs are never read
+            return tagger.token_inputs(encoded, every_row), every_row.to(tagger.device)
         self._check_weights(tagger)
         columns = [0] * (len(distinct) + 1)
         missing: list[int] = []  # rows of encoded's word table to compute

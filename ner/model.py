@@ -279,24 +279,22 @@ class Tagger:
         return self.model(word_ids, item.casing_ids.to(self.device), batch.char_ids.to(self.device),
                           batch.mask.to(self.device), self._elmo_features(item))
 
-    def token_inputs(self, encoded: EncodedSentences, rows: torch.Tensor | None = None,
-                     chunk: int = 2048) -> torch.Tensor:
-        """First-layer gate inputs (2, n, G) of the distinct words of ``encoded`` at ``rows`` (n,) of its word
-        table; by default of every row, padding row 0 included (zeros). Computed in chunks of words of similar
-        length. Eval mode without ELMo only (see ``TaggerModel.token_inputs``)."""
+    def token_inputs(self, encoded: EncodedSentences, rows: torch.Tensor, chunk: int = 2048) -> torch.Tensor:
+        """First-layer gate inputs (2, n, G) of the distinct words at ``rows`` (n,) of ``encoded``'s word table,
+        computed in chunks of words of similar length. Eval mode without ELMo only (see
+        ``TaggerModel.token_inputs``)."""
         batcher = encoded.batcher
-        wanted = torch.arange(1, len(batcher.word_table)) if rows is None else rows  # (n,)
-        order = batcher.word_lengths[wanted].argsort()  # (n,) positions in wanted, shortest word first
+        order = batcher.word_lengths[rows].argsort()  # (n,) positions in rows, shortest word first
         table = None
         for positions in order.split(chunk):
-            part_rows = wanted[positions]
-            width = int(batcher.word_lengths[part_rows[-1]])
+            part_rows = rows[positions]
+            width = max(int(batcher.word_lengths[part_rows[-1]]), 1)
             part = self.model.token_inputs(batcher.word_table[part_rows].to(self.device),
                                            encoded.casing_table[part_rows].to(self.device),
                                            batcher.char_table[part_rows, :width].to(self.device))  # (2, chunk, G)
             if table is None:
-                table = part.new_zeros(part.shape[0], len(wanted) + (rows is None), part.shape[2])
-            table[:, (positions + (rows is None)).to(self.device)] = part
+                table = part.new_empty(part.shape[0], len(rows), part.shape[2])  # (2, n, G)
+            table[:, positions.to(self.device)] = part
         return table
 
     def _elmo_features(self, item: TaggerBatch) -> torch.Tensor | None:

@@ -58,8 +58,8 @@ Span = tuple[str, int, int, float]
 class SpanPredictor(Protocol):
     """What tagging needs from a model (``ner.model.Tagger``)."""
 
-    def predict_spans(self, sentences: list[list[str]]) -> list[list[Span]]:
-        """Per sentence, its entities."""
+    def predict_spans(self, sentences: list[list[str]], batch_size: int) -> list[list[Span]]:
+        """Per sentence, its entities; sentences of similar length are batched, ``batch_size`` at a time."""
         ...
 
 
@@ -145,13 +145,12 @@ def _read_lines(stream: BinaryIO, name: str, stats: dict[str, float]) -> Iterato
 
 
 def _tag_sentences(tagger: SpanPredictor, sentences: list[list[Token]], batch_size: int) -> list[list[Span]]:
-    """Entity spans of each sentence, tagging in batches of sentences of similar length."""
-    order = sorted(range(len(sentences)), key=lambda index: len(sentences[index]))
+    """Entity spans of each sentence (empty sentences have none and are not sent to the tagger)."""
     spans: list[list[Span]] = [[] for _ in sentences]
-    for first in range(0, len(order), batch_size):
-        batch = order[first:first + batch_size]
-        predicted = tagger.predict_spans([[token.text for token in sentences[index]] for index in batch])
-        for index, sentence_spans in zip(batch, predicted):
+    nonempty = [index for index, tokens in enumerate(sentences) if tokens]
+    if nonempty:
+        predicted = tagger.predict_spans([[token.text for token in sentences[i]] for i in nonempty], batch_size)
+        for index, sentence_spans in zip(nonempty, predicted):
             spans[index] = sentence_spans
     return spans
 
