@@ -53,8 +53,8 @@ class Embedder(nn.Module):
         self.words = nn.Embedding(num_words, emb.dim, padding_idx=0)
         self.words.weight.requires_grad_(not emb.freeze)
         self.casing = nn.Embedding(len(CASING_CLASSES), emb.casing_dim, padding_idx=0) if emb.casing_dim else None
-        self.chars = CharCNN(num_chars, cnn.dim, [tuple(f) for f in cnn.filters], highway_layers=cnn.highway) \
-            if cnn.dim else None
+        self.chars = CharCNN(num_chars, cnn.dim, [tuple(f) for f in cnn.filters], highway_layers=cnn.highway,
+                             boundary_windows=True) if cnn.dim else None
         self.output_dim = emb.dim + emb.casing_dim + (self.chars.output_dim if self.chars else 0) + elmo_dim
 
     def forward(self, word_ids: torch.Tensor, casing_ids: torch.Tensor, char_ids: torch.Tensor,

@@ -15,13 +15,19 @@ def _reference_cnn(cnn: CharCNN, ids: np.ndarray) -> np.ndarray:
     table = cnn.embedding.weight.detach().double().numpy()
     rows = []
     for token in ids:
-        used = max(len(token) - list(token[::-1] != 0).index(True) if token.any() else 0, cnn.max_width)
-        chars = table[np.pad(token, (0, max(0, used - len(token))))[:used]]  # (used, dim): own chars, padded
+        length = len(token) - list(token[::-1] != 0).index(True) if token.any() else 0  # up to the last char
         features = []
         for conv, (width, num) in zip(cnn.convs, cnn.filters):
+            if cnn.boundary_windows:  # own chars with width - 1 padding on both sides
+                padded = np.concatenate([np.zeros(width - 1, int), token[:max(length, 1)], np.zeros(width - 1, int)])
+            else:  # own chars, padded up to the widest filter
+                used = max(length, cnn.max_width)
+                padded = np.pad(token, (0, max(0, used - len(token))))[:used]
+            chars = table[padded]  # (positions, dim)
             kernel = conv.weight.detach().double().numpy()  # (num, dim, width)
             bias = conv.bias.detach().double().numpy()
-            windows = [np.einsum("wc,ncw->n", chars[p:p + width], kernel) + bias for p in range(used - width + 1)]
+            windows = [np.einsum("wc,ncw->n", chars[p:p + width], kernel) + bias
+                       for p in range(len(padded) - width + 1)]
             features.append(np.tanh(np.max(windows, axis=0)))
         rows.append(np.concatenate(features))
     x = np.stack(rows)
@@ -50,11 +56,16 @@ def test_words_shorter_than_the_widest_filter_are_padded(cnn: CharCNN) -> None:
     torch.testing.assert_close(cnn(ids), cnn(torch.nn.functional.pad(ids, (0, 2))))
 
 
-def test_a_token_does_not_depend_on_how_far_its_batch_is_padded(cnn: CharCNN) -> None:
-    ids = torch.tensor([[4, 7, 3, 0, 0, 0], [9, 0, 0, 0, 0, 0]])
+@pytest.mark.parametrize("boundary_windows", [False, True], ids=["own-chars", "boundary-windows"])
+def test_a_token_does_not_depend_on_how_far_its_batch_is_padded(boundary_windows: bool) -> None:
+    torch.manual_seed(0)
+    cnn = CharCNN(20, 3, [(1, 2), (2, 3), (4, 2)], activation="tanh", highway_layers=2, projection_dim=5,
+                  boundary_windows=boundary_windows).double()
+    ids = torch.tensor([[4, 7, 3, 0, 0, 0], [9, 0, 0, 0, 0, 0], [1, 2, 3, 4, 5, 6]])
     padded = torch.nn.functional.pad(ids, (0, 7))
     torch.testing.assert_close(cnn(padded), cnn(ids))
-    torch.testing.assert_close(cnn(ids[:, :3]), cnn(ids))
+    torch.testing.assert_close(cnn(ids[:2, :3]), cnn(ids[:2]))
+    np.testing.assert_allclose(cnn(ids).detach().numpy(), _reference_cnn(cnn, ids.numpy()), rtol=1e-10, atol=1e-12)
 
 
 def test_mask_gives_zeros_and_leaves_real_tokens_unchanged(cnn: CharCNN) -> None:

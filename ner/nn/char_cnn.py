@@ -4,9 +4,11 @@ Per token: embed its character ids ``(chars, char_dim)``; for each filter ``(wid
 without padding gives ``(num, chars - width + 1)``, its **max over time** then the activation gives ``num``
 features; the filters are concatenated in order (``sum(num)`` features), passed through optional highway
 layers (relu) and an optional linear projection. Character id 0 is padding: its embedding row is zero and
-stays zero. Each token is read over its own characters, padded with id 0 up to the widest filter when shorter:
-windows past that are left out of the max, so a token's vector does not depend on how far its batch is padded
-(ELMo's tokens fill all their 50 ids, so there every window counts, as in ELMo).
+stays zero. Each token is read over its own characters (up to its last non-padding id), so its vector does not
+depend on how far its batch is padded: by default padded with id 0 up to the widest filter when shorter, windows
+past that left out of the max (ELMo's tokens fill all their 50 ids, so there every window counts, as in ELMo);
+with ``boundary_windows`` every window that overlaps the token, padding of width - 1 on both sides included,
+so filters also see where a word starts and ends (as the tagger's CNN in Ma & Hovy 2016).
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ class CharCNN(nn.Module):
         activation: ``"relu"`` or ``"tanh"``, applied after the max over time.
         highway_layers: highway layers (relu) on the concatenated filter outputs.
         projection_dim: width of a final ``Linear`` (with bias, no activation); ``None`` for no projection.
+        boundary_windows: also read the windows that overlap a token's start or end (see the module docstring).
     """
 
     def __init__(
@@ -43,6 +46,7 @@ class CharCNN(nn.Module):
         activation: str = "relu",
         highway_layers: int = 0,
         projection_dim: int | None = None,
+        boundary_windows: bool = False,
     ) -> None:
         super().__init__()
         if activation not in _ACTIVATIONS:
@@ -54,7 +58,11 @@ class CharCNN(nn.Module):
         self.max_width = max(width for width, _ in self.filters)
         self.num_filters = sum(num for _, num in self.filters)
         self.embedding = nn.Embedding(num_chars, char_dim, padding_idx=0)
-        self.convs = nn.ModuleList(nn.Conv1d(char_dim, num, kernel_size=width) for width, num in self.filters)
+        self.boundary_windows = boundary_windows
+        self.convs = nn.ModuleList(
+            nn.Conv1d(char_dim, num, kernel_size=width, padding=width - 1 if boundary_windows else 0)
+            for width, num in self.filters
+        )
         self.highway = Highway(self.num_filters, highway_layers) if highway_layers > 0 else None
         self.projection = nn.Linear(self.num_filters, projection_dim) if projection_dim else None
         self.output_dim = projection_dim or self.num_filters
@@ -80,17 +88,19 @@ class CharCNN(nn.Module):
 
     def _encode(self, ids: torch.Tensor) -> torch.Tensor:
         """(tokens, chars) -> (tokens, output_dim)."""
-        if ids.size(1) < self.max_width:  # too short for the widest filter: pad with id 0
+        if ids.size(1) < self.max_width and not self.boundary_windows:  # too short for the widest filter
             ids = F.pad(ids, (0, self.max_width - ids.size(1)))
         chars = self.embedding(ids).transpose(1, 2)  # (tokens, char_dim, chars)
-        starts = torch.arange(ids.size(1), device=ids.device)  # (chars,) window start positions
-        # Positions each token is read over: up to its last non-padding id, at least the widest filter.
-        read = ((ids != 0) * (starts + 1)).amax(dim=1).clamp(min=self.max_width)  # (tokens,)
+        positions = torch.arange(ids.size(1) + self.max_width, device=ids.device)  # window indices
+        # Characters each token is read over: up to its last non-padding id (at least the widest filter, or 1).
+        read = ((ids != 0) * (positions[:ids.size(1)] + 1)).amax(dim=1)  # (tokens,)
+        read = read.clamp(min=1 if self.boundary_windows else self.max_width)
         activation = _ACTIVATIONS[self.activation]
         features = []
         for (width, _), conv in zip(self.filters, self.convs):
-            windows = conv(chars)  # (tokens, num, chars - width + 1)
-            outside = starts[:windows.size(-1)] > (read - width)[:, None]  # (tokens, windows) past the token
+            windows = conv(chars)  # (tokens, num, chars -/+ (width - 1)): window j starts at j (- (width - 1))
+            inside = read + width - 1 if self.boundary_windows else read - width + 1  # (tokens,) windows to read
+            outside = positions[:windows.size(-1)] >= inside[:, None]  # (tokens, windows) past the token
             features.append(activation(windows.masked_fill(outside[:, None], -math.inf).max(dim=-1).values))
         x = torch.cat(features, dim=-1)  # (tokens, num_filters)
         if self.highway is not None:
