@@ -68,15 +68,20 @@ def test_metrics_log_has_one_line_per_epoch_and_training_learns(trained: Path) -
     assert set(metrics["test"]["default"]) == {"micro", "LOC", "MISC", "ORG", "PER"}
 
 
-def test_resumed_run_ends_with_exactly_the_same_metrics(tmp_path: Path, trained: Path) -> None:
-    out = tmp_path / "interrupted"
+def interrupt_after(epoch: int, out: Path, overrides: list[str]) -> None:
+    """Train into ``out`` and stop as if killed right after epoch ``epoch``'s checkpoint."""
 
-    def kill_after_second_epoch(epoch: int) -> None:
-        if epoch == 2:
+    def kill(finished: int) -> None:
+        if finished == epoch:
             raise Interrupt
 
     with pytest.raises(Interrupt):
-        train_from_config(SAMPLE, [*FAST, f"output.dir={out}"], on_epoch_end=kill_after_second_epoch)
+        train_from_config(SAMPLE, [*overrides, f"output.dir={out}"], on_epoch_end=kill)
+
+
+def test_resumed_run_ends_with_exactly_the_same_metrics(tmp_path: Path, trained: Path) -> None:
+    out = tmp_path / "interrupted"
+    interrupt_after(2, out, FAST)
     assert len(epochs_without_timing(out)) == 2
     train_from_config(None, resume=out)
     assert epochs_without_timing(out) == epochs_without_timing(trained)
@@ -88,13 +93,7 @@ def test_resume_restores_the_weight_average(tmp_path: Path) -> None:
     alone = tmp_path / "alone"
     train_from_config(SAMPLE, [*averaged, f"output.dir={alone}"])
     out = tmp_path / "interrupted"
-
-    def kill_after_first_epoch(epoch: int) -> None:
-        if epoch == 1:
-            raise Interrupt
-
-    with pytest.raises(Interrupt):
-        train_from_config(SAMPLE, [*averaged, f"output.dir={out}"], on_epoch_end=kill_after_first_epoch)
+    interrupt_after(1, out, averaged)
     train_from_config(None, resume=out)
     assert epochs_without_timing(out) == epochs_without_timing(alone)
     assert final_metrics(out) == final_metrics(alone)
