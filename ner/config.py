@@ -54,6 +54,7 @@ class EmbeddingsConfig:
     dim: int = 100
     lowercase: bool = True
     casing_dim: int = 8  # 0 disables the casing feature
+    document_casing_dim: int = 0  # > 0: how the word is written elsewhere in its document (features.py)
     min_count: int = 1  # training words seen fewer times become <unk> (pretrained words are always kept)
     pretrained: str | None = _path()  # GloVe / word2vec text file: "word v1 v2 ..." per line
     freeze: bool = False

@@ -47,7 +47,7 @@ def score_corpus(tagger: Tagger, corpus: Corpus, encoded: EncodedSentences | Non
     """
     scheme = tagger.config.model.scheme
     if encoded is None:
-        encoded = tagger.encode([s.tokens for s in corpus.sentences])
+        encoded = tagger.encode([s.tokens for s in corpus.sentences], document_ids=corpus.document_ids())
     predicted = tagger.predict_encoded(encoded, batch_size)  # in the model's scheme
     gold = [convert_tags(s.tags, corpus.scheme, scheme) for s in corpus.sentences]
     return score(gold, predicted, scheme), [convert_tags(p, scheme, corpus.scheme) for p in predicted]

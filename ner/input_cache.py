@@ -2,7 +2,8 @@
 
 In eval mode and without ELMo, everything before the tagger's recurrence (word, casing and character features
 and the first layer's input projection, about 60 % of its multiply-adds at hidden size 200) depends on a
-token's spelling alone, and text repeats spellings. ``Tagger.predict_encoded`` computes these inputs once per
+token's spelling alone (with the document casing feature: on its spelling and document casing class; the
+cache's keys are then those pairs), and text repeats spellings. ``Tagger.predict_encoded`` computes these inputs once per
 distinct word of a call; this cache also keeps them across calls, so a tagging run computes them only for
 spellings it has not seen lately (on Reuters news with 20,000-token windows: 20 % of tokens are new to their
 window, 6 % new to a 16,384-spelling cache).
@@ -29,7 +30,7 @@ class TokenInputCache:
 
     def __init__(self, capacity: int = DEFAULT_CAPACITY) -> None:
         self.capacity = capacity
-        self.columns: OrderedDict[str, int] = OrderedDict()  # spelling -> table column, least recent first
+        self.columns: OrderedDict[str | tuple[str, int], int] = OrderedDict()  # key -> column, least recent first
         self.table: torch.Tensor | None = None  # (2, allocated, G); column 0 is padding (zeros)
         self.weights_key: tuple | None = None
 
@@ -38,7 +39,7 @@ class TokenInputCache:
 
         Computes the missing entries; a call with more distinct words than the capacity bypasses the cache.
         """
-        distinct = encoded.batcher.distinct
+        distinct = encoded.batcher.keys  # spellings, or (spelling, document casing class) pairs
         if len(distinct) > self.capacity:
             every_row = torch.arange(len(distinct) + 1)  # padding row 0 included: its inputs are never read
             return tagger.token_inputs(encoded, every_row), every_row.to(tagger.device)

@@ -23,7 +23,7 @@ from torch import nn
 from ner.config import CONFIG_VERSION, Config, ModelConfig, config_from_dict, read_yaml
 from ner.data.batching import Batch, Batcher
 from ner.data.conll import Corpus, Sentence, write_text_atomic
-from ner.data.features import CASING_CLASSES, casing_class
+from ner.data.features import CASING_CLASSES, DOCUMENT_CASING_CLASSES, casing_class, documents_casing
 from ner.data.vectors import read_vectors
 from ner.data.schemes import convert_tags, tags_to_spans
 from ner.data.vocab import Vocabulary, build_vocabularies, load_vocabularies, save_vocabularies
@@ -41,10 +41,12 @@ MODEL_FORMAT = 1  # bump when the saved layout changes; Tagger.load refuses othe
 
 
 class Embedder(nn.Module):
-    """Per-token features: word embedding ⊕ casing embedding ⊕ character CNN ⊕ (optional) ELMo features.
+    """Per-token features: word embedding ⊕ casing embedding ⊕ (optional) document casing embedding ⊕ character
+    CNN ⊕ (optional) ELMo features.
 
     Words are looked up in a lowercased vocabulary (by default); the casing class restores what lowercasing
-    removed; the character CNN sees the original spelling.
+    removed; the document casing class says how the word is written elsewhere in its document; the character
+    CNN sees the original spelling.
     """
 
     def __init__(self, config: ModelConfig, num_words: int, num_chars: int, elmo_dim: int = 0) -> None:
@@ -53,16 +55,23 @@ class Embedder(nn.Module):
         self.words = nn.Embedding(num_words, emb.dim, padding_idx=0)
         self.words.weight.requires_grad_(not emb.freeze)
         self.casing = nn.Embedding(len(CASING_CLASSES), emb.casing_dim, padding_idx=0) if emb.casing_dim else None
+        self.document_casing = nn.Embedding(len(DOCUMENT_CASING_CLASSES), emb.document_casing_dim, padding_idx=0) \
+            if emb.document_casing_dim else None
         self.chars = CharCNN(num_chars, cnn.dim, [tuple(f) for f in cnn.filters], highway_layers=cnn.highway,
                              boundary_windows=True) if cnn.dim else None
-        self.output_dim = emb.dim + emb.casing_dim + (self.chars.output_dim if self.chars else 0) + elmo_dim
+        self.output_dim = emb.dim + emb.casing_dim + emb.document_casing_dim + \
+            (self.chars.output_dim if self.chars else 0) + elmo_dim
 
     def forward(self, word_ids: torch.Tensor, casing_ids: torch.Tensor, char_ids: torch.Tensor,
-                elmo: torch.Tensor | None = None) -> torch.Tensor:
-        """word_ids, casing_ids (B, T), char_ids (B, T, W), elmo (B, T, E) -> (B, T, D)."""
+                elmo: torch.Tensor | None = None, document_casing_ids: torch.Tensor | None = None) -> torch.Tensor:
+        """word_ids, casing_ids, document_casing_ids (B, T), char_ids (B, T, W), elmo (B, T, E) -> (B, T, D)."""
         features = [self.words(word_ids)]  # (B, T, word_dim)
         if self.casing is not None:
             features.append(self.casing(casing_ids))  # (B, T, casing_dim)
+        if self.document_casing is not None:
+            if document_casing_ids is None:
+                raise ValueError("document_casing_ids: required by a model with a document casing feature")
+            features.append(self.document_casing(document_casing_ids))  # (B, T, document_casing_dim)
         if self.chars is not None:
             features.append(self.chars(char_ids))  # (B, T, char_features), once per distinct spelling
         if elmo is not None:
@@ -94,17 +103,22 @@ class TaggerModel(nn.Module):
         self.crf = CRF(len(tag_names), allowed_transitions(tag_names, config.scheme))
 
     def forward(self, word_ids: torch.Tensor, casing_ids: torch.Tensor, char_ids: torch.Tensor,
-                mask: torch.Tensor, elmo: torch.Tensor | None = None) -> torch.Tensor:
+                mask: torch.Tensor, elmo: torch.Tensor | None = None,
+                document_casing_ids: torch.Tensor | None = None) -> torch.Tensor:
         """Emission scores (B, T, K) for the batch's tokens; ``elmo`` (B, T, 2P) are the mixed ELMo features."""
-        x = self.dropout(self.embedder(word_ids, casing_ids, char_ids, elmo))  # (B, T, D)
+        x = self.dropout(self.embedder(word_ids, casing_ids, char_ids, elmo, document_casing_ids))  # (B, T, D)
         hidden, _ = self.encoder(x, mask)  # (B, T, 2H), zero at padding
         return self.emissions(self.dropout(hidden))  # (B, T, K)
 
-    def token_inputs(self, word_ids: torch.Tensor, casing_ids: torch.Tensor, char_ids: torch.Tensor) -> torch.Tensor:
-        """The BiLSTM's first-layer gate inputs of V tokens taken one by one: word_ids, casing_ids (V,),
-        char_ids (V, W) -> (2, V, G). In eval mode without ELMo they depend on the token's spelling alone, so
-        inference computes them once per distinct spelling (``emissions_from_inputs`` continues from them)."""
-        features = self.embedder(word_ids[:, None], casing_ids[:, None], char_ids[:, None])  # (V, 1, D)
+    def token_inputs(self, word_ids: torch.Tensor, casing_ids: torch.Tensor, char_ids: torch.Tensor,
+                     document_casing_ids: torch.Tensor | None = None) -> torch.Tensor:
+        """The BiLSTM's first-layer gate inputs of V tokens taken one by one: word_ids, casing_ids,
+        document_casing_ids (V,), char_ids (V, W) -> (2, V, G). In eval mode without ELMo they depend on the
+        token's spelling (and document casing class) alone, so inference computes them once per distinct
+        spelling (``emissions_from_inputs`` continues from them)."""
+        document_casing = None if document_casing_ids is None else document_casing_ids[:, None]  # (V, 1)
+        features = self.embedder(word_ids[:, None], casing_ids[:, None], char_ids[:, None],
+                                 document_casing_ids=document_casing)  # (V, 1, D)
         return self.encoder.input_projection(features[:, 0])  # (2, V, G)
 
     def emissions_from_inputs(self, table: torch.Tensor, rows: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -116,11 +130,14 @@ class TaggerModel(nn.Module):
 class EncodedSentences:
     """Sentences turned into ids once (words, characters, casing, tags); served as padded batches.
 
-    ``elmo_cache`` (frozen ELMo only) holds the biLM layers of these sentences, in the same order.
+    ``elmo_cache`` (frozen ELMo only) holds the biLM layers of these sentences, in the same order. With
+    ``has_document_casing`` the batcher's row features are the tokens' document casing classes.
     """
 
-    def __init__(self, batcher: Batcher, elmo_cache: ElmoCache | None = None) -> None:
+    def __init__(self, batcher: Batcher, elmo_cache: ElmoCache | None = None,
+                 has_document_casing: bool = False) -> None:
         self.batcher = batcher
+        self.has_document_casing = has_document_casing
         self.casing_table = torch.tensor([0] + [casing_class(word) for word in batcher.distinct])  # (rows,)
         self.elmo_cache = elmo_cache
 
@@ -131,10 +148,11 @@ class EncodedSentences:
         """Batches grouped by length; ``shuffle`` orders them by ``seed`` alone."""
         for batch in self.batcher.batches(batch_size, shuffle=shuffle, seed=seed):
             casing = self.casing_table[batch.rows]  # (B, T), 0 on padding
+            document_casing = self.batcher.row_features[batch.rows] if self.has_document_casing else None  # (B, T)
             layers = None
             if self.elmo_cache is not None:
                 layers, _ = self.elmo_cache.layers_for(batch.indices)  # (L + 1, B, T + 2, 2P)
-            yield TaggerBatch(batch, casing, layers)
+            yield TaggerBatch(batch, casing, layers, document_casing)
 
 
 @dataclass
@@ -144,6 +162,7 @@ class TaggerBatch:
     batch: Batch
     casing_ids: torch.Tensor  # (B, T) long
     elmo_layers: torch.Tensor | None  # (L + 1, B, T + 2, 2P) from the cache, or None
+    document_casing_ids: torch.Tensor | None = None  # (B, T) long, when the model has the feature
 
     @property
     def size(self) -> int:
@@ -236,27 +255,31 @@ class Tagger:
 
     # ------------------------------------------------------------------------------------------ batches
     def encode(self, token_seqs: Sequence[Sequence[str]], tag_seqs: Sequence[Sequence[str]] | None = None,
-               elmo_cache_dir: Path | None = None) -> EncodedSentences:
+               elmo_cache_dir: Path | None = None, document_ids: Sequence[int] | None = None) -> EncodedSentences:
         """Ids of sentences (tags, if given, in the model's scheme).
 
         With ``elmo_cache_dir`` and a frozen biLM, the biLM layers of these sentences are computed once and
-        kept there (memory-mapped), so batches read them instead of running the biLM.
+        kept there (memory-mapped), so batches read them instead of running the biLM. ``document_ids`` (one
+        per sentence; None: all one document) delimit the documents of the document casing feature.
         """
         widest = max((w for w, _ in self.config.model.char_cnn.filters), default=1)
+        has_document_casing = bool(self.config.model.embeddings.document_casing_dim)
+        features = documents_casing(token_seqs, document_ids) if has_document_casing else None
         batcher = Batcher(token_seqs, self.words, self.chars, tag_seqs, self.tags if tag_seqs is not None else None,
-                          min_word_length=widest, max_word_length=50)
+                          token_features=features, min_word_length=widest, max_word_length=50)
         elmo, cache = self.model.elmo, None
         if elmo is not None and not elmo.fine_tune and elmo_cache_dir is not None:
             dtype = getattr(torch, self.config.model.elmo.cache_dtype)
             cache = ElmoCache.for_sentences(elmo.bilm, batcher.tokens, elmo_cache_dir, dtype=dtype,
                                             progress=self.config.output.progress)
-        return EncodedSentences(batcher, cache)
+        return EncodedSentences(batcher, cache, has_document_casing)
 
     def encode_corpus(self, corpus: Corpus, elmo_cache_dir: Path | None = None) -> EncodedSentences:
         """A labelled corpus, its tags converted to the model's scheme."""
         scheme = self.config.model.scheme
         return self.encode([s.tokens for s in corpus.sentences],
-                           [convert_tags(s.tags, corpus.scheme, scheme) for s in corpus.sentences], elmo_cache_dir)
+                           [convert_tags(s.tags, corpus.scheme, scheme) for s in corpus.sentences], elmo_cache_dir,
+                           corpus.document_ids())
 
     def count_training_words(self, corpus: Corpus) -> None:
         """Set the training-time <unk> chances: ``model.word_dropout`` for every word, plus
@@ -276,8 +299,9 @@ class Tagger:
         if unk_probability is not None:
             dropped = torch.rand(word_ids.shape, device=self.device) < unk_probability[word_ids]  # (B, T)
             word_ids = word_ids.masked_fill(dropped & (word_ids > 0), self.words.unk_id)
+        document_casing = None if item.document_casing_ids is None else item.document_casing_ids.to(self.device)
         return self.model(word_ids, item.casing_ids.to(self.device), batch.char_ids.to(self.device),
-                          batch.mask.to(self.device), self._elmo_features(item))
+                          batch.mask.to(self.device), self._elmo_features(item), document_casing)
 
     def token_inputs(self, encoded: EncodedSentences, rows: torch.Tensor, chunk: int = 2048) -> torch.Tensor:
         """First-layer gate inputs (2, n, G) of the distinct words at ``rows`` (n,) of ``encoded``'s word table,
@@ -289,9 +313,11 @@ class Tagger:
         for positions in order.split(chunk):
             part_rows = rows[positions]
             width = max(int(batcher.word_lengths[part_rows[-1]]), 1)
+            document_casing = batcher.row_features[part_rows].to(self.device) if encoded.has_document_casing else None
             part = self.model.token_inputs(batcher.word_table[part_rows].to(self.device),
                                            encoded.casing_table[part_rows].to(self.device),
-                                           batcher.char_table[part_rows, :width].to(self.device))  # (2, chunk, G)
+                                           batcher.char_table[part_rows, :width].to(self.device),
+                                           document_casing)  # (2, chunk, G)
             if table is None:
                 table = part.new_empty(part.shape[0], len(rows), part.shape[2])  # (2, n, G)
             table[:, positions.to(self.device)] = part
@@ -349,32 +375,45 @@ class Tagger:
                     spans[index] = [(kind, start, end, p) for (kind, start, end), p in zip(sentence_spans, probs)]
         return (tags, spans) if with_scores else tags
 
-    def predict(self, sentences: Sequence[Sequence[str]], batch_size: int = 64) -> list[list[str]]:
-        """Tags for tokenised sentences, in the scheme of the training files.
+    def predict(self, sentences: Sequence[Sequence[str]], batch_size: int = 64,
+                document_ids: Sequence[int] | None = None) -> list[list[str]]:
+        """Tags for tokenised sentences, in the scheme of the training files. For a model with the document
+        casing feature, ``document_ids`` (one per sentence) delimit documents; by default a call is one document.
 
         >>> tagger.predict([["EU", "rejects", "German", "call"]])  # doctest: +SKIP
         [['I-ORG', 'O', 'I-MISC', 'O']]
         """
         sentences = _checked(sentences)
-        nonempty = [i for i, tokens in enumerate(sentences) if tokens]
         result: list[list[str]] = [[] for _ in sentences]
+        nonempty, encoded = self._encode_nonempty(sentences, document_ids)
         if nonempty:
-            model_tags = self.predict_encoded(self.encode([sentences[i] for i in nonempty]), batch_size)
-            for i, tags in zip(nonempty, model_tags):
+            for i, tags in zip(nonempty, self.predict_encoded(encoded, batch_size)):
                 result[i] = convert_tags(tags, self.config.model.scheme, self.data_scheme)
         return result
 
-    def predict_spans(self, sentences: Sequence[Sequence[str]], batch_size: int = 64
-                      ) -> list[list[tuple[str, int, int, float]]]:
-        """Entities of tokenised sentences as ``(type, start_token, end_token_exclusive, probability)``."""
+    def predict_spans(self, sentences: Sequence[Sequence[str]], batch_size: int = 64,
+                      document_ids: Sequence[int] | None = None) -> list[list[tuple[str, int, int, float]]]:
+        """Entities of tokenised sentences as ``(type, start_token, end_token_exclusive, probability)``;
+        ``document_ids`` as in ``predict``."""
         sentences = _checked(sentences)
-        nonempty = [i for i, tokens in enumerate(sentences) if tokens]
         result: list[list[tuple[str, int, int, float]]] = [[] for _ in sentences]
+        nonempty, encoded = self._encode_nonempty(sentences, document_ids)
         if nonempty:
-            _, spans = self.predict_encoded(self.encode([sentences[i] for i in nonempty]), batch_size, True)
+            _, spans = self.predict_encoded(encoded, batch_size, True)
             for i, sentence_spans in zip(nonempty, spans):
                 result[i] = sentence_spans
         return result
+
+    def _encode_nonempty(self, sentences: list[list[str]], document_ids: Sequence[int] | None
+                         ) -> tuple[list[int], EncodedSentences | None]:
+        """The positions of the non-empty sentences and their encoding (None if there are none)."""
+        if document_ids is not None and len(document_ids) != len(sentences):
+            raise ValueError(f"document_ids: expected one per sentence ({len(sentences)}), got {len(document_ids)}")
+        nonempty = [i for i, tokens in enumerate(sentences) if tokens]
+        if not nonempty:
+            return nonempty, None
+        ids = None if document_ids is None else [document_ids[i] for i in nonempty]
+        return nonempty, self.encode([sentences[i] for i in nonempty], document_ids=ids)
 
     def tag(self, text: str) -> list[dict[str, Any]]:
         """Entities in raw text: ``[{"start", "end", "type", "text", "score"}, ...]`` with character offsets."""

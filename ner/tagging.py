@@ -5,7 +5,8 @@ written incrementally, in windows of about ``WINDOW_CHARS`` characters: a window
 length so batches hold sentences of similar length, tagged, and its lines are written back in input order.
 With ``workers`` > 1, that many processes (one thread each) split, tag and format windows side by side while
 this one reads and writes, in order, with at most two windows per worker in flight. Memory is bounded by the
-windows in flight and the longest line, whatever the size of the file.
+windows in flight and the longest line, whatever the size of the file. A model with the document casing feature
+(``model.embeddings.document_casing_dim``) takes each window as one document (windows never span files).
 
 Output formats:
 

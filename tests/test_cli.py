@@ -98,6 +98,16 @@ def test_bad_override(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Non
                "command line: training.epochs: expected an integer, got str 'three'")
 
 
+def test_overrides_may_follow_an_option(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    config = write_config(tmp_path, GOOD)
+    lm_config = REPO / "configs" / "lm_reuters.yaml"
+    fails_with(capsys, ["pretrain-lm", str(lm_config), "--resume", "training.epochz=1"],
+               "command line: unknown key 'training.epochz' (did you mean 'epochs'?)")
+    with pytest.raises(SystemExit) as exit_:
+        main(["train", str(config), "--resume", str(tmp_path / "out"), "--bogus"])
+    assert exit_.value.code == 2 and "unrecognized arguments: --bogus" in capsys.readouterr().err
+
+
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("cli") / "run"

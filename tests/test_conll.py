@@ -229,3 +229,10 @@ class TestSample:
             assert [tags_to_spans(t) for t in iob2] == [tags_to_spans(s.tags) for s in corpus.sentences]
             counts[split] = len(corpus.sentences)
         assert counts == {"train": 400, "dev": 100, "test": 100}
+
+
+def test_document_ids_start_a_new_document_at_each_docstart_marker(tmp_path: Path) -> None:
+    corpus = read_conll(write(tmp_path, "-DOCSTART- O\n\nA O\n\nB O\n\n-DOCSTART- O\n\nC O\n-DOCSTART- O\nD O\n"))
+    assert [s.tokens for s in corpus.sentences] == [["A"], ["B"], ["C"], ["D"]]
+    assert corpus.document_ids() == [0, 0, 1, 2]
+    assert read_conll(write(tmp_path, "A O\n\nB O\n")).document_ids() == [0, 0]  # no markers: one document

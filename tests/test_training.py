@@ -154,10 +154,17 @@ def test_span_scores_are_probabilities_of_the_predicted_entities(trained: Path) 
     assert scores and all(0.0 < p <= 1.0 + 1e-6 for p in scores)
 
 
-def test_inference_from_per_spelling_inputs_equals_the_full_model(trained: Path) -> None:
-    tagger = Tagger.load(trained)
+@pytest.fixture(scope="module")
+def trained_with_document_casing(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return run(tmp_path_factory.mktemp("train"), "run", "model.embeddings.document_casing_dim=4")
+
+
+@pytest.mark.parametrize("run_fixture", ["trained", "trained_with_document_casing"])
+def test_inference_from_per_spelling_inputs_equals_the_full_model(run_fixture: str,
+                                                                  request: pytest.FixtureRequest) -> None:
+    tagger = Tagger.load(request.getfixturevalue(run_fixture))
     test = read_conll(REPO / "data" / "sample" / "test.txt")
-    encoded = tagger.encode([s.tokens for s in test.sentences[:40]])
+    encoded = tagger.encode([s.tokens for s in test.sentences[:40]], document_ids=test.document_ids()[:40])
     table, columns = tagger.input_cache.lookup(tagger, encoded)
     with torch.no_grad():
         for item in encoded.batches(8):
@@ -243,3 +250,26 @@ def test_unk_replacement_chances_follow_word_counts() -> None:
     singleton = torch.tensor([[counts[t.lower()] == 1 for t in tokens] + [False] * (word_ids.size(1) - len(tokens))
                               for tokens in item.batch.tokens])
     assert torch.equal(seen[0], torch.where(singleton, tagger.words.unk_id, word_ids))
+
+
+def test_document_casing_reaches_the_model_and_documents_are_delimited(trained_with_document_casing: Path) -> None:
+    from ner.data.features import DOCUMENT_CASING_CLASSES
+    from ner.evaluation import score_corpus
+
+    tagger = Tagger.load(trained_with_document_casing)
+    sentences = [["EU", "REJECTS", "GERMAN", "CALL"], ["Officials", "of", "the", "EU", "met", "German", "farmers"]]
+    together, apart = tagger.encode(sentences), tagger.encode(sentences, document_ids=[0, 1])
+    headline = [together.batcher.rows[0], apart.batcher.rows[0]]
+    assert [[DOCUMENT_CASING_CLASSES[c] for c in e.batcher.row_features[rows].tolist()]
+            for e, rows in zip([together, apart], headline)] == [["capitalized", "unseen", "capitalized", "unseen"],
+                                                                  ["unseen"] * 4]
+    with torch.no_grad():
+        emissions = [tagger.emissions(next(e.batches(1))) for e in (together, apart)]  # the headline, shortest
+    assert not torch.allclose(emissions[0], emissions[1])
+    # evaluation reads the documents from the file's -DOCSTART- markers, as predict does when given them
+    test = read_conll(REPO / "data" / "sample" / "test.txt")
+    _, predicted = score_corpus(tagger, test)
+    tokens = [s.tokens for s in test.sentences]
+    assert predicted == tagger.predict(tokens, document_ids=test.document_ids())
+    with pytest.raises(ValueError, match=r"^document_ids: expected one per sentence \(2\), got 1$"):
+        tagger.predict(sentences, document_ids=[0])

@@ -171,3 +171,33 @@ def test_casing_classes_of_known_tokens() -> None:
     examples = {"paris": "lower", "EU": "upper", "Paris": "title", "McDonald": "mixed", "1996": "numeric",
                 "3-1": "has_digit", "U.S.": "upper", "--": "punct", ",": "punct", "": "other", "é": "lower"}
     assert {token: CASING_CLASSES[casing_class(token)] for token in examples} == examples
+
+
+def test_document_casing_classes_come_from_the_other_informative_occurrences() -> None:
+    from ner.data.features import DOCUMENT_CASING_CLASSES, document_casing, documents_casing
+
+    document = [["EU", "REJECTS", "GERMAN", "CALL"],  # all capitals: says nothing about its words
+                ["The", "German", "call", "was", "rejected", "by", "the", "EU"],  # first tokens say nothing
+                ["Germany", "and", "German", "firms", "said", "the", "Call", "call"]]
+    names = [[DOCUMENT_CASING_CLASSES[c] for c in sentence] for sentence in document_casing(document)]
+    assert names == [["capitalized", "unseen", "capitalized", "both"],  # "the EU", "German", "call" and "Call"
+                     ["lower", "capitalized", "both", "unseen", "unseen", "unseen", "lower", "unseen"],
+                     ["unseen", "unseen", "capitalized", "unseen", "unseen", "lower", "lower", "both"]]
+    # a document is a run of equal ids: split in two, the headline loses what the later sentences said
+    split = documents_casing(document, [0, 1, 1])
+    assert split[0] == [1, 1, 1, 1] and split[1:] == document_casing(document[1:])
+    with pytest.raises(ValueError, match=r"^document_ids: expected one per sentence \(3\), got 2$"):
+        documents_casing(document, [0, 1])
+
+
+def test_rows_are_distinct_word_and_feature_pairs_when_features_are_given() -> None:
+    words, chars, _ = build_vocabularies(SENTENCES)
+    batcher = Batcher([["a", "b", "a"], ["a"]], words, chars, token_features=[[1, 2, 3], [1]])
+    assert batcher.keys == [("a", 1), ("b", 2), ("a", 3)]
+    assert batcher.distinct == ["a", "b", "a"]
+    assert batcher.row_features.tolist() == [0, 1, 2, 3]
+    batch = batcher.batch([0, 1])
+    assert batch.rows.tolist() == [[1, 2, 3], [1, 0, 0]]
+    assert batcher.row_features[batch.rows].tolist() == [[1, 2, 3], [1, 0, 0]]
+    with pytest.raises(ValueError, match=r"^token_features: expected one feature per token of every sentence$"):
+        Batcher([["a", "b"]], words, chars, token_features=[[1]])

@@ -46,6 +46,8 @@ class Batcher:
     Each distinct word is looked up once: a table row holds its word id and its character ids, and a
     sentence is stored as the row numbers of its words (row 0 is padding), so a batch is two gathers.
     ``distinct[r - 1]`` is the word of row r, ``word_lengths[r]`` its number of character ids.
+    With ``token_features`` (one small int per token, e.g. a document-level class) a row is a distinct
+    (word, feature) pair instead: ``keys[r - 1]`` is that pair, ``row_features[r]`` the feature.
     ``tag_seqs`` (optional) must use the tags of ``tags``. Words longer than ``max_word_length`` characters
     (if set) keep their first ``max_word_length`` characters.
     """
@@ -58,6 +60,7 @@ class Batcher:
         tag_seqs: Sequence[Sequence[str]] | None = None,
         tags: Vocabulary | None = None,
         *,
+        token_features: Sequence[Sequence[int]] | None = None,
         min_word_length: int = 1,
         max_word_length: int | None = None,
     ) -> None:
@@ -75,10 +78,21 @@ class Batcher:
                 if len(tag_seq) != len(tokens):
                     raise ValueError(f"sentence {index}: {len(tokens)} tokens, {len(tag_seq)} tags")
 
+        if token_features is not None and [len(f) for f in token_features] != self.lengths:
+            raise ValueError("token_features: expected one feature per token of every sentence")
+
         with paused_gc():
-            row_of: dict[str, int] = {}  # distinct word -> table row, from 1
-            sentence_rows = [[row_of.setdefault(word, len(row_of) + 1) for word in tokens] for tokens in self.tokens]
-            self.distinct = list(row_of)
+            row_of: dict[str | tuple[str, int], int] = {}  # distinct key -> table row, from 1
+            if token_features is None:
+                sentence_rows = [[row_of.setdefault(word, len(row_of) + 1) for word in tokens]
+                                 for tokens in self.tokens]
+            else:
+                sentence_rows = [[row_of.setdefault(key, len(row_of) + 1) for key in zip(tokens, features)]
+                                 for tokens, features in zip(self.tokens, token_features)]
+            self.keys: list[str | tuple[str, int]] = list(row_of)
+            self.distinct: list[str] = self.keys if token_features is None else [word for word, _ in self.keys]
+            self.row_features = torch.tensor([0] + ([] if token_features is None else [f for _, f in self.keys]),
+                                             dtype=torch.long)  # (rows,) or (1,) without features
             spellings = [[]] + [chars.encode(word[:max_word_length]) for word in self.distinct]
             spelled_lengths = [len(ids) for ids in spellings]
             width = max(spelled_lengths)

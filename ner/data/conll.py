@@ -79,6 +79,17 @@ class Corpus:
         """``path:line`` of token ``index`` of ``sentence`` (``path:row`` for a dataset split)."""
         return location(self.path, sentence.line + index if self.token_lines else sentence.line)
 
+    def document_ids(self) -> list[int]:
+        """The document number of each sentence, from 0: a ``-DOCSTART-`` line before a sentence starts a new
+        document (CoNLL-2003 marks each news story so); a corpus without markers is one document."""
+        ids, current = [], 0
+        for index in range(len(self.sentences)):
+            gap = self.gaps[index] if index < len(self.gaps) else ()
+            if index > 0 and any(_is_docstart(line) for line in gap):
+                current += 1
+            ids.append(current)
+        return ids
+
     def with_tags(self, tag_seqs: Sequence[Sequence[str]], scheme: str) -> Corpus:
         """A copy whose sentences carry ``tag_seqs`` (given in ``scheme``), converted to this corpus's scheme.
 

@@ -1,8 +1,11 @@
-"""Word-form features the tagger derives from each token: its casing class."""
+"""Word-form features the tagger derives from each token: its casing class, and how the same word is
+written elsewhere in its document."""
 
 from __future__ import annotations
 
 import functools
+from collections import Counter
+from collections.abc import Sequence
 
 # Casing classes (index 0 is padding). Lowercased word embeddings lose case; this feature gives it back.
 CASING_CLASSES = ("<pad>", "lower", "upper", "title", "mixed", "numeric", "has_digit", "punct", "other")
@@ -26,3 +29,54 @@ def casing_class(token: str) -> int:
         return 3
     return 4
 
+
+
+# Document casing classes (index 0 is padding): how a token's word (lowercased) is written at the *other*
+# places of its document where casing is informative: not the first token of a sentence, not in a sentence
+# written all in capitals (headlines, tables). "EU REJECTS GERMAN CALL" or a sentence-initial "Hurricane" say
+# little by themselves; "... the German call ..." or "... a hurricane ..." further down say which words are names.
+DOCUMENT_CASING_CLASSES = ("<pad>", "unseen", "lower", "capitalized", "both")
+
+
+def document_casing(document: Sequence[Sequence[str]]) -> list[list[int]]:
+    """Index into DOCUMENT_CASING_CLASSES for every token of ``document`` (its sentences, in order), from the
+    informative occurrences of the same lowercased word elsewhere in the document (the token's own excluded)."""
+    informative = [_informative_positions(tokens) for tokens in document]
+    counts: Counter[tuple[str, bool]] = Counter()  # (lowercased word, capitalized?) -> informative occurrences
+    for tokens, positions in zip(document, informative):
+        counts.update((tokens[i].lower(), tokens[i][0].isupper()) for i in positions)
+    classes = []
+    for tokens, positions in zip(document, informative):
+        sentence_classes = []
+        for i, token in enumerate(tokens):
+            word, own = token.lower(), token[0].isupper() if i in positions else None
+            lower = counts[word, False] - (own is False)
+            capitalized = counts[word, True] - (own is True)
+            sentence_classes.append(1 + bool(lower) + 2 * bool(capitalized))
+        classes.append(sentence_classes)
+    return classes
+
+
+def _informative_positions(tokens: Sequence[str]) -> set[int]:
+    """Positions whose casing tells something about the word: alphabetic-initial tokens after the first, in a
+    sentence not written all in capitals."""
+    letters = [token for token in tokens if any(c.isalpha() for c in token)]
+    if letters and all(token.isupper() for token in letters):
+        return set()
+    return {i for i, token in enumerate(tokens) if i > 0 and token[:1].isalpha()}
+
+
+def documents_casing(sentences: Sequence[Sequence[str]], document_ids: Sequence[int] | None = None) -> list[list[int]]:
+    """``document_casing`` of every sentence, consecutive sentences with the same ``document_ids`` entry forming
+    a document (None: all the sentences are one document)."""
+    if document_ids is None:
+        return document_casing(sentences)
+    if len(document_ids) != len(sentences):
+        raise ValueError(f"document_ids: expected one per sentence ({len(sentences)}), got {len(document_ids)}")
+    classes: list[list[int]] = []
+    start = 0
+    for end in range(1, len(sentences) + 1):
+        if end == len(sentences) or document_ids[end] != document_ids[start]:
+            classes.extend(document_casing(sentences[start:end]))
+            start = end
+    return classes
