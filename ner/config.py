@@ -112,6 +112,9 @@ class ModelConfig:
     # (Lample et al. 2016 replace singletons with probability 0.5).
     singleton_unk: float = 0.0
     scheme: Literal["BIOES", "IOB2"] = "BIOES"  # tag scheme inside the model
+    # After decoding, tag the untagged capitalised repeats of a tagged name elsewhere in its document
+    # (ner/propagation.py); evaluate reads documents from -DOCSTART- lines, tag takes each window as one.
+    propagate_entities: bool = False
 
 
 @dataclass

@@ -25,10 +25,11 @@ from ner.data.batching import Batch, Batcher
 from ner.data.conll import Corpus, Sentence, write_text_atomic
 from ner.data.features import CASING_CLASSES, DOCUMENT_CASING_CLASSES, casing_class, documents_casing
 from ner.data.vectors import read_vectors
-from ner.data.schemes import convert_tags, tags_to_spans
+from ner.data.schemes import convert_tags, spans_to_tags, tags_to_spans
 from ner.data.vocab import Vocabulary, build_vocabularies, load_vocabularies, save_vocabularies
 from ner.errors import ConfigError, NerError
 from ner.input_cache import TokenInputCache
+from ner.propagation import propagate_entities
 from ner.elmo import BiLM, BiLMOptions, Elmo, ElmoCache, batch_to_char_ids, load_bilm
 from ner.nn.char_cnn import CharCNN
 from ner.nn.crf import CRF, allowed_transitions
@@ -131,12 +132,14 @@ class EncodedSentences:
     """Sentences turned into ids once (words, characters, casing, tags); served as padded batches.
 
     ``elmo_cache`` (frozen ELMo only) holds the biLM layers of these sentences, in the same order. With
-    ``has_document_casing`` the batcher's row features are the tokens' document casing classes.
+    ``has_document_casing`` the batcher's row features are the tokens' document casing classes;
+    ``document_ids`` delimit the documents (see ``Tagger.encode``).
     """
 
     def __init__(self, batcher: Batcher, elmo_cache: ElmoCache | None = None,
-                 has_document_casing: bool = False) -> None:
+                 has_document_casing: bool = False, document_ids: Sequence[int] | None = None) -> None:
         self.batcher = batcher
+        self.document_ids = document_ids  # one per sentence; None: all one document
         self.has_document_casing = has_document_casing
         self.casing_table = torch.tensor([0] + [casing_class(word) for word in batcher.distinct])  # (rows,)
         self.elmo_cache = elmo_cache
@@ -260,7 +263,8 @@ class Tagger:
 
         With ``elmo_cache_dir`` and a frozen biLM, the biLM layers of these sentences are computed once and
         kept there (memory-mapped), so batches read them instead of running the biLM. ``document_ids`` (one
-        per sentence; None: all one document) delimit the documents of the document casing feature.
+        per sentence; None: all one document) delimit the documents of the document casing feature and of
+        entity propagation.
         """
         widest = max((w for w, _ in self.config.model.char_cnn.filters), default=1)
         has_document_casing = bool(self.config.model.embeddings.document_casing_dim)
@@ -272,7 +276,7 @@ class Tagger:
             dtype = getattr(torch, self.config.model.elmo.cache_dtype)
             cache = ElmoCache.for_sentences(elmo.bilm, batcher.tokens, elmo_cache_dir, dtype=dtype,
                                             progress=self.config.output.progress)
-        return EncodedSentences(batcher, cache, has_document_casing)
+        return EncodedSentences(batcher, cache, has_document_casing, document_ids)
 
     def encode_corpus(self, corpus: Corpus, elmo_cache_dir: Path | None = None) -> EncodedSentences:
         """A labelled corpus, its tags converted to the model's scheme."""
@@ -350,13 +354,17 @@ class Tagger:
     @torch.no_grad()
     def predict_encoded(self, encoded: EncodedSentences, batch_size: int = 64, with_scores: bool = False
                         ) -> list[list[str]] | tuple[list[list[str]], list[list[tuple[str, int, int, float]]]]:
-        """Tags in the model's scheme for every encoded sentence (in input order), optionally scored spans."""
+        """Tags in the model's scheme for every encoded sentence (in input order), optionally scored spans.
+
+        With ``model.propagate_entities`` the decoded entities are propagated within each document
+        (``ner.propagation``); a span's score is then the CRF's probability of the final span.
+        """
         self.model.eval()
         tags: list[list[str]] = [[] for _ in range(len(encoded))]
-        spans: list[list[tuple[str, int, int, float]]] = [[] for _ in range(len(encoded))]
         scheme = self.config.model.scheme
         # Without ELMo everything before the recurrence depends on the spelling alone: run it once per word.
         table, columns = self.input_cache.lookup(self, encoded) if self.model.elmo is None else (None, None)
+        scored: list[tuple[Batch, torch.Tensor]] = []  # each batch with its emissions, to score the final spans
         for item in encoded.batches(batch_size):
             batch = item.batch
             mask = batch.mask.to(self.device)
@@ -365,15 +373,24 @@ class Tagger:
             else:
                 emissions = self.model.emissions_from_inputs(table, columns[batch.rows.to(self.device)], mask)
             paths = self.model.crf.decode(emissions, mask).tolist()  # (B, T)
-            batch_tags = [self.tags.decode(path[:len(tokens)]) for path, tokens in zip(paths, batch.tokens)]
-            for index, sentence_tags in zip(batch.indices, batch_tags):
-                tags[index] = sentence_tags
+            for index, path, tokens in zip(batch.indices, paths, batch.tokens):
+                tags[index] = self.tags.decode(path[:len(tokens)])
             if with_scores:
-                batch_spans = [tags_to_spans(t) for t in batch_tags]
-                probabilities = self.model.crf.span_probabilities(emissions, mask, batch_spans, self.tags.items, scheme)
-                for index, sentence_spans, probs in zip(batch.indices, batch_spans, probabilities):
-                    spans[index] = [(kind, start, end, p) for (kind, start, end), p in zip(sentence_spans, probs)]
-        return (tags, spans) if with_scores else tags
+                scored.append((batch, emissions))
+        if self.config.model.propagate_entities:
+            propagated = propagate_entities(encoded.batcher.tokens, [tags_to_spans(t) for t in tags],
+                                            encoded.document_ids)
+            tags = [spans_to_tags(sentence_spans, len(t), scheme) for sentence_spans, t in zip(propagated, tags)]
+        if not with_scores:
+            return tags
+        spans: list[list[tuple[str, int, int, float]]] = [[] for _ in range(len(encoded))]
+        for batch, emissions in scored:
+            batch_spans = [tags_to_spans(tags[index]) for index in batch.indices]
+            probabilities = self.model.crf.span_probabilities(emissions, batch.mask.to(self.device), batch_spans,
+                                                              self.tags.items, scheme)
+            for index, sentence_spans, probs in zip(batch.indices, batch_spans, probabilities):
+                spans[index] = [(kind, start, end, p) for (kind, start, end), p in zip(sentence_spans, probs)]
+        return tags, spans
 
     def predict(self, sentences: Sequence[Sequence[str]], batch_size: int = 64,
                 document_ids: Sequence[int] | None = None) -> list[list[str]]:

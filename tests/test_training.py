@@ -273,3 +273,28 @@ def test_document_casing_reaches_the_model_and_documents_are_delimited(trained_w
     assert predicted == tagger.predict(tokens, document_ids=test.document_ids())
     with pytest.raises(ValueError, match=r"^document_ids: expected one per sentence \(2\), got 1$"):
         tagger.predict(sentences, document_ids=[0])
+
+
+def test_propagation_after_decoding_is_applied_per_document_and_its_spans_are_scored(
+        trained: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import ner.model
+    from ner.data.schemes import tags_to_spans
+
+    tagger = Tagger.load(trained)
+    test = read_conll(REPO / "data" / "sample" / "test.txt")
+    tokens, documents = [s.tokens for s in test.sentences], test.document_ids()
+    encoded = tagger.encode(tokens, document_ids=documents)
+    decoded, decoded_spans = tagger.predict_encoded(encoded, with_scores=True)
+    calls = []
+
+    def propagate(sentences, spans, document_ids):  # stands for ner.propagation: tags sentence 0's first token
+        calls.append((sentences, spans, document_ids))
+        return [[("PER", 0, 1)]] + spans[1:]
+
+    monkeypatch.setattr(ner.model, "propagate_entities", propagate)
+    tagger.config.model.propagate_entities = True
+    tags, spans = tagger.predict_encoded(encoded, with_scores=True)
+    assert calls == [(tokens, [tags_to_spans(t) for t in decoded], documents)]
+    assert tags[0] == ["S-PER"] + ["O"] * (len(tokens[0]) - 1) and tags[1:] == decoded[1:]
+    assert spans[1:] == decoded_spans[1:] and [span[:3] for span in spans[0]] == [("PER", 0, 1)]
+    assert 0.0 <= spans[0][0][3] < 0.5  # the CRF's own probability of a span it did not decode
