@@ -55,9 +55,10 @@ def _propagate_in_document(sentences: Sequence[Sequence[str]], spans: list[list[
             covered[start:end] = [True] * (end - start)
         added = []
         for start, word in enumerate(words):
-            if covered[start] or not tokens[start][:1].isupper():
+            texts = by_first_word.get(word)
+            if texts is None or covered[start] or not tokens[start][:1].isupper():
                 continue
-            for text in by_first_word.get(word, ()):
+            for text in texts:
                 end = start + len(text)
                 if tuple(words[start:end]) == text and not any(covered[start:end]):
                     added.append((votes[text].most_common(1)[0][0], start, end))

@@ -40,30 +40,28 @@ DOCUMENT_CASING_CLASSES = ("<pad>", "unseen", "lower", "capitalized", "both")
 
 def document_casing(document: Sequence[Sequence[str]]) -> list[list[int]]:
     """Index into DOCUMENT_CASING_CLASSES for every token of ``document`` (its sentences, in order), from the
-    informative occurrences of the same lowercased word elsewhere in the document (the token's own excluded)."""
-    informative = [_informative_positions(tokens) for tokens in document]
-    counts: Counter[tuple[str, bool]] = Counter()  # (lowercased word, capitalized?) -> informative occurrences
-    for tokens, positions in zip(document, informative):
-        counts.update((tokens[i].lower(), tokens[i][0].isupper()) for i in positions)
-    classes = []
-    for tokens, positions in zip(document, informative):
-        sentence_classes = []
-        for i, token in enumerate(tokens):
-            word, own = token.lower(), token[0].isupper() if i in positions else None
-            lower = counts[word, False] - (own is False)
-            capitalized = counts[word, True] - (own is True)
-            sentence_classes.append(1 + bool(lower) + 2 * bool(capitalized))
-        classes.append(sentence_classes)
-    return classes
-
-
-def _informative_positions(tokens: Sequence[str]) -> set[int]:
-    """Positions whose casing tells something about the word: alphabetic-initial tokens after the first, in a
-    sentence not written all in capitals."""
-    letters = [token for token in tokens if any(c.isalpha() for c in token)]
-    if letters and all(token.isupper() for token in letters):
-        return set()
-    return {i for i, token in enumerate(tokens) if i > 0 and token[:1].isalpha()}
+    informative occurrences of the same lowercased word elsewhere in the document (the token's own excluded):
+    the tokens after the first that start with a letter, in sentences with a lower-case letter."""
+    spellings: dict[str, tuple[str, int]] = {}  # token -> (lowercased, 1 lower-case / 2 capital initial / 0)
+    words, marks = [], []  # per token of the document: lowercased word, 0 or its initial if informative
+    for tokens in document:
+        informative = not " ".join(tokens).isupper()  # no lower-case letter: a headline or a table row
+        for position, token in enumerate(tokens):
+            entry = spellings.get(token)
+            if entry is None:
+                initial = token[:1]
+                entry = spellings[token] = (token.lower(), (2 if initial.isupper() else 1) if initial.isalpha() else 0)
+            words.append(entry[0])
+            marks.append(entry[1] if informative and position else 0)
+    lower_counts = Counter(word for word, mark in zip(words, marks) if mark == 1)
+    capital_counts = Counter(word for word, mark in zip(words, marks) if mark == 2)
+    classes = [1 + (lower_counts[word] > (mark == 1)) + 2 * (capital_counts[word] > (mark == 2))
+               for word, mark in zip(words, marks)]
+    by_sentence, start = [], 0
+    for tokens in document:
+        by_sentence.append(classes[start:start + len(tokens)])
+        start += len(tokens)
+    return by_sentence
 
 
 def documents_casing(sentences: Sequence[Sequence[str]], document_ids: Sequence[int] | None = None) -> list[list[int]]:
