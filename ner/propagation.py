@@ -11,6 +11,8 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from collections.abc import Sequence
 
+from ner.data.features import document_ranges
+
 Span = tuple[str, int, int]
 
 
@@ -25,15 +27,9 @@ def propagate_entities(sentences: Sequence[Sequence[str]], spans: Sequence[Seque
     """
     if len(spans) != len(sentences):
         raise ValueError(f"spans: expected one list per sentence ({len(sentences)}), got {len(spans)}")
-    ids = [0] * len(sentences) if document_ids is None else list(document_ids)
-    if len(ids) != len(sentences):
-        raise ValueError(f"document_ids: expected one per sentence ({len(sentences)}), got {len(ids)}")
     result = [sorted(sentence_spans, key=_start) for sentence_spans in spans]
-    start = 0
-    for end in range(1, len(sentences) + 1):
-        if end == len(sentences) or ids[end] != ids[start]:
-            _propagate_in_document(sentences[start:end], result[start:end])
-            start = end
+    for document in document_ranges(len(sentences), document_ids):
+        _propagate_in_document(sentences[document.start:document.stop], result[document.start:document.stop])
     return result
 
 

@@ -64,17 +64,18 @@ def document_casing(document: Sequence[Sequence[str]]) -> list[list[int]]:
     return by_sentence
 
 
-def documents_casing(sentences: Sequence[Sequence[str]], document_ids: Sequence[int] | None = None) -> list[list[int]]:
-    """``document_casing`` of every sentence, consecutive sentences with the same ``document_ids`` entry forming
-    a document (None: all the sentences are one document)."""
+def document_ranges(count: int, document_ids: Sequence[int] | None = None) -> list[range]:
+    """The sentence ranges of the documents among ``count`` sentences: runs of equal ``document_ids`` entries
+    (one per sentence; None: all one document)."""
     if document_ids is None:
-        return document_casing(sentences)
-    if len(document_ids) != len(sentences):
-        raise ValueError(f"document_ids: expected one per sentence ({len(sentences)}), got {len(document_ids)}")
-    classes: list[list[int]] = []
-    start = 0
-    for end in range(1, len(sentences) + 1):
-        if end == len(sentences) or document_ids[end] != document_ids[start]:
-            classes.extend(document_casing(sentences[start:end]))
-            start = end
-    return classes
+        return [range(count)]
+    if len(document_ids) != count:
+        raise ValueError(f"document_ids: expected one per sentence ({count}), got {len(document_ids)}")
+    starts = [i for i in range(count) if i == 0 or document_ids[i] != document_ids[i - 1]]
+    return [range(start, end) for start, end in zip(starts, starts[1:] + [count])]
+
+
+def documents_casing(sentences: Sequence[Sequence[str]], document_ids: Sequence[int] | None = None) -> list[list[int]]:
+    """``document_casing`` of every sentence, documents as ``document_ranges`` gives them."""
+    return [classes for document in document_ranges(len(sentences), document_ids)
+            for classes in document_casing(sentences[document.start:document.stop])]
