@@ -12,7 +12,8 @@ import torch
 import yaml
 
 from ner.elmo import BiLM, batch_to_char_ids
-from ner.elmo.pretrain import load_lm_config, pretrain_lm
+from ner.elmo import pretrain
+from ner.elmo.pretrain import LMTrainingConfig, _lr_factor, load_lm_config, pretrain_lm, read_sentences
 from ner.errors import ConfigError, NerError
 
 SMOKE_CONFIG = {
@@ -91,6 +92,71 @@ def test_resumed_run_equals_uninterrupted_run(tmp_path: Path) -> None:
         pretrain_lm(_config(parts))
 
 
+def test_run_killed_mid_schedule_resumes_exactly(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    torch.set_num_threads(1)
+    whole, parts = tmp_path / "whole", tmp_path / "parts"
+    whole.mkdir(), parts.mkdir()
+    schedule = {"max_steps": 8, "eval_every": 100, "lr_schedule": "linear", "softmax_warmup_steps": 3}
+    pretrain_lm(_config(whole, **schedule))
+    write_checkpoint = pretrain._save_checkpoint
+
+    def write_then_die(*args: object) -> None:
+        write_checkpoint(*args)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(pretrain, "_save_checkpoint", write_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        pretrain_lm(_config(parts, **schedule))  # dies right after the checkpoint at step 5
+    monkeypatch.undo()
+    assert torch.load(parts / "run" / "checkpoint.pt", weights_only=True)["state"]["step"] == 5
+    pretrain_lm(_config(parts, **schedule), resume=True)
+    a = torch.load(whole / "run" / "bilm.pt", weights_only=True)
+    b = torch.load(parts / "run" / "bilm.pt", weights_only=True)
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+
+
+def test_init_from_starts_at_another_runs_bilm_and_warmup_freezes_it(tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    torch.set_num_threads(1)
+    monkeypatch.chdir(tmp_path)  # command-line paths resolve against the working directory
+    pretrain_lm(_config(tmp_path, max_steps=6, eval_every=100))
+    start = torch.load(tmp_path / "run" / "bilm.pt", weights_only=True)
+    frozen = pretrain_lm(_config(tmp_path, max_steps=4, eval_every=100),
+                         ["output_dir=frozen", "training.init_from=run", "training.softmax_warmup_steps=4"])
+    for key, value in torch.load(Path("frozen") / "bilm.pt", weights_only=True).items():
+        assert torch.equal(value, start[key]), key  # only the new softmax was trained
+    fresh = pretrain_lm(_config(tmp_path, max_steps=4, eval_every=100), ["output_dir=fresh"])
+    assert frozen["heldout_ppl_forward"] < fresh["heldout_ppl_forward"]  # 6 + 4 steps of biLM training beat 4
+    with pytest.raises(ConfigError, match=r"training.init_from: .*run holds a biLM of another architecture than "
+                                          r"the model section"):
+        pretrain_lm(_config(tmp_path, max_steps=1), ["output_dir=other", "training.init_from=run",
+                                                     "model.lstm_dim=48"])
+
+
+def test_conll_text_reads_first_column_without_docstart(tmp_path: Path) -> None:
+    path = tmp_path / "train.txt"
+    path.write_text("-DOCSTART- -X- -X- O\n\nEU NNP B-NP B-ORG\nrejects VBZ B-VP O\n\n"
+                    "Peter NNP B-NP B-PER\n\n-DOCSTART- -X- -X- O\n\nBlackburn NNP B-NP B-PER\n")
+    assert read_sentences(path, "conll") == [["EU", "rejects"], ["Peter"], ["Blackburn"]]
+    (tmp_path / "plain.txt").write_text("EU rejects\n\nPeter\n")
+    assert read_sentences(tmp_path / "plain.txt") == [["EU", "rejects"], ["Peter"]]
+
+
+def test_adaptation_config_is_valid_and_matches_the_reuters_architecture() -> None:
+    configs = Path(__file__).parents[1] / "configs"
+    adapt = load_lm_config(configs / "lm_conll2003_adapt.yaml")
+    assert adapt.data.format == "conll" and adapt.data.train.endswith("data/conll2003/train.txt")
+    assert adapt.model.bilm_options() == load_lm_config(configs / "lm_reuters.yaml").model.bilm_options()
+    assert Path(adapt.training.init_from) == configs.parent / "models" / "lm_reuters"
+
+
+def test_linear_schedule_decays_to_zero_at_the_last_step() -> None:
+    linear = LMTrainingConfig(lr_schedule="linear")
+    assert [_lr_factor(linear, step, 4) for step in range(4)] == [1.0, 0.75, 0.5, 0.25]
+    assert [_lr_factor(LMTrainingConfig(), step, 4) for step in range(4)] == [1.0] * 4
+
+
 def test_config_errors_are_collected(tmp_path: Path) -> None:
     path = _config(tmp_path)
     raw = yaml.safe_load(path.read_text())
@@ -98,11 +164,12 @@ def test_config_errors_are_collected(tmp_path: Path) -> None:
     raw["model"]["softmax_cutoffs"] = [20, 10]
     path.write_text(yaml.safe_dump(raw))
     with pytest.raises(ConfigError) as error:
-        load_lm_config(path, ["training.bptt=-1"])
+        load_lm_config(path, ["training.bptt=-1", "model.lstm_dim=16"])
     message = str(error.value)
     assert "lm.yaml: unknown key 'training.lr_rate'" in message
     assert "model.softmax_cutoffs: expected increasing positive integers" in message
     assert "training.bptt: expected an integer >= 0" in message
+    assert "model.projection_dim: expected an integer from 1 to model.lstm_dim - 1 = 15, got 16" in message
 
 
 def test_overrides_and_paths(tmp_path: Path) -> None:

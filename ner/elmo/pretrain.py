@@ -1,6 +1,7 @@
 """Pretrain the ELMo biLM as forward and backward language models: ``ner pretrain-lm configs/lm_reuters.yaml``.
 
-The text file holds one tokenised sentence per line (tokens separated by spaces). Each sentence is wrapped in
+The text file holds one tokenised sentence per line (tokens separated by spaces), or is a CoNLL file
+(``data.format: conll``, e.g. a tagger's training file, to adapt a biLM to its domain). Each sentence is wrapped in
 ``<S> ... </S>``; the forward LM predicts every next token, the backward LM (its own LSTM stack, reading the
 sentence reversed) every previous one. Both share the character CNN and one output layer, an adaptive softmax
 (Grave et al. 2017) over a frequency-sorted vocabulary whose first entries are ``<S>``, ``</S>``, ``<UNK>`` as in
@@ -15,7 +16,8 @@ The output folder holds ``options.json`` + ``bilm.pt`` (``BiLM.load``; ``model.e
 tagger config), ``vocab.txt``, ``metrics.json`` (held-out perplexity per direction), the resolved
 ``config.yaml`` and ``checkpoint.pt`` (weights, softmax, optimiser, position; written atomically every
 ``training.checkpoint_every`` steps, ``--resume`` continues from it). ``BiLM.load(dir).to_allennlp(out)`` exports
-the AllenNLP/bilm-tf layout.
+the AllenNLP/bilm-tf layout. ``training.init_from`` starts a run from another run's biLM (the softmax and the
+optimiser start afresh; ``training.softmax_warmup_steps`` fits the new softmax to the frozen biLM first).
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ from tqdm import tqdm
 from ner.config import _apply_override, _build, _resolve, parse_overrides, read_yaml
 from ner.elmo.bilm import BiLM, BiLMOptions, write_json_atomic
 from ner.elmo.chars import BOS_TOKEN, EOS_TOKEN, add_sentence_boundaries, word_to_char_ids
+from ner.data.conll import read_conll
 from ner.errors import ConfigError, DataError, NerError, location
 from ner.nn.lstm import reverse_padded
 
@@ -52,7 +55,8 @@ CHECKPOINT_FILE = "checkpoint.pt"
 class LMDataConfig:
     """The unlabelled text."""
 
-    train: str = ""  # one tokenised sentence per line; relative paths resolve against the config's folder
+    train: str = ""  # relative paths resolve against the config's folder
+    format: Literal["text", "conll"] = "text"  # text: one tokenised sentence per line; conll: first column
     heldout_sentences: int = 2000  # a seeded random sample kept out of training for perplexity
     min_count: int = 3  # rarer words are <UNK> as softmax targets (inputs are always their characters)
     max_vocab: int | None = None  # keep at most this many of the most frequent words
@@ -92,6 +96,9 @@ class LMTrainingConfig:
     bptt: int = 20  # truncate gradients every this many tokens; 0 = whole sentences
     optimizer: Literal["adam", "adagrad"] = "adam"  # bilm-tf: adagrad, lr 0.2
     lr: float = 0.001
+    lr_schedule: Literal["constant", "linear"] = "constant"  # linear: decays to 0 at the run's last step
+    init_from: str | None = None  # a biLM folder (options.json + bilm.pt) to start from instead of random weights
+    softmax_warmup_steps: int = 0  # train only the (new) softmax for this many first steps, the biLM frozen
     clip_norm: float = 5.0  # global gradient-norm clip (bilm-tf 10.0); 0 disables
     eval_every: int = 1000  # steps between held-out evaluations (also at the end)
     checkpoint_every: int = 200  # steps between checkpoints (also at the end)
@@ -118,20 +125,24 @@ def load_lm_config(path: str | Path, overrides: Sequence[str] = ()) -> LMConfig:
     cli_values = parse_overrides(overrides)
     for key, value in cli_values.items():
         _apply_override(config, key, value, errors)
-    for section, key in ((config.data, "train"), (config, "output_dir")):
-        dotted = "data.train" if key == "train" else key
-        if not getattr(section, key):
-            errors.append(f"{path}: {dotted}: required")
-        else:
+    for section, key, dotted in ((config.data, "train", "data.train"), (config, "output_dir", "output_dir"),
+                                 (config.training, "init_from", "training.init_from")):
+        if getattr(section, key):
             setattr(section, key, _resolve(getattr(section, key), Path.cwd() if dotted in cli_values else path.parent))
+        elif dotted != "training.init_from":
+            errors.append(f"{path}: {dotted}: required")
     checks = [
         (config.training.epochs >= 1, "training.epochs", "expected an integer >= 1"),
         (config.training.batch_tokens >= 1, "training.batch_tokens", "expected an integer >= 1"),
         (config.training.bptt >= 0, "training.bptt", "expected an integer >= 0"),
         (config.training.lr > 0, "training.lr", "expected a number > 0"),
+        (config.training.softmax_warmup_steps >= 0, "training.softmax_warmup_steps", "expected an integer >= 0"),
         (config.data.heldout_sentences >= 1, "data.heldout_sentences", "expected an integer >= 1"),
         (config.data.min_count >= 1, "data.min_count", "expected an integer >= 1"),
         (0 <= config.model.dropout < 1, "model.dropout", "expected a probability in [0, 1)"),
+        (0 < config.model.projection_dim < config.model.lstm_dim, "model.projection_dim",
+         f"expected an integer from 1 to model.lstm_dim - 1 = {config.model.lstm_dim - 1}, "
+         f"got {config.model.projection_dim}"),
         (bool(config.model.filters) and all(len(f) == 2 and f[0] >= 1 and f[1] >= 1 for f in config.model.filters),
          "model.filters", "expected [width, count] pairs of positive integers"),
         (all(a < b for a, b in zip(config.model.softmax_cutoffs, config.model.softmax_cutoffs[1:]))
@@ -157,10 +168,13 @@ class Corpus:
     type_targets: torch.Tensor  # (types,) softmax vocabulary id (<UNK> for rare words)
 
 
-def read_sentences(path: Path) -> list[list[str]]:
-    """One tokenised sentence per non-empty line."""
+def read_sentences(path: Path, format: str = "text") -> list[list[str]]:
+    """One tokenised sentence per non-empty line, or the sentences of a CoNLL file (tokens in column one; tags,
+    if any, are not used)."""
     if not path.is_file():
         raise DataError(f"{path}: training text not found")
+    if format == "conll":
+        return [sentence.tokens for sentence in read_conll(path, tag_column=None).sentences]
     sentences = []
     with path.open(encoding="utf-8") as lines:
         try:
@@ -301,7 +315,7 @@ def pretrain_lm(config: str | Path | LMConfig, overrides: Sequence[str] = (), re
         raise NerError(f"{output}: already holds a pretraining run; pass --resume or choose another output_dir")
     output.mkdir(parents=True, exist_ok=True)
 
-    sentences = read_sentences(Path(config.data.train))
+    sentences = read_sentences(Path(config.data.train), config.data.format)
     if len(sentences) <= config.data.heldout_sentences:
         raise ConfigError(f"data.heldout_sentences: expected fewer than the {len(sentences)} sentences of "
                           f"{config.data.train}, got {config.data.heldout_sentences}")
@@ -316,6 +330,8 @@ def pretrain_lm(config: str | Path | LMConfig, overrides: Sequence[str] = (), re
 
     torch.manual_seed(train_cfg.seed)
     model = BiLanguageModel(config.model, len(vocab))
+    if train_cfg.init_from and not resume:
+        _init_bilm(model.bilm, Path(train_cfg.init_from), config.model.bilm_options())
     optimizer = _optimizer(model, train_cfg)
     # tokens: forward-LM targets (words + </S>); train_seconds: time in training steps (no evaluation, no I/O)
     state = {"step": 0, "epoch": 0, "batch": 0, "tokens": 0, "train_seconds": 0.0, "history": []}
@@ -348,6 +364,9 @@ def pretrain_lm(config: str | Path | LMConfig, overrides: Sequence[str] = (), re
             break
         step_start = time.perf_counter()
         model.train()
+        model.bilm.requires_grad_(state["step"] >= train_cfg.softmax_warmup_steps)
+        for group in optimizer.param_groups:
+            group["lr"] = train_cfg.lr * _lr_factor(train_cfg, state["step"], total_steps)
         char_ids, targets = _batch_tensors(train_corpus, indices)
         losses = model(char_ids, targets, train_cfg.bptt)
         loss = 0.5 * (losses["forward"] / losses["forward_count"] + losses["backward"] / losses["backward_count"])
@@ -403,6 +422,22 @@ def evaluate_lm(model: BiLanguageModel, corpus: Corpus, batch_tokens: int) -> di
         for key, value in model(char_ids, targets, bptt=0).items():
             totals[key] += float(value)
     return {f"heldout_ppl_{d}": round(math.exp(totals[d] / totals[f"{d}_count"]), 3) for d in ("forward", "backward")}
+
+
+def _init_bilm(bilm: BiLM, directory: Path, options: BiLMOptions) -> None:
+    """Copy the weights of the biLM in ``directory`` into ``bilm``; its architecture must be the config's."""
+    start = BiLM.load(directory)
+    if start.options != options:
+        raise ConfigError(f"training.init_from: {directory} holds a biLM of another architecture than the model "
+                          f"section ({start.options} against {options})")
+    bilm.load_state_dict(start.state_dict())
+
+
+def _lr_factor(cfg: LMTrainingConfig, step: int, total_steps: int) -> float:
+    """Multiplier of ``cfg.lr`` at ``step`` (0-based) of a run of ``total_steps``."""
+    if cfg.lr_schedule == "linear":
+        return max(0.0, 1.0 - step / total_steps)
+    return 1.0
 
 
 def _optimizer(model: nn.Module, cfg: LMTrainingConfig) -> torch.optim.Optimizer:
