@@ -115,6 +115,9 @@ class ModelConfig:
     # After decoding, tag the untagged capitalised repeats of a tagged name elsewhere in its document
     # (ner/propagation.py); evaluate reads documents from -DOCSTART- lines, tag takes each window as one.
     propagate_entities: bool = False
+    # Join each token's BiLSTM state with the mean state of the other mentions of its lowercased word in its
+    # document before the emission layer (batches then hold whole documents; ner/nn/mentions.py).
+    document_context: bool = False
 
 
 @dataclass

@@ -23,7 +23,8 @@ from torch import nn
 from ner.config import CONFIG_VERSION, Config, ModelConfig, config_from_dict, read_yaml
 from ner.data.batching import Batch, Batcher
 from ner.data.conll import Corpus, Sentence, write_text_atomic
-from ner.data.features import CASING_CLASSES, DOCUMENT_CASING_CLASSES, casing_class, documents_casing
+from ner.data.features import (CASING_CLASSES, DOCUMENT_CASING_CLASSES, casing_class, document_ranges,
+                               documents_casing)
 from ner.data.vectors import read_vectors
 from ner.data.schemes import convert_tags, spans_to_tags, tags_to_spans
 from ner.data.vocab import Vocabulary, build_vocabularies, load_vocabularies, save_vocabularies
@@ -34,6 +35,7 @@ from ner.elmo import BiLM, BiLMOptions, Elmo, ElmoCache, batch_to_char_ids, load
 from ner.nn.char_cnn import CharCNN
 from ner.nn.crf import CRF, allowed_transitions
 from ner.nn.lstm import GRU, LSTM
+from ner.nn.mentions import mean_of_other_mentions
 
 WEIGHTS_FILE = "model.pt"
 CONFIG_FILE = "config.yaml"
@@ -100,16 +102,19 @@ class TaggerModel(nn.Module):
         self.encoder = recurrent(self.embedder.output_dim, lstm.hidden_size, num_layers=lstm.num_layers,
                                  bidirectional=True, dropout=config.dropout if lstm.num_layers > 1 else 0.0,
                                  layer_norm=lstm.layer_norm, residual=lstm.residual, **options)
-        self.emissions = nn.Linear(2 * lstm.hidden_size, len(tag_names))
+        self.document_context = config.document_context
+        self.emissions = nn.Linear(2 * lstm.hidden_size * (2 if config.document_context else 1), len(tag_names))
         self.crf = CRF(len(tag_names), allowed_transitions(tag_names, config.scheme))
 
     def forward(self, word_ids: torch.Tensor, casing_ids: torch.Tensor, char_ids: torch.Tensor,
                 mask: torch.Tensor, elmo: torch.Tensor | None = None,
-                document_casing_ids: torch.Tensor | None = None) -> torch.Tensor:
-        """Emission scores (B, T, K) for the batch's tokens; ``elmo`` (B, T, 2P) are the mixed ELMo features."""
+                document_casing_ids: torch.Tensor | None = None,
+                mention_groups: torch.Tensor | None = None) -> torch.Tensor:
+        """Emission scores (B, T, K) for the batch's tokens; ``elmo`` (B, T, 2P) are the mixed ELMo features,
+        ``mention_groups`` (B, T) the document context's groups (see ``emit``)."""
         x = self.dropout(self.embedder(word_ids, casing_ids, char_ids, elmo, document_casing_ids))  # (B, T, D)
         hidden, _ = self.encoder(x, mask)  # (B, T, 2H), zero at padding
-        return self.emissions(self.dropout(hidden))  # (B, T, K)
+        return self.emit(hidden, mention_groups)
 
     def token_inputs(self, word_ids: torch.Tensor, casing_ids: torch.Tensor, char_ids: torch.Tensor,
                      document_casing_ids: torch.Tensor | None = None) -> torch.Tensor:
@@ -122,9 +127,20 @@ class TaggerModel(nn.Module):
                                  document_casing_ids=document_casing)  # (V, 1, D)
         return self.encoder.input_projection(features[:, 0])  # (2, V, G)
 
-    def emissions_from_inputs(self, table: torch.Tensor, rows: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    def emissions_from_inputs(self, table: torch.Tensor, rows: torch.Tensor, mask: torch.Tensor,
+                              mention_groups: torch.Tensor | None = None) -> torch.Tensor:
         """Emission scores (B, T, K) of tokens given as rows (B, T) of a ``token_inputs`` table (2, V, G)."""
         hidden, _ = self.encoder(rows, mask, inputs_table=table)  # (B, T, 2H), zero at padding
+        return self.emit(hidden, mention_groups)
+
+    def emit(self, hidden: torch.Tensor, mention_groups: torch.Tensor | None) -> torch.Tensor:
+        """Emission scores (B, T, K) from encoder states (B, T, 2H). With ``model.document_context`` each state
+        is joined by the mean state of the other mentions of its word in its document: ``mention_groups``
+        (B, T) gives equal ids to those tokens (0 on padding)."""
+        if self.document_context:
+            if mention_groups is None:
+                raise ValueError("mention_groups: required by a model with document context")
+            hidden = torch.cat([hidden, mean_of_other_mentions(hidden, mention_groups)], dim=-1)  # (B, T, 4H)
         return self.emissions(self.dropout(hidden))  # (B, T, K)
 
 
@@ -133,29 +149,50 @@ class EncodedSentences:
 
     ``elmo_cache`` (frozen ELMo only) holds the biLM layers of these sentences, in the same order. With
     ``has_document_casing`` the batcher's row features are the tokens' document casing classes;
-    ``document_ids`` delimit the documents (see ``Tagger.encode``).
+    ``document_ids`` delimit the documents (see ``Tagger.encode``). With ``document_context`` batches hold
+    whole documents and carry each token's mention group: its lowercased spelling within its document.
     """
 
     def __init__(self, batcher: Batcher, elmo_cache: ElmoCache | None = None,
-                 has_document_casing: bool = False, document_ids: Sequence[int] | None = None) -> None:
+                 has_document_casing: bool = False, document_ids: Sequence[int] | None = None,
+                 document_context: bool = False) -> None:
         self.batcher = batcher
         self.document_ids = document_ids  # one per sentence; None: all one document
         self.has_document_casing = has_document_casing
         self.casing_table = torch.tensor([0] + [casing_class(word) for word in batcher.distinct])  # (rows,)
         self.elmo_cache = elmo_cache
+        self.documents = document_ranges(len(batcher), document_ids) if document_context else None
+        self.sentence_documents: torch.Tensor | None = None  # (sentences,) document number
+        self.lowercase_table: torch.Tensor | None = None  # (rows,) id of each row's lowercased spelling, 0: padding
+        if self.documents is not None:
+            self.sentence_documents = torch.repeat_interleave(
+                torch.arange(len(self.documents)), torch.tensor([len(d) for d in self.documents]))
+            lowercase: dict[str, int] = {}
+            self.lowercase_table = torch.tensor(
+                [0] + [lowercase.setdefault(word.lower(), len(lowercase) + 1) for word in batcher.distinct])
 
     def __len__(self) -> int:
         return len(self.batcher)
 
     def batches(self, batch_size: int, shuffle: bool = False, seed: int = 0) -> Iterator[TaggerBatch]:
         """Batches grouped by length; ``shuffle`` orders them by ``seed`` alone."""
-        for batch in self.batcher.batches(batch_size, shuffle=shuffle, seed=seed):
+        for batch in self.batcher.batches(batch_size, shuffle=shuffle, seed=seed, documents=self.documents):
             casing = self.casing_table[batch.rows]  # (B, T), 0 on padding
             document_casing = self.batcher.row_features[batch.rows] if self.has_document_casing else None  # (B, T)
             layers = None
             if self.elmo_cache is not None:
                 layers, _ = self.elmo_cache.layers_for(batch.indices)  # (L + 1, B, T + 2, 2P)
-            yield TaggerBatch(batch, casing, layers, document_casing)
+            yield TaggerBatch(batch, casing, layers, document_casing, self._mention_groups(batch))
+
+    def _mention_groups(self, batch: Batch) -> torch.Tensor | None:
+        """(B, T) ids shared by the tokens of one lowercased spelling in one document, from 1; 0 on padding."""
+        if self.lowercase_table is None or self.sentence_documents is None:
+            return None
+        words = self.lowercase_table[batch.rows]  # (B, T)
+        documents = self.sentence_documents[batch.indices]  # (B,)
+        pairs = documents[:, None] * (int(words.max()) + 1) + words  # (B, T), distinct per (document, word)
+        _, groups = torch.unique(pairs, return_inverse=True)  # (B, T) from 0
+        return (groups + 1) * batch.mask  # (B, T)
 
 
 @dataclass
@@ -166,6 +203,7 @@ class TaggerBatch:
     casing_ids: torch.Tensor  # (B, T) long
     elmo_layers: torch.Tensor | None  # (L + 1, B, T + 2, 2P) from the cache, or None
     document_casing_ids: torch.Tensor | None = None  # (B, T) long, when the model has the feature
+    mention_groups: torch.Tensor | None = None  # (B, T) long, with model.document_context
 
     @property
     def size(self) -> int:
@@ -276,7 +314,8 @@ class Tagger:
             dtype = getattr(torch, self.config.model.elmo.cache_dtype)
             cache = ElmoCache.for_sentences(elmo.bilm, batcher.tokens, elmo_cache_dir, dtype=dtype,
                                             progress=self.config.output.progress)
-        return EncodedSentences(batcher, cache, has_document_casing, document_ids)
+        return EncodedSentences(batcher, cache, has_document_casing, document_ids,
+                                self.config.model.document_context)
 
     def encode_corpus(self, corpus: Corpus, elmo_cache_dir: Path | None = None) -> EncodedSentences:
         """A labelled corpus, its tags converted to the model's scheme."""
@@ -303,9 +342,10 @@ class Tagger:
         if unk_probability is not None:
             dropped = torch.rand(word_ids.shape, device=self.device) < unk_probability[word_ids]  # (B, T)
             word_ids = word_ids.masked_fill(dropped & (word_ids > 0), self.words.unk_id)
-        document_casing = None if item.document_casing_ids is None else item.document_casing_ids.to(self.device)
+        document_casing = _to(item.document_casing_ids, self.device)
         return self.model(word_ids, item.casing_ids.to(self.device), batch.char_ids.to(self.device),
-                          batch.mask.to(self.device), self._elmo_features(item), document_casing)
+                          batch.mask.to(self.device), self._elmo_features(item), document_casing,
+                          _to(item.mention_groups, self.device))
 
     def token_inputs(self, encoded: EncodedSentences, rows: torch.Tensor, chunk: int = 2048) -> torch.Tensor:
         """First-layer gate inputs (2, n, G) of the distinct words at ``rows`` (n,) of ``encoded``'s word table,
@@ -371,7 +411,8 @@ class Tagger:
             if table is None:
                 emissions = self.emissions(item)  # (B, T, K)
             else:
-                emissions = self.model.emissions_from_inputs(table, columns[batch.rows.to(self.device)], mask)
+                emissions = self.model.emissions_from_inputs(table, columns[batch.rows.to(self.device)], mask,
+                                                             _to(item.mention_groups, self.device))
             paths = self.model.crf.decode(emissions, mask).tolist()  # (B, T)
             for index, path, tokens in zip(batch.indices, paths, batch.tokens):
                 tags[index] = self.tags.decode(path[:len(tokens)])
@@ -437,6 +478,10 @@ class Tagger:
         from ner.tagging import tag_text
 
         return tag_text(self, text)
+
+
+def _to(tensor: torch.Tensor | None, device: torch.device) -> torch.Tensor | None:
+    return None if tensor is None else tensor.to(device)
 
 
 def batch_mask_with_boundaries(mask: torch.Tensor) -> torch.Tensor:

@@ -159,7 +159,12 @@ def trained_with_document_casing(tmp_path_factory: pytest.TempPathFactory) -> Pa
     return run(tmp_path_factory.mktemp("train"), "run", "model.embeddings.document_casing_dim=4")
 
 
-@pytest.mark.parametrize("run_fixture", ["trained", "trained_with_document_casing"])
+@pytest.fixture(scope="module")
+def trained_with_document_context(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return run(tmp_path_factory.mktemp("train"), "run", "model.document_context=true")
+
+
+@pytest.mark.parametrize("run_fixture", ["trained", "trained_with_document_casing", "trained_with_document_context"])
 def test_inference_from_per_spelling_inputs_equals_the_full_model(run_fixture: str,
                                                                   request: pytest.FixtureRequest) -> None:
     tagger = Tagger.load(request.getfixturevalue(run_fixture))
@@ -170,7 +175,7 @@ def test_inference_from_per_spelling_inputs_equals_the_full_model(run_fixture: s
         for item in encoded.batches(8):
             direct = tagger.emissions(item)  # embedder and BiLSTM on the padded batch
             mask = item.batch.mask
-            cached = tagger.model.emissions_from_inputs(table, columns[item.batch.rows], mask)
+            cached = tagger.model.emissions_from_inputs(table, columns[item.batch.rows], mask, item.mention_groups)
             torch.testing.assert_close(cached[mask], direct[mask], rtol=1e-5, atol=1e-5)
 
 
@@ -273,6 +278,27 @@ def test_document_casing_reaches_the_model_and_documents_are_delimited(trained_w
     assert predicted == tagger.predict(tokens, document_ids=test.document_ids())
     with pytest.raises(ValueError, match=r"^document_ids: expected one per sentence \(2\), got 1$"):
         tagger.predict(sentences, document_ids=[0])
+
+
+def test_document_context_reads_the_other_mentions_of_a_word_in_its_document(
+        trained_with_document_context: Path) -> None:
+    tagger = Tagger.load(trained_with_document_context)
+    sentence, other = ["Blackburn", "said", "so"], ["Mr", "blackburn", "spoke", "twice"]
+    with torch.no_grad():
+        def emissions(sentences: list[list[str]], document_ids: list[int] | None) -> torch.Tensor:
+            item = next(tagger.encode(sentences, document_ids=document_ids).batches(8))
+            return tagger.emissions(item)[item.batch.indices.index(0), :len(sentences[0])]  # (T, K)
+
+        alone = emissions([sentence], None)
+        with_mention = emissions([sentence, other], None)
+        other_document = emissions([sentence, other], [0, 1])
+        unrelated = emissions([sentence, ["Nothing", "shared", "here"]], None)
+    torch.testing.assert_close(other_document, alone)  # another document's mention is not seen
+    torch.testing.assert_close(unrelated, alone)  # nor are words that differ
+    assert not torch.allclose(with_mention[0], alone[0])  # the mention (any casing) in the same document is
+    torch.testing.assert_close(with_mention[1:], alone[1:])  # and only by the word that has it
+    batches = list(tagger.encode([sentence, other, sentence], document_ids=[0, 1, 1]).batches(2))
+    assert [b.batch.indices for b in batches] == [[0], [1, 2]]  # whole documents per batch
 
 
 def test_propagation_after_decoding_is_applied_per_document_and_its_spans_are_scored(

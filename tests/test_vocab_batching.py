@@ -133,6 +133,23 @@ class TestBatcher:
             spread = [len(token_seqs[i]) for i in batch.indices]
             assert max(spread) - min(spread) <= 2  # 40 sentences over 9 lengths: a batch spans few lengths
 
+    def test_document_batches_hold_whole_documents(self) -> None:
+        batcher = make_batcher()[0]
+        documents = [range(0, 3), range(3, 15), range(15, 16), range(16, 30), range(30, 40)]  # 3, 12, 1, 14, 10
+        for shuffle, seed in ((False, 0), (True, 1), (True, 2)):
+            groups = [batch.indices for batch in batcher.batches(12, shuffle=shuffle, seed=seed, documents=documents)]
+            assert sorted(i for group in groups for i in group) == list(range(40))
+            for group in groups:
+                members = [d for d in documents if d.start in group]
+                assert sorted(group) == [i for d in members for i in d]  # whole documents only
+                assert len(group) <= 12 or len(members) == 1  # a longer document comes alone
+        unshuffled = [batch.indices for batch in batcher.batches(12, documents=documents)]
+        assert unshuffled == [list(range(0, 3)), list(range(3, 15)), list(range(15, 16)), list(range(16, 30)),
+                              list(range(30, 40))]
+        assert [b.indices for b in batcher.batches(16, documents=documents)][0] == list(range(0, 16))
+        shuffled = [[b.indices for b in batcher.batches(12, shuffle=True, seed=s, documents=documents)] for s in (1, 1, 2)]
+        assert shuffled[0] == shuffled[1] != shuffled[2]
+
     def test_shuffled_order_is_fixed_by_the_seed_alone(self) -> None:
         batcher = make_batcher()[0]
         python_state, torch_state = random.getstate(), torch.get_rng_state()

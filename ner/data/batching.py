@@ -108,15 +108,24 @@ class Batcher:
     def __len__(self) -> int:
         return len(self.tokens)
 
-    def batches(self, batch_size: int, *, shuffle: bool = False, seed: int = 0) -> Iterator[Batch]:
+    def batches(self, batch_size: int, *, shuffle: bool = False, seed: int = 0,
+                documents: Sequence[range] | None = None) -> Iterator[Batch]:
         """Batches of up to ``batch_size`` sentences of similar length.
 
         Without ``shuffle`` sentences go shortest first (ties in input order). With ``shuffle`` sentences of
         equal length are ordered at random and the batches come in random order, both drawn from
         ``random.Random(seed)`` only, so a seed (e.g. base seed + epoch) fixes the whole epoch.
+
+        With ``documents`` (sentence ranges that cover every sentence once) a batch holds whole documents
+        instead: consecutive documents (in random order with ``shuffle``) up to ``batch_size`` sentences, a
+        longer document alone.
         """
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        if documents is not None:
+            for group in _document_groups(documents, batch_size, random.Random(seed) if shuffle else None):
+                yield self.batch(group)
+            return
         if shuffle:
             rng = random.Random(seed)
             tie_breaks = [rng.random() for _ in self.lengths]
@@ -144,6 +153,20 @@ class Batcher:
         if self.tag_ids is not None:
             tag_ids = pad_sequence([self.tag_ids[i] for i in indices], batch_first=True)  # (B, T)
         return Batch(word_ids, char_ids, rows, mask, tag_ids, list(indices), [self.tokens[i] for i in indices])
+
+
+def _document_groups(documents: Sequence[range], batch_size: int, rng: random.Random | None) -> list[list[int]]:
+    """Sentence indices of whole documents, packed in order (shuffled by ``rng``) up to ``batch_size`` each."""
+    order = list(documents)
+    if rng is not None:
+        rng.shuffle(order)
+    groups: list[list[int]] = []
+    for document in order:
+        if groups and len(groups[-1]) + len(document) <= batch_size:
+            groups[-1].extend(document)
+        else:
+            groups.append(list(document))
+    return groups
 
 
 def _split_flat(id_lists: list[list[int]], lengths: list[int]) -> list[torch.Tensor]:

@@ -1,0 +1,21 @@
+"""Document context for the tagger: each token sees the encoder states of the other mentions of its word."""
+
+from __future__ import annotations
+
+import torch
+
+
+def mean_of_other_mentions(hidden: torch.Tensor, groups: torch.Tensor) -> torch.Tensor:
+    """The mean of ``hidden`` over the other tokens of each token's group; zero for a token alone in its group.
+
+    hidden (B, T, C); groups (B, T) long, equal ids for mentions of one word in one document, 0 on padding
+    (padding gets zeros). One pass: per-group sums, then each token's own state taken out again.
+    """
+    flat = hidden.reshape(-1, hidden.shape[-1])  # (N, C)
+    ids = groups.reshape(-1)  # (N,)
+    size = int(ids.max()) + 1
+    sums = flat.new_zeros(size, flat.shape[1]).index_add_(0, ids, flat)  # (G, C)
+    counts = torch.bincount(ids, minlength=size)[ids]  # (N,) the size of each token's group
+    context = (sums[ids] - flat) / (counts - 1).clamp(min=1)[:, None]  # (N, C)
+    alone = (counts == 1) | (ids == 0)  # (N,)
+    return context.masked_fill(alone[:, None], 0.0).view_as(hidden)  # (B, T, C)

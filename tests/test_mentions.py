@@ -1,0 +1,27 @@
+"""Document context: the mean encoder state of a token's other mentions, against a plain loop."""
+
+from __future__ import annotations
+
+import torch
+
+from ner.nn.mentions import mean_of_other_mentions
+
+
+def test_mean_of_other_mentions_against_a_loop() -> None:
+    torch.manual_seed(0)
+    hidden = torch.randn(3, 5, 4, dtype=torch.float64)  # (B, T, C)
+    groups = torch.tensor([[1, 2, 1, 3, 0], [2, 2, 4, 0, 0], [1, 5, 2, 1, 6]])  # 0: padding
+    got = mean_of_other_mentions(hidden, groups)
+    flat, ids = hidden.reshape(-1, 4), groups.reshape(-1).tolist()
+    for n, group in enumerate(ids):
+        others = [flat[m] for m, g in enumerate(ids) if g == group and m != n]
+        want = torch.stack(others).mean(0) if group and others else torch.zeros(4, dtype=torch.float64)
+        torch.testing.assert_close(got.reshape(-1, 4)[n], want)
+    assert got[0, 3].abs().sum() == 0 and got[1, 4].abs().sum() == 0  # alone in its group; padding
+
+
+def test_gradients_reach_the_other_mentions_only() -> None:
+    hidden = torch.randn(1, 4, 3, requires_grad=True)
+    groups = torch.tensor([[1, 2, 1, 1]])
+    mean_of_other_mentions(hidden, groups)[0, 0].sum().backward()  # token 0 reads tokens 2 and 3
+    assert hidden.grad[0, :, 0].tolist() == [0.0, 0.0, 0.5, 0.5]
