@@ -481,6 +481,7 @@ class Tagger:
 
 
 def _to(tensor: torch.Tensor | None, device: torch.device) -> torch.Tensor | None:
+    """``tensor`` on ``device``; None stays None."""
     return None if tensor is None else tensor.to(device)
 
 
