@@ -283,3 +283,12 @@ def test_committed_reuters_bilm_is_what_the_elmo_config_uses_and_round_trips(tmp
     with torch.no_grad():
         for got, want in zip(loaded(ids)[0], bilm(ids)[0]):  # the layout has one bias per cell: sums may round
             torch.testing.assert_close(got, want, atol=1e-5, rtol=0)
+
+
+def test_committed_adapted_bilm_is_the_reuters_architecture_with_other_weights() -> None:
+    models = Path(__file__).resolve().parents[1] / "models"
+    reuters, adapted = BiLM.load(models / "lm_reuters"), BiLM.load(models / "lm_reuters_conll2003")
+    assert adapted.options == reuters.options
+    changed = [name for name, weight in adapted.state_dict().items()
+               if not torch.equal(weight, reuters.state_dict()[name])]
+    assert len(changed) == len(reuters.state_dict())  # fine-tuning moved every tensor
