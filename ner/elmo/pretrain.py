@@ -125,11 +125,12 @@ def load_lm_config(path: str | Path, overrides: Sequence[str] = ()) -> LMConfig:
     cli_values = parse_overrides(overrides)
     for key, value in cli_values.items():
         _apply_override(config, key, value, errors)
-    for section, key, dotted in ((config.data, "train", "data.train"), (config, "output_dir", "output_dir"),
-                                 (config.training, "init_from", "training.init_from")):
+    for section, key, dotted, required in ((config.data, "train", "data.train", True),
+                                           (config, "output_dir", "output_dir", True),
+                                           (config.training, "init_from", "training.init_from", False)):
         if getattr(section, key):
             setattr(section, key, _resolve(getattr(section, key), Path.cwd() if dotted in cli_values else path.parent))
-        elif dotted != "training.init_from":
+        elif required:
             errors.append(f"{path}: {dotted}: required")
     checks = [
         (config.training.epochs >= 1, "training.epochs", "expected an integer >= 1"),
