@@ -83,7 +83,8 @@ class Embedder(nn.Module):
 
 
 class TaggerModel(nn.Module):
-    """Emission scores from embedder + BiLSTM + linear layer; a CRF constrained to well-formed sequences.
+    """Encoder states from embedder + BiLSTM (``states``), emission scores from them by a linear layer
+    (``emit``), and a CRF constrained to well-formed sequences.
 
     With ``bilm`` the embedder also gets ELMo features: the biLM's layers, scalar-mixed (``self.elmo``).
     """
@@ -106,41 +107,47 @@ class TaggerModel(nn.Module):
         self.emissions = nn.Linear(2 * lstm.hidden_size * (2 if config.document_context else 1), len(tag_names))
         self.crf = CRF(len(tag_names), allowed_transitions(tag_names, config.scheme))
 
-    def forward(self, word_ids: torch.Tensor, casing_ids: torch.Tensor, char_ids: torch.Tensor,
-                mask: torch.Tensor, elmo: torch.Tensor | None = None,
-                document_casing_ids: torch.Tensor | None = None,
-                mention_groups: torch.Tensor | None = None) -> torch.Tensor:
-        """Emission scores (B, T, K) for the batch's tokens; ``elmo`` (B, T, 2P) are the mixed ELMo features,
-        ``mention_groups`` (B, T) the document context's groups (see ``emit``)."""
+    def states(self, word_ids: torch.Tensor, casing_ids: torch.Tensor, char_ids: torch.Tensor,
+               mask: torch.Tensor, elmo: torch.Tensor | None = None,
+               document_casing_ids: torch.Tensor | None = None) -> torch.Tensor:
+        """Encoder states (B, T, 2H) of the batch's tokens, zero at padding."""
         x = self.dropout(self.embedder(word_ids, casing_ids, char_ids, elmo, document_casing_ids))  # (B, T, D)
-        hidden, _ = self.encoder(x, mask)  # (B, T, 2H), zero at padding
-        return self.emit(hidden, mention_groups)
+        hidden, _ = self.encoder(x, mask)  # (B, T, 2H)
+        return hidden
 
     def token_inputs(self, word_ids: torch.Tensor, casing_ids: torch.Tensor, char_ids: torch.Tensor,
                      document_casing_ids: torch.Tensor | None = None) -> torch.Tensor:
         """The BiLSTM's first-layer gate inputs of V tokens taken one by one: word_ids, casing_ids,
         document_casing_ids (V,), char_ids (V, W) -> (2, V, G). In eval mode without ELMo they depend on the
         token's spelling (and document casing class) alone, so inference computes them once per distinct
-        spelling (``emissions_from_inputs`` continues from them)."""
+        spelling (``states_from_inputs`` continues from them)."""
         document_casing = None if document_casing_ids is None else document_casing_ids[:, None]  # (V, 1)
         features = self.embedder(word_ids[:, None], casing_ids[:, None], char_ids[:, None],
                                  document_casing_ids=document_casing)  # (V, 1, D)
         return self.encoder.input_projection(features[:, 0])  # (2, V, G)
 
-    def emissions_from_inputs(self, table: torch.Tensor, rows: torch.Tensor, mask: torch.Tensor,
-                              mention_groups: torch.Tensor | None = None) -> torch.Tensor:
-        """Emission scores (B, T, K) of tokens given as rows (B, T) of a ``token_inputs`` table (2, V, G)."""
-        hidden, _ = self.encoder(rows, mask, inputs_table=table)  # (B, T, 2H), zero at padding
-        return self.emit(hidden, mention_groups)
+    def states_from_inputs(self, table: torch.Tensor, rows: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Encoder states (B, T, 2H), zero at padding, of tokens given as rows (B, T) of a ``token_inputs``
+        table (2, V, G)."""
+        hidden, _ = self.encoder(rows, mask, inputs_table=table)
+        return hidden
 
     def emit(self, hidden: torch.Tensor, mention_groups: torch.Tensor | None) -> torch.Tensor:
         """Emission scores (B, T, K) from encoder states (B, T, 2H). With ``model.document_context`` each state
         is joined by the mean state of the other mentions of its word in its document: ``mention_groups``
-        (B, T) gives equal ids to those tokens (0 on padding)."""
+        (B, T) gives equal ids to those tokens (0 on padding); the batch must hold whole documents."""
+        context = None
         if self.document_context:
             if mention_groups is None:
                 raise ValueError("mention_groups: required by a model with document context")
-            hidden = torch.cat([hidden, mean_of_other_mentions(hidden, mention_groups)], dim=-1)  # (B, T, 4H)
+            context = mean_of_other_mentions(hidden, mention_groups)  # (B, T, 2H)
+        return self.emit_with_context(hidden, context)
+
+    def emit_with_context(self, hidden: torch.Tensor, context: torch.Tensor | None) -> torch.Tensor:
+        """Emission scores (B, T, K) from encoder states (B, T, 2H) and, with document context, the mean states
+        of each token's other mentions (B, T, 2H), however they were gathered."""
+        if context is not None:
+            hidden = torch.cat([hidden, context], dim=-1)  # (B, T, 4H)
         return self.emissions(self.dropout(hidden))  # (B, T, K)
 
 
@@ -174,25 +181,44 @@ class EncodedSentences:
     def __len__(self) -> int:
         return len(self.batcher)
 
-    def batches(self, batch_size: int, shuffle: bool = False, seed: int = 0) -> Iterator[TaggerBatch]:
-        """Batches grouped by length; ``shuffle`` orders them by ``seed`` alone."""
-        for batch in self.batcher.batches(batch_size, shuffle=shuffle, seed=seed, documents=self.documents):
+    def batches(self, batch_size: int, shuffle: bool = False, seed: int = 0,
+                whole_documents: bool = True) -> Iterator[TaggerBatch]:
+        """Batches grouped by length; ``shuffle`` orders them by ``seed`` alone. With document context and
+        ``whole_documents`` (training) they hold whole documents and carry their tokens' mention groups;
+        without, they are grouped by length alone and ``other_mentions`` gathers the context across them."""
+        documents = self.documents if whole_documents else None
+        for batch in self.batcher.batches(batch_size, shuffle=shuffle, seed=seed, documents=documents):
             casing = self.casing_table[batch.rows]  # (B, T), 0 on padding
             document_casing = self.batcher.row_features[batch.rows] if self.has_document_casing else None  # (B, T)
             layers = None
             if self.elmo_cache is not None:
                 layers, _ = self.elmo_cache.layers_for(batch.indices)  # (L + 1, B, T + 2, 2P)
-            yield TaggerBatch(batch, casing, layers, document_casing, self._mention_groups(batch))
+            groups = _groups(self._mention_keys(batch)) if documents is not None else None  # (B, T)
+            yield TaggerBatch(batch, casing, layers, document_casing, groups)
 
-    def _mention_groups(self, batch: Batch) -> torch.Tensor | None:
-        """(B, T) ids shared by the tokens of one lowercased spelling in one document, from 1; 0 on padding."""
+    def other_mentions(self, batches: Sequence[Batch], states: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+        """For batches of these sentences (together holding every sentence of a document they touch) and their
+        encoder states (B, T, C): the mean state of each token's other mentions in its document (B, T, C)."""
+        keys = torch.cat([self._mention_keys(batch).reshape(-1) for batch in batches])  # (N,)
+        flat = torch.cat([hidden.reshape(-1, hidden.shape[-1]) for hidden in states])  # (N, C)
+        groups = _groups(keys.to(flat.device))  # (N,)
+        context = mean_of_other_mentions(flat[None], groups[None])[0]  # (N, C)
+        parts = context.split([hidden.shape[0] * hidden.shape[1] for hidden in states])
+        return [part.view_as(hidden) for part, hidden in zip(parts, states)]  # each (B, T, C)
+
+    def _mention_keys(self, batch: Batch) -> torch.Tensor:
+        """(B, T) one number per (document, lowercased spelling), the same in every batch; 0 on padding."""
         if self.lowercase_table is None or self.sentence_documents is None:
-            return None
-        words = self.lowercase_table[batch.rows]  # (B, T)
+            raise ValueError("mention keys: the sentences were encoded for a model without document context")
+        words = self.lowercase_table[batch.rows]  # (B, T), 0 on padding
         documents = self.sentence_documents[batch.indices]  # (B,)
-        pairs = documents[:, None] * (int(words.max()) + 1) + words  # (B, T), distinct per (document, word)
-        _, groups = torch.unique(pairs, return_inverse=True)  # (B, T) from 0
-        return (groups + 1) * batch.mask  # (B, T)
+        return (documents[:, None] * len(self.lowercase_table) + words) * batch.mask  # (B, T)
+
+
+def _groups(keys: torch.Tensor) -> torch.Tensor:
+    """Ids from 1 shared by equal nonzero ``keys`` (any shape); 0 where the key is 0."""
+    _, inverse = torch.unique(keys, return_inverse=True)
+    return (inverse + 1) * (keys > 0)
 
 
 @dataclass
@@ -335,17 +361,20 @@ class Tagger:
             min(1.0, model.word_dropout + model.singleton_unk)
 
     def emissions(self, item: TaggerBatch, unk_probability: torch.Tensor | None = None) -> torch.Tensor:
-        """Emission scores (B, T, K); with ``unk_probability`` (one chance per word id) words are replaced by
-        <unk> at random, as in training."""
+        """Emission scores (B, T, K) of a batch from ``batches`` (whole documents, for the document context);
+        with ``unk_probability`` (one chance per word id) words are replaced by <unk> at random, as in training."""
+        return self.model.emit(self.states(item, unk_probability), _to(item.mention_groups, self.device))
+
+    def states(self, item: TaggerBatch, unk_probability: torch.Tensor | None = None) -> torch.Tensor:
+        """Encoder states (B, T, 2H) of a batch, zero at padding; ``unk_probability`` as in ``emissions``."""
         batch = item.batch
         word_ids = batch.word_ids.to(self.device)  # (B, T)
         if unk_probability is not None:
             dropped = torch.rand(word_ids.shape, device=self.device) < unk_probability[word_ids]  # (B, T)
             word_ids = word_ids.masked_fill(dropped & (word_ids > 0), self.words.unk_id)
-        document_casing = _to(item.document_casing_ids, self.device)
-        return self.model(word_ids, item.casing_ids.to(self.device), batch.char_ids.to(self.device),
-                          batch.mask.to(self.device), self._elmo_features(item), document_casing,
-                          _to(item.mention_groups, self.device))
+        return self.model.states(word_ids, item.casing_ids.to(self.device), batch.char_ids.to(self.device),
+                                 batch.mask.to(self.device), self._elmo_features(item),
+                                 _to(item.document_casing_ids, self.device))
 
     def token_inputs(self, encoded: EncodedSentences, rows: torch.Tensor, chunk: int = 2048) -> torch.Tensor:
         """First-layer gate inputs (2, n, G) of the distinct words at ``rows`` (n,) of ``encoded``'s word table,
@@ -399,25 +428,13 @@ class Tagger:
         With ``model.propagate_entities`` the decoded entities are propagated within each document
         (``ner.propagation``); a span's score is then the CRF's probability of the final span.
         """
-        self.model.eval()
         tags: list[list[str]] = [[] for _ in range(len(encoded))]
         scheme = self.config.model.scheme
-        # Without ELMo everything before the recurrence depends on the spelling alone: run it once per word.
-        table, columns = self.input_cache.lookup(self, encoded) if self.model.elmo is None else (None, None)
-        scored: list[tuple[Batch, torch.Tensor]] = []  # each batch with its emissions, to score the final spans
-        for item in encoded.batches(batch_size):
-            batch = item.batch
-            mask = batch.mask.to(self.device)
-            if table is None:
-                emissions = self.emissions(item)  # (B, T, K)
-            else:
-                emissions = self.model.emissions_from_inputs(table, columns[batch.rows.to(self.device)], mask,
-                                                             _to(item.mention_groups, self.device))
-            paths = self.model.crf.decode(emissions, mask).tolist()  # (B, T)
+        scored = self.inference_emissions(encoded, batch_size)  # each batch with its emissions (B, T, K)
+        for batch, emissions in scored:
+            paths = self.model.crf.decode(emissions, batch.mask.to(self.device)).tolist()  # (B, T)
             for index, path, tokens in zip(batch.indices, paths, batch.tokens):
                 tags[index] = self.tags.decode(path[:len(tokens)])
-            if with_scores:
-                scored.append((batch, emissions))
         if self.config.model.propagate_entities:
             propagated = propagate_entities(encoded.batcher.tokens, [tags_to_spans(t) for t in tags],
                                             encoded.document_ids)
@@ -432,6 +449,31 @@ class Tagger:
             for index, sentence_spans, probs in zip(batch.indices, batch_spans, probabilities):
                 spans[index] = [(kind, start, end, p) for (kind, start, end), p in zip(sentence_spans, probs)]
         return tags, spans
+
+    @torch.no_grad()
+    def inference_emissions(self, encoded: EncodedSentences, batch_size: int = 64
+                            ) -> list[tuple[Batch, torch.Tensor]]:
+        """Each batch of ``encoded`` (grouped by length) with its emission scores (B, T, K), in eval mode.
+
+        Without ELMo everything before the recurrence depends on the spelling alone: it is computed once per
+        word (``input_cache``). The document context is gathered across all the batches, so they need not
+        hold whole documents (as training's do) and pad little.
+        """
+        self.model.eval()
+        table, columns = self.input_cache.lookup(self, encoded) if self.model.elmo is None else (None, None)
+        items = list(encoded.batches(batch_size, whole_documents=False))
+        states = []
+        for item in items:
+            if table is None:
+                states.append(self.states(item))  # (B, T, 2H)
+            else:
+                rows = columns[item.batch.rows.to(self.device)]  # (B, T)
+                states.append(self.model.states_from_inputs(table, rows, item.batch.mask.to(self.device)))
+        batches = [item.batch for item in items]
+        contexts = (encoded.other_mentions(batches, states) if self.model.document_context
+                    else [None] * len(items))
+        return [(batch, self.model.emit_with_context(hidden, context))
+                for batch, hidden, context in zip(batches, states, contexts)]
 
     def predict(self, sentences: Sequence[Sequence[str]], batch_size: int = 64,
                 document_ids: Sequence[int] | None = None) -> list[list[str]]:

@@ -165,18 +165,28 @@ def trained_with_document_context(tmp_path_factory: pytest.TempPathFactory) -> P
 
 
 @pytest.mark.parametrize("run_fixture", ["trained", "trained_with_document_casing", "trained_with_document_context"])
-def test_inference_from_per_spelling_inputs_equals_the_full_model(run_fixture: str,
-                                                                  request: pytest.FixtureRequest) -> None:
+def test_inference_emissions_equal_the_full_model_on_whole_documents(run_fixture: str,
+                                                                    request: pytest.FixtureRequest) -> None:
+    """Inference (per-spelling first-layer inputs, batches by length, the document context gathered across
+    batches) scores every sentence as the training path does (the full model on batches of whole documents)."""
     tagger = Tagger.load(request.getfixturevalue(run_fixture))
     test = read_conll(REPO / "data" / "sample" / "test.txt")
-    encoded = tagger.encode([s.tokens for s in test.sentences[:40]], document_ids=test.document_ids()[:40])
-    table, columns = tagger.input_cache.lookup(tagger, encoded)
+    documents = test.document_ids()[:40]
+    encoded = tagger.encode([s.tokens for s in test.sentences[:40]], document_ids=documents)
+    tagger.model.eval()
+    direct: dict[int, torch.Tensor] = {}
     with torch.no_grad():
         for item in encoded.batches(8):
-            direct = tagger.emissions(item)  # embedder and BiLSTM on the padded batch
-            mask = item.batch.mask
-            cached = tagger.model.emissions_from_inputs(table, columns[item.batch.rows], mask, item.mention_groups)
-            torch.testing.assert_close(cached[mask], direct[mask], rtol=1e-5, atol=1e-5)
+            emissions = tagger.emissions(item)  # (B, T, K): embedder and BiLSTM on the padded batch
+            for row, (index, tokens) in enumerate(zip(item.batch.indices, item.batch.tokens)):
+                direct[index] = emissions[row, :len(tokens)]
+        inferred = tagger.inference_emissions(encoded, batch_size=5)
+    batch_documents = [{documents[i] for i in batch.indices} for batch, _ in inferred]
+    assert any(len(d) > 1 for d in batch_documents)  # batches mix documents and split them
+    assert any(len([d for d in batch_documents if document in d]) > 1 for document in set(documents))
+    for batch, emissions in inferred:
+        for row, (index, tokens) in enumerate(zip(batch.indices, batch.tokens)):
+            torch.testing.assert_close(emissions[row, :len(tokens)], direct[index], rtol=1e-5, atol=1e-5)
 
 
 def test_input_cache_evicts_the_least_recently_used_and_forgets_on_new_weights(trained: Path) -> None:
