@@ -1,8 +1,9 @@
 """Training throughput (sentences/s): our tagger, the same with frozen ELMo (cached), and Flair's SequenceTagger.
 
-All three train on the same ``--sentences`` CoNLL-2003 training sentences (a seeded sample) with the batch size
-and SGD settings of ``--config``. Ours runs ``ner.training.train_epoch`` (length-grouped batches, as ``ner train``
-does); the ELMo tagger is ``--elmo-config`` (the same tagger plus the biLM), its layers cached once beforehand
+All three train on the same sample of CoNLL-2003 training documents (seeded, whole documents up to
+``--sentences`` sentences, so that the document features and context see real documents) with the batch size
+and SGD settings of ``--config``. Ours runs ``ner.training.train_epoch`` (batches as ``ner train``
+makes them); the ELMo tagger is ``--elmo-config`` (the same tagger plus the biLM), its layers cached once beforehand
 (the build is timed apart), and its passes alternate with the plain tagger's so both see the same machine.
 Flair trains as its ``ModelTrainer`` does (shuffled mini-batches, ``forward_loss``, backward, clipping, step),
 with our sizes (``flair_side.py`` maps them), in ``.bench-venv`` (``python3 -m venv .bench-venv &&
@@ -36,6 +37,7 @@ import torch  # noqa: E402
 from flair_side import model_sizes, run_flair  # noqa: E402
 from ner.config import load_config  # noqa: E402
 from ner.data.conll import Corpus, Sentence  # noqa: E402
+from ner.data.features import document_ranges  # noqa: E402
 from ner.data.schemes import convert_tags, tags_to_spans  # noqa: E402
 from ner.data.sources import load_corpus  # noqa: E402
 from ner.model import EncodedSentences, Tagger  # noqa: E402
@@ -46,7 +48,7 @@ class Trainee:
     """One of our taggers, built from a config, with its encoded sample and optimiser."""
 
     def __init__(self, config_path: str, train: str, corpus: Corpus, sample: list[Sentence],
-                 cache_dir: Path | None = None) -> None:
+                 document_ids: list[int], cache_dir: Path | None = None) -> None:
         self.config = load_config(config_path, [f"data.train={train}", "data.dev=null", "data.test=null",
                                                 "output.progress=false"])
         torch.manual_seed(self.config.training.seed)
@@ -54,7 +56,8 @@ class Trainee:
         started = time.perf_counter()
         scheme = self.config.model.scheme
         self.data: EncodedSentences = self.tagger.encode(
-            [s.tokens for s in sample], [convert_tags(s.tags, corpus.scheme, scheme) for s in sample], cache_dir)
+            [s.tokens for s in sample], [convert_tags(s.tags, corpus.scheme, scheme) for s in sample], cache_dir,
+            document_ids)
         self.encode_seconds = time.perf_counter() - started
         self.tagger.count_training_words(corpus)
         self.optimizer = make_optimizer(self.tagger.model, self.config.training)
@@ -86,14 +89,20 @@ def main() -> None:
     torch.set_num_threads(args.threads)
 
     corpus = load_corpus(load_config(args.config, [f"data.train={args.train}"]).data, "train")
-    sample = random.Random(0).sample(corpus.sentences, min(args.sentences, len(corpus.sentences)))
+    documents = document_ranges(len(corpus.sentences), corpus.document_ids())
+    random.Random(0).shuffle(documents)
+    chosen: list[range] = []
+    while documents and sum(len(d) for d in chosen) + len(documents[-1]) <= args.sentences:
+        chosen.append(documents.pop())
+    sample = [corpus.sentences[i] for document in chosen for i in document]
+    document_ids = [number for number, document in enumerate(chosen) for _ in document]
     tokens = sum(len(s.tokens) for s in sample)
     result: dict[str, object] = {"sentences": len(sample), "tokens": tokens, "threads": args.threads}
     with tempfile.TemporaryDirectory() as folder:
-        plain = Trainee(args.config, args.train, corpus, sample)
+        plain = Trainee(args.config, args.train, corpus, sample, document_ids)
         trainees = [plain]
         if not args.no_elmo:
-            elmo = Trainee(args.elmo_config, args.train, corpus, sample, Path(folder) / "elmo_cache")
+            elmo = Trainee(args.elmo_config, args.train, corpus, sample, document_ids, Path(folder) / "elmo_cache")
             trainees.append(elmo)
             print(f"ELMo cache of the sample built in {elmo.encode_seconds:.1f} s "
                   f"({tokens / elmo.encode_seconds:,.0f} tokens/s)")
