@@ -92,8 +92,10 @@ def main() -> None:
     documents = document_ranges(len(corpus.sentences), corpus.document_ids())
     random.Random(0).shuffle(documents)
     chosen: list[range] = []
-    while documents and sum(len(d) for d in chosen) + len(documents[-1]) <= args.sentences:
+    taken = 0  # sentences in the chosen documents
+    while documents and taken + len(documents[-1]) <= args.sentences:
         chosen.append(documents.pop())
+        taken += len(chosen[-1])
     sample = [corpus.sentences[i] for document in chosen for i in document]
     document_ids = [number for number, document in enumerate(chosen) for _ in document]
     tokens = sum(len(s.tokens) for s in sample)
