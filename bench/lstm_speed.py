@@ -21,8 +21,8 @@ import shlex
 import statistics
 import sys
 import time
-from collections.abc import Callable
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -97,13 +97,14 @@ def measure(calls: dict[str, Callable], batches: list[tuple], train: bool, repea
             with torch.no_grad():
                 call(x, mask, lengths)
 
-    for name, call in calls.items():  # warm-up
+    for call in calls.values():  # warm-up
         for x, mask, lengths in batches[:3]:
             step(call, x, mask, lengths)
     for _ in range(repeats):
         for x, mask, lengths in batches:
             for name, call in calls.items():
-                times[name].append(timed(lambda: step(call, x, mask, lengths)))
+                times[name].append(timed(lambda call=call, x=x, mask=mask, lengths=lengths:
+                                         step(call, x, mask, lengths)))
     return {name: statistics.median(values) for name, values in times.items()}
 
 

@@ -6,9 +6,9 @@ into plain raw text with ``bench/tokenizer_agreement.py``'s detokenizer (that st
 (``ner tag --workers``), and reports the share of the work in each stage. Flair's side, with ``--threads``
 torch threads, gets the very same token lists (our tokenizer's output) and times only
 ``SequenceTagger.predict`` (building its ``Sentence`` objects is timed apart), with the same sizes
-(``flair_side.py`` says how they map). Flair's weights are untrained: speed does not depend on them. Flair runs in its own
-virtual environment (``python3 -m venv .bench-venv && .bench-venv/bin/pip install -c constraints.txt flair``) in
-a subprocess.
+(``flair_side.py`` says how they map). Flair's weights are untrained: speed does not depend on them. Flair runs
+in its own virtual environment (``python3 -m venv .bench-venv && .bench-venv/bin/pip install -c constraints.txt
+flair``) in a subprocess.
 
     flock -x /tmp/ner-cpu.lock .venv/bin/python bench/tag_speed.py RUN_DIR [--lines 20000] [--batch-size 64] \\
         [--threads 2] [--flair-python .bench-venv/bin/python | --no-flair]
@@ -26,7 +26,6 @@ import json
 import os
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -85,8 +84,8 @@ def main() -> None:
     sys.path.insert(0, str(REPO))
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     import torch
-
     from flair_side import model_sizes, run_flair
+
     from ner.data.text import split_sentences
     from ner.tagging import tag_files, tag_text
 

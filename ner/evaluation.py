@@ -1,4 +1,5 @@
-"""Span-level scores with seqeval: micro and per-type precision, recall, F1 and support, default and strict mode.
+"""Span-level scores as seqeval computes them (``ner.scoring``): micro and per-type precision, recall, F1 and
+support, default and strict mode.
 
 Default mode behaves like conlleval. Strict mode counts a span only when its tags are exactly well-formed IOB2;
 both gold and predicted tags are converted to IOB2 first, so the two modes agree on well-formed sequences and
@@ -8,17 +9,17 @@ differ exactly where a prediction is ill-formed.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
-
-from seqeval.metrics import classification_report
-from seqeval.scheme import IOB2
+from typing import Any
 
 from ner.data.conll import Corpus, read_conll, write_predictions, write_text_atomic
 from ner.data.schemes import convert_tags
 from ner.data.sources import check_unseen_tags
 from ner.errors import NerError
+from ner.fileio import check_output, refuse_links_out
 from ner.model import EncodedSentences, Tagger
+from ner.scoring import report
 
 MODES = ("default", "strict")
 
@@ -34,8 +35,8 @@ def score(gold: Sequence[Sequence[str]], predicted: Sequence[Sequence[str]], sch
     gold_iob2 = [convert_tags(list(tags), scheme, "IOB2") for tags in gold]
     pred_iob2 = [convert_tags(list(tags), scheme, "IOB2") for tags in predicted]
     return {
-        "default": _report(gold_iob2, pred_iob2, strict=False),
-        "strict": _report(gold_iob2, pred_iob2, strict=True),
+        "default": report(gold_iob2, pred_iob2, strict=False),
+        "strict": report(gold_iob2, pred_iob2, strict=True),
     }
 
 
@@ -60,6 +61,10 @@ def evaluate_run(run_dir: str | Path, data_file: str | Path, predictions_path: s
     Writes ``RUN_DIR/evaluate/<file stem>/metrics.json`` and, on request, ``token gold predicted`` lines.
     Returns the scores.
     """
+    if predictions_path is not None:
+        check_output(predictions_path, inputs=[data_file])
+    out_dir = Path(run_dir) / "evaluate" / Path(data_file).stem
+    refuse_links_out(Path(run_dir), [out_dir / "metrics.json"])
     tagger = Tagger.load(run_dir)
     data = tagger.config.data
     corpus = read_conll(data_file, data.token_column, data.tag_column, data.scheme)
@@ -67,7 +72,6 @@ def evaluate_run(run_dir: str | Path, data_file: str | Path, predictions_path: s
         raise NerError(f"{data_file}: no tag column: evaluate needs gold tags (use `ner tag` for raw text)")
     corpus = check_unseen_tags(corpus, tagger.tags.items, data.unseen_tags)
     scores, predicted = score_corpus(tagger, corpus)
-    out_dir = Path(run_dir) / "evaluate" / Path(data_file).stem
     out_dir.mkdir(parents=True, exist_ok=True)
     write_json({"data": str(data_file), **scores}, out_dir / "metrics.json")
     if predictions_path is not None:
@@ -79,26 +83,12 @@ def evaluate_run(run_dir: str | Path, data_file: str | Path, predictions_path: s
     return scores
 
 
-def _report(gold: list[list[str]], predicted: list[list[str]], strict: bool) -> dict[str, dict[str, float]]:
-    options: dict[str, Any] = {"mode": "strict", "scheme": IOB2} if strict else {}
-    raw = classification_report(gold, predicted, output_dict=True, zero_division=0, **options)
-    report = {"micro": _row(raw["micro avg"])}
-    for name, row in sorted(raw.items()):
-        if not name.endswith(" avg"):
-            report[name] = _row(row)
-    return report
-
-
-def _row(row: dict[str, float]) -> dict[str, float]:
-    return {"precision": float(row["precision"]), "recall": float(row["recall"]),
-            "f1": float(row["f1-score"]), "support": int(row["support"])}
-
-
 def format_table(scores: dict[str, Any]) -> str:
     """Default and strict reports side by side, one row per entity type, micro average last."""
     default, strict = scores["default"], scores["strict"]
     names = [n for n in default if n != "micro"] + ["micro"]
-    header = f"{'type':<8} {'support':>7} | {'P':>6} {'R':>6} {'F1':>6} (default) | {'P':>6} {'R':>6} {'F1':>6} (strict)"
+    columns = f"{'P':>6} {'R':>6} {'F1':>6}"
+    header = f"{'type':<8} {'support':>7} | {columns} (default) | {columns} (strict)"
     lines = [header, "-" * len(header)]
     for name in names:
         d, s = default[name], strict.get(name, {"precision": 0.0, "recall": 0.0, "f1": 0.0})

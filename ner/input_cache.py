@@ -3,8 +3,8 @@
 In eval mode and without ELMo, everything before the tagger's recurrence (word, casing and character features
 and the first layer's input projection, about 60 % of its multiply-adds at hidden size 200) depends on a
 token's spelling alone (with the document casing feature: on its spelling and document casing class; the
-cache's keys are then those pairs), and text repeats spellings. ``Tagger.predict_encoded`` computes these inputs once per
-distinct word of a call; this cache also keeps them across calls, so a tagging run computes them only for
+cache's keys are then those pairs), and text repeats spellings. ``Tagger.predict_encoded`` computes these inputs
+once per distinct word of a call; this cache also keeps them across calls, so a tagging run computes them only for
 spellings it has not seen lately (on Reuters news with 20,000-token windows: 20 % of tokens are new to their
 window, 6 % new to a 16,384-spelling cache).
 """
@@ -69,9 +69,15 @@ class TokenInputCache:
         """Drop every entry if the model's parameters changed since they were computed."""
         key = tuple((p.data_ptr(), p._version) for p in tagger.model.parameters())
         if key != self.weights_key:
-            self.columns.clear()
-            self.table = None
+            self.clear()
             self.weights_key = key
+
+    def clear(self) -> None:
+        """Drop every entry and free the table (training does after scoring dev: its next step changes the
+        weights, and the table of a corpus's words takes ~6 kB per word at hidden size 200)."""
+        self.columns.clear()
+        self.table = None
+        self.weights_key = None
 
     def _free_column(self) -> int:
         if len(self.columns) < self.capacity:

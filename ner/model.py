@@ -13,34 +13,56 @@ from __future__ import annotations
 import dataclasses
 import json
 from collections import Counter
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 import torch
 from torch import nn
 
-from ner.config import CONFIG_VERSION, Config, ModelConfig, config_from_dict, read_yaml
+from ner.config import Config, ModelConfig, config_from_dict, read_yaml
 from ner.data.batching import Batch, Batcher
 from ner.data.conll import Corpus, Sentence, write_text_atomic
-from ner.data.features import (CASING_CLASSES, DOCUMENT_CASING_CLASSES, casing_class, document_ranges,
-                               documents_casing)
-from ner.data.vectors import read_vectors
+from ner.data.features import CASING_CLASSES, DOCUMENT_CASING_CLASSES, casing_class, document_ranges, documents_casing
 from ner.data.schemes import convert_tags, spans_to_tags, tags_to_spans
-from ner.data.vocab import Vocabulary, build_vocabularies, load_vocabularies, save_vocabularies
-from ner.errors import ConfigError, NerError
-from ner.input_cache import TokenInputCache
-from ner.propagation import propagate_entities
+from ner.data.vectors import VectorTable, check_file, check_reference, load_vectors
+from ner.data.vocab import (
+    VOCABULARY_FILES,
+    Vocabulary,
+    WordLookup,
+    build_vocabularies,
+    load_vocabularies,
+    save_vocabularies,
+)
 from ner.elmo import BiLM, BiLMOptions, Elmo, ElmoCache, batch_to_char_ids, load_bilm
+from ner.errors import ConfigError, NerError
+from ner.fileio import atomic_write
+from ner.input_cache import TokenInputCache
+from ner.nn.attention import StateAttention
 from ner.nn.char_cnn import CharCNN
 from ner.nn.crf import CRF, allowed_transitions
 from ner.nn.lstm import GRU, LSTM
-from ner.nn.mentions import mean_of_other_mentions
+from ner.nn.mentions import mean_of_other_mentions, others_from_sums
+from ner.propagation import propagate_entities
+from ner.rundir import best_seed_dir, is_multi_seed
+from ner.runfiles import (
+    check_fits,
+    check_plausible,
+    check_same,
+    load_weights,
+    meta_device,
+    read_json_object,
+    read_meta,
+    require_files,
+)
 
 WEIGHTS_FILE = "model.pt"
 CONFIG_FILE = "config.yaml"
 META_FILE = "model.json"
+VECTORS_FILE = "vectors.json"  # which pretrained table the run uses (ner/data/vectors.py), when it uses one
 MODEL_FORMAT = 1  # bump when the saved layout changes; Tagger.load refuses other formats
+CONSTRAINT_BUFFERS = ("crf.start_allowed", "crf.transitions_allowed", "crf.end_allowed")  # from tags.json
 
 
 class Embedder(nn.Module):
@@ -52,11 +74,14 @@ class Embedder(nn.Module):
     CNN sees the original spelling.
     """
 
-    def __init__(self, config: ModelConfig, num_words: int, num_chars: int, elmo_dim: int = 0) -> None:
+    def __init__(self, config: ModelConfig, num_words: int, num_chars: int, elmo_dim: int = 0,
+                 table: torch.Tensor | None = None) -> None:
         super().__init__()
         emb, cnn = config.embeddings, config.char_cnn
         self.words = nn.Embedding(num_words, emb.dim, padding_idx=0)
-        self.words.weight.requires_grad_(not emb.freeze)
+        # A pretrained table (rows, dim), fixed: word id num_words + r is its row r (ner.data.vocab.WordLookup).
+        # Not saved with the weights: the run directory records which table it is (vectors.json).
+        self.register_buffer("table", table, persistent=False)
         self.casing = nn.Embedding(len(CASING_CLASSES), emb.casing_dim, padding_idx=0) if emb.casing_dim else None
         self.document_casing = nn.Embedding(len(DOCUMENT_CASING_CLASSES), emb.document_casing_dim, padding_idx=0) \
             if emb.document_casing_dim else None
@@ -68,7 +93,7 @@ class Embedder(nn.Module):
     def forward(self, word_ids: torch.Tensor, casing_ids: torch.Tensor, char_ids: torch.Tensor,
                 elmo: torch.Tensor | None = None, document_casing_ids: torch.Tensor | None = None) -> torch.Tensor:
         """word_ids, casing_ids, document_casing_ids (B, T), char_ids (B, T, W), elmo (B, T, E) -> (B, T, D)."""
-        features = [self.words(word_ids)]  # (B, T, word_dim)
+        features = [self.word_vectors(word_ids)]  # (B, T, word_dim)
         if self.casing is not None:
             features.append(self.casing(casing_ids))  # (B, T, casing_dim)
         if self.document_casing is not None:
@@ -81,21 +106,32 @@ class Embedder(nn.Module):
             features.append(elmo)  # (B, T, E)
         return torch.cat(features, dim=-1)  # (B, T, D)
 
+    def word_vectors(self, word_ids: torch.Tensor) -> torch.Tensor:
+        """word_ids (B, T) -> (B, T, word_dim): learned rows below ``num_words``, the fixed table above."""
+        learned = self.words.num_embeddings
+        own = word_ids < learned  # (B, T)
+        vectors = self.words(word_ids.masked_fill(~own, 0))  # (B, T, word_dim)
+        if self.table is None or bool(own.all()):
+            return vectors
+        fixed = self.table[(word_ids - learned).clamp(min=0)]  # (B, T, word_dim)
+        return torch.where(own[..., None], vectors, fixed)
+
 
 class TaggerModel(nn.Module):
-    """Encoder states from embedder + BiLSTM (``states``), emission scores from them by a linear layer
-    (``emit``), and a CRF constrained to well-formed sequences.
+    """Encoder states from embedder + BiLSTM (+ self-attention over the sentence, ``model.attention``)
+    (``states``), emission scores from them by a linear layer (``emit``), and a CRF constrained to well-formed
+    sequences.
 
     With ``bilm`` the embedder also gets ELMo features: the biLM's layers, scalar-mixed (``self.elmo``).
     """
 
     def __init__(self, config: ModelConfig, num_words: int, num_chars: int, tag_names: Sequence[str],
-                 bilm: BiLM | None = None) -> None:
+                 bilm: BiLM | None = None, table: torch.Tensor | None = None) -> None:
         super().__init__()
         elmo = config.elmo
         self.elmo = Elmo(bilm, dropout=elmo.dropout, do_layer_norm=elmo.layer_norm, fine_tune=elmo.fine_tune,
                          l2_coef=elmo.l2) if bilm is not None else None
-        self.embedder = Embedder(config, num_words, num_chars, self.elmo.output_dim if self.elmo else 0)
+        self.embedder = Embedder(config, num_words, num_chars, self.elmo.output_dim if self.elmo else 0, table)
         self.dropout = nn.Dropout(config.dropout)
         lstm = config.lstm
         recurrent = GRU if lstm.variant == "gru" else LSTM
@@ -103,6 +139,9 @@ class TaggerModel(nn.Module):
         self.encoder = recurrent(self.embedder.output_dim, lstm.hidden_size, num_layers=lstm.num_layers,
                                  bidirectional=True, dropout=config.dropout if lstm.num_layers > 1 else 0.0,
                                  layer_norm=lstm.layer_norm, residual=lstm.residual, **options)
+        attention = config.attention
+        self.attention = StateAttention(2 * lstm.hidden_size, attention.heads, attention.dropout) \
+            if attention.heads else None
         self.document_context = config.document_context
         self.emissions = nn.Linear(2 * lstm.hidden_size * (2 if config.document_context else 1), len(tag_names))
         self.crf = CRF(len(tag_names), allowed_transitions(tag_names, config.scheme))
@@ -113,7 +152,7 @@ class TaggerModel(nn.Module):
         """Encoder states (B, T, 2H) of the batch's tokens, zero at padding."""
         x = self.dropout(self.embedder(word_ids, casing_ids, char_ids, elmo, document_casing_ids))  # (B, T, D)
         hidden, _ = self.encoder(x, mask)  # (B, T, 2H)
-        return hidden
+        return self.attention(hidden, mask) if self.attention is not None else hidden
 
     def token_inputs(self, word_ids: torch.Tensor, casing_ids: torch.Tensor, char_ids: torch.Tensor,
                      document_casing_ids: torch.Tensor | None = None) -> torch.Tensor:
@@ -129,8 +168,8 @@ class TaggerModel(nn.Module):
     def states_from_inputs(self, table: torch.Tensor, rows: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """Encoder states (B, T, 2H), zero at padding, of tokens given as rows (B, T) of a ``token_inputs``
         table (2, V, G)."""
-        hidden, _ = self.encoder(rows, mask, inputs_table=table)
-        return hidden
+        hidden, _ = self.encoder(rows, mask, inputs_table=table)  # (B, T, 2H)
+        return self.attention(hidden, mask) if self.attention is not None else hidden
 
     def emit(self, hidden: torch.Tensor, mention_groups: torch.Tensor | None) -> torch.Tensor:
         """Emission scores (B, T, K) from encoder states (B, T, 2H). With ``model.document_context`` each state
@@ -196,15 +235,20 @@ class EncodedSentences:
             groups = _groups(self._mention_keys(batch)) if documents is not None else None  # (B, T)
             yield TaggerBatch(batch, casing, layers, document_casing, groups)
 
-    def other_mentions(self, batches: Sequence[Batch], states: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+    def other_mentions(self, batches: Sequence[Batch], states: Sequence[torch.Tensor]) -> Iterator[torch.Tensor]:
         """For batches of these sentences (together holding every sentence of a document they touch) and their
-        encoder states (B, T, C): the mean state of each token's other mentions in its document (B, T, C)."""
+        encoder states (B, T, C): the mean state of each token's other mentions in its document (B, T, C), one
+        batch at a time (the group sums over every batch come first; no temporary is corpus-sized)."""
         keys = torch.cat([self._mention_keys(batch).reshape(-1) for batch in batches])  # (N,)
-        flat = torch.cat([hidden.reshape(-1, hidden.shape[-1]) for hidden in states])  # (N, C)
-        groups = _groups(keys.to(flat.device))  # (N,)
-        context = mean_of_other_mentions(flat[None], groups[None])[0]  # (N, C)
-        parts = context.split([hidden.shape[0] * hidden.shape[1] for hidden in states])
-        return [part.view_as(hidden) for part, hidden in zip(parts, states)]  # each (B, T, C)
+        groups = _groups(keys.to(states[0].device))  # (N,)
+        size = int(groups.max()) + 1
+        sums = states[0].new_zeros(size, states[0].shape[-1])  # (G, C)
+        parts = groups.split([hidden.shape[0] * hidden.shape[1] for hidden in states])  # each (B * T,)
+        for ids, hidden in zip(parts, states):
+            sums.index_add_(0, ids, hidden.reshape(-1, hidden.shape[-1]))  # in token order, as one call would
+        sizes = torch.bincount(groups, minlength=size)  # (G,)
+        for ids, hidden in zip(parts, states):
+            yield others_from_sums(hidden.reshape(-1, hidden.shape[-1]), ids, sums, sizes).view_as(hidden)
 
     def _mention_keys(self, batch: Batch) -> torch.Tensor:
         """(B, T) one number per (document, lowercased spelling), the same in every batch; 0 on padding."""
@@ -244,79 +288,105 @@ class Tagger:
     """
 
     def __init__(self, config: Config, words: Vocabulary, chars: Vocabulary, tags: Vocabulary,
-                 data_scheme: str, device: torch.device | str = "cpu", bilm: BiLM | None = None) -> None:
+                 data_scheme: str, device: torch.device | str = "cpu", bilm: BiLM | None = None,
+                 vectors: VectorTable | None = None) -> None:
         self.config, self.words, self.chars, self.tags = config, words, chars, tags
         self.data_scheme = data_scheme
         self.device = torch.device(device)
-        self.model = TaggerModel(config.model, len(words), len(chars), tags.items, bilm).to(self.device)
+        self.vectors = vectors
+        # Batches look words up in the vocabulary, then in the pretrained table (ids beyond the vocabulary's).
+        self.word_lookup: Vocabulary | WordLookup = WordLookup(words, vectors.index) if vectors else words
+        table = torch.from_numpy(vectors.vectors) if vectors else None  # (rows, dim)
+        self.model = TaggerModel(config.model, len(words), len(chars), tags.items, bilm, table).to(self.device)
         self.input_cache = TokenInputCache()  # inference without ELMo
         # Training only: the chance of replacing each word id by <unk> (see count_training_words).
-        self.unk_probability = torch.full((len(words),), config.model.word_dropout, device=self.device)
+        self.unk_probability = torch.full((len(self.word_lookup),), config.model.word_dropout, device=self.device)
 
     # ------------------------------------------------------------------------------------- building, saving
     @classmethod
     def build(cls, config: Config, train: Corpus, device: torch.device | str = "cpu") -> Tagger:
-        """A fresh tagger whose vocabularies come from the training corpus (tags in the model's scheme)."""
+        """A fresh tagger whose vocabularies come from the training corpus (tags in the model's scheme).
+
+        With pretrained vectors, training words start from their table vectors (unless ``freeze``: then they
+        use the fixed table and only the training words outside it get learned rows); the learned rows of
+        words outside the table start from N(0, s^2), s the standard deviation of the table's values.
+        """
         model_scheme = config.model.scheme
         sentences = [_with_tags(s, convert_tags(s.tags, train.scheme, model_scheme)) for s in train.sentences]
         emb = config.model.embeddings
-        words, chars, tags = build_vocabularies(sentences, emb.min_count, emb.lowercase, scheme=model_scheme)
-        vectors = read_vectors(emb.pretrained, emb.dim, emb.lowercase) if emb.pretrained else {}
-        if vectors:  # every pretrained word joins the vocabulary, so dev/test words outside training get theirs
-            words = Vocabulary(words.items[2:] + [w for w in vectors if w not in words.index], lowercase=emb.lowercase)
+        vectors = load_vectors(emb.pretrained, emb.dim, emb.lowercase) if emb.pretrained else None
+        keep = vectors.index if vectors else ()
+        words, chars, tags = build_vocabularies(sentences, emb.min_count, emb.lowercase, model_scheme, keep)
+        if vectors and emb.freeze:
+            words = Vocabulary([w for w in words.items[2:] if w not in vectors.index], lowercase=emb.lowercase)
         bilm = None
         if config.model.elmo.enabled:
             elmo = config.model.elmo
             bilm = load_bilm(elmo.pretrained_dir, elmo.options_file, elmo.weights_file)
-        tagger = cls(config, words, chars, tags, train.scheme, device, bilm)
-        table = tagger.model.embedder.words.weight  # (num_words, dim)
-        with torch.no_grad():
-            for word, vector in vectors.items():
-                table[words.index[word]] = vector
+        tagger = cls(config, words, chars, tags, train.scheme, device, bilm, vectors)
+        if vectors:
+            tagger._initialise_word_rows(vectors)
         return tagger
+
+    @torch.no_grad()
+    def _initialise_word_rows(self, vectors: VectorTable) -> None:
+        """Learned word rows: the table's vector where it has the word, else N(0, s^2) on the table's scale."""
+        weight = self.model.embedder.words.weight  # (num_words, dim)
+        weight.mul_(float(vectors.vectors.std()))
+        found = [(i, vectors.index[w]) for i, w in enumerate(self.words.items) if i > 1 and w in vectors.index]
+        if found:
+            ids, rows = zip(*found)
+            weight[torch.tensor(ids)] = torch.from_numpy(vectors.vectors[list(rows)]).to(weight.device)
+        weight[0] = 0.0  # padding
 
     def save_vocabularies(self, run_dir: Path) -> None:
         """Write the vocabularies and ``model.json`` (formats and schemes) into ``run_dir``."""
         save_vocabularies(run_dir, self.words, self.chars, self.tags)
+        if self.vectors is not None:
+            write_text_atomic(run_dir / VECTORS_FILE, json.dumps(self.vectors.reference(), indent=2) + "\n")
         meta = {"format": MODEL_FORMAT, "data_scheme": self.data_scheme, "model_scheme": self.config.model.scheme,
                 "elmo_options": self.model.elmo.bilm.options.to_allennlp() if self.model.elmo else None}
         write_text_atomic(run_dir / META_FILE, json.dumps(meta, indent=2) + "\n")
 
     def save_weights(self, run_dir: Path) -> None:
         """Write the model's state dict to ``model.pt`` (atomically; loads with ``weights_only=True``)."""
-        tmp = run_dir / (WEIGHTS_FILE + ".tmp")
-        torch.save(self.model.state_dict(), tmp)
-        tmp.replace(run_dir / WEIGHTS_FILE)
+        atomic_write(run_dir / WEIGHTS_FILE, lambda handle: torch.save(self.model.state_dict(), handle))
 
     @classmethod
     def load(cls, run_dir: str | Path, device: torch.device | str | None = None) -> Tagger:
-        """Load a run directory written by ``ner train``; needs nothing else. Safe on untrusted files."""
+        """Load a run directory written by ``ner train``; needs nothing else. Safe on untrusted files: no code
+        runs from them, every file is checked (a NerError naming it), and memory and time are bounded by their
+        size (``ner.runfiles``). Of a multi-seed run (``RUN/seed-N/``), the seed that was best on dev."""
         run_dir = Path(run_dir)
         if not run_dir.is_dir():
             raise NerError(f"{run_dir}: no such run directory (expected the output.dir of `ner train`)")
-        for name in (CONFIG_FILE, META_FILE, WEIGHTS_FILE):
-            if not (run_dir / name).is_file():
-                raise NerError(f"{run_dir}: missing {name} (expected a run directory written by `ner train`)")
-        meta = json.loads((run_dir / META_FILE).read_text(encoding="utf-8"))
-        if meta.get("format") != MODEL_FORMAT:
-            raise NerError(f"{run_dir / META_FILE}: model format {meta.get('format')!r} is not supported by this "
-                           f"ner (expected {MODEL_FORMAT}); retrain the model with this version")
+        if is_multi_seed(run_dir):
+            run_dir = best_seed_dir(run_dir)
+        require_files(run_dir, (CONFIG_FILE, META_FILE, WEIGHTS_FILE, *VOCABULARY_FILES.values()))
         try:
             config = config_from_dict(read_yaml(run_dir / CONFIG_FILE), run_dir, str(run_dir / CONFIG_FILE))
         except ConfigError as error:
             raise NerError(f"{error} (the run was written by an incompatible version of ner)") from None
+        meta = read_meta(run_dir / META_FILE, MODEL_FORMAT, config.model.scheme)
         words, chars, tags = load_vocabularies(run_dir)
-        device = resolve_device(config.training.device) if device is None else device
         # The biLM's weights are in model.pt: only its architecture is needed to rebuild it.
-        bilm = BiLM(BiLMOptions.from_allennlp(meta["elmo_options"], str(run_dir / META_FILE))) \
-            if meta.get("elmo_options") else None
-        tagger = cls(config, words, chars, tags, meta["data_scheme"], device, bilm)
-        state = torch.load(run_dir / WEIGHTS_FILE, map_location=tagger.device, weights_only=True)
+        options = BiLMOptions.from_allennlp(meta["elmo_options"], str(run_dir / META_FILE)) \
+            if meta["elmo_options"] else None
+        # Untrusted files: the weights first (no larger than their file), then the model the other files
+        # describe, shape by shape, and only then is anything built (runfiles.py).
+        weights = run_dir / WEIGHTS_FILE
+        state = load_weights(weights)
+        check_plausible(weights, state, len(tags), _layers(config.model, options))
         try:
-            tagger.model.load_state_dict(state)
-        except RuntimeError as error:
-            raise NerError(f"{run_dir / WEIGHTS_FILE}: weights do not fit the saved config: "
-                           f"{str(error).splitlines()[0]}") from None
+            constraints = allowed_transitions(tags.items, config.model.scheme)
+        except ValueError as error:
+            raise NerError(f"{run_dir / VOCABULARY_FILES['tags']}: {error}") from None
+        check_fits(weights, state, _state_shapes(run_dir, config.model, words, chars, tags, options))
+        check_same(weights, state, dict(zip(CONSTRAINT_BUFFERS, constraints)), "tags.json")
+        device = resolve_device(config.training.device) if device is None else device
+        tagger = cls(config, words, chars, tags, meta["data_scheme"], device, BiLM(options) if options else None,
+                     _saved_vectors(run_dir, config))
+        tagger.model.load_state_dict(state)
         tagger.model.eval()
         return tagger
 
@@ -333,7 +403,8 @@ class Tagger:
         widest = max((w for w, _ in self.config.model.char_cnn.filters), default=1)
         has_document_casing = bool(self.config.model.embeddings.document_casing_dim)
         features = documents_casing(token_seqs, document_ids) if has_document_casing else None
-        batcher = Batcher(token_seqs, self.words, self.chars, tag_seqs, self.tags if tag_seqs is not None else None,
+        tags = self.tags if tag_seqs is not None else None
+        batcher = Batcher(token_seqs, self.word_lookup, self.chars, tag_seqs, tags,
                           token_features=features, min_word_length=widest, max_word_length=50)
         elmo, cache = self.model.elmo, None
         if elmo is not None and not elmo.fine_tune and elmo_cache_dir is not None:
@@ -354,7 +425,7 @@ class Tagger:
         """Set the training-time <unk> chances: ``model.word_dropout`` for every word, plus
         ``model.singleton_unk`` for the words seen once in ``corpus``."""
         model = self.config.model
-        counts = Counter(self.words.encode(token for sentence in corpus.sentences for token in sentence.tokens))
+        counts = Counter(self.word_lookup.encode(token for sentence in corpus.sentences for token in sentence.tokens))
         singletons = [i for i, n in counts.items() if n == 1 and i != self.words.unk_id]
         self.unk_probability.fill_(model.word_dropout)
         self.unk_probability[torch.tensor(singletons, dtype=torch.long, device=self.device)] = \
@@ -522,6 +593,45 @@ class Tagger:
         return tag_text(self, text)
 
 
+def _saved_vectors(run_dir: Path, config: Config) -> VectorTable | None:
+    """The pretrained table a run was trained with, checked against the reference in ``vectors.json``."""
+    emb = config.model.embeddings
+    if not emb.pretrained:
+        return None
+    path = run_dir / VECTORS_FILE
+    if not path.exists():
+        raise NerError(f"{path}: missing (the run's config names pretrained vectors; expected a run directory "
+                       f"written by `ner train`)")
+    reference = read_json_object(path)
+    check_file(emb.pretrained, reference, path)  # before reading it: a wrong or huge file goes unparsed
+    try:
+        vectors = load_vectors(emb.pretrained, emb.dim, emb.lowercase)
+    except NerError as error:
+        raise NerError(f"{path}: the model needs its word vectors {emb.pretrained}: {error}") from None
+    check_reference(vectors, reference, path)
+    return vectors
+
+
+def _layers(config: ModelConfig, options: BiLMOptions | None) -> int:
+    """How many layers (each with at least one tensor) the config and the biLM options describe."""
+    cnn = config.char_cnn
+    layers = config.lstm.num_layers + (len(cnn.filters) + cnn.highway if cnn.dim else 0)
+    return layers + (options.num_layers + len(options.filters) + options.highway_layers if options else 0)
+
+
+def _state_shapes(run_dir: Path, config: ModelConfig, words: Vocabulary, chars: Vocabulary, tags: Vocabulary,
+                  options: BiLMOptions | None) -> dict[str, torch.Size]:
+    """Names and shapes of the state dict of the model that ``config``, the vocabularies and the biLM options
+    describe, built on the meta device: nothing is allocated, however large it claims to be."""
+    try:
+        with meta_device():
+            model = TaggerModel(config, len(words), len(chars), tags.items, BiLM(options) if options else None)
+    except (RuntimeError, ValueError, TypeError, OverflowError) as error:
+        raise NerError(f"{run_dir}: config.yaml and model.json describe no model that can be built: "
+                       f"{str(error).splitlines()[0]}") from None
+    return {name: tensor.shape for name, tensor in model.state_dict().items()}
+
+
 def _to(tensor: torch.Tensor | None, device: torch.device) -> torch.Tensor | None:
     """``tensor`` on ``device``; None stays None."""
     return None if tensor is None else tensor.to(device)
@@ -546,7 +656,12 @@ def _checked(sentences: Sequence[Sequence[str]]) -> list[list[str]]:
     """Token lists, refusing a bare string (a common mistake: pass [["EU", "rejects"]], not ["EU rejects"])."""
     if isinstance(sentences, str) or any(isinstance(s, str) for s in sentences):
         raise TypeError("expected a list of token lists, e.g. [['EU', 'rejects', 'German', 'call']]")
-    return [list(s) for s in sentences]
+    checked = [list(s) for s in sentences]
+    for number, tokens in enumerate(checked):
+        if not all(isinstance(token, str) for token in tokens):
+            odd = next(token for token in tokens if not isinstance(token, str))
+            raise TypeError(f"sentence {number}: expected tokens as strings, got {type(odd).__name__} {odd!r}")
+    return checked
 
 
 def _with_tags(sentence: Sentence, tags: list[str]) -> Sentence:

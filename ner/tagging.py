@@ -5,7 +5,8 @@ written incrementally, in windows of about ``WINDOW_CHARS`` characters: a window
 length so batches hold sentences of similar length, tagged, and its lines are written back in input order.
 With ``workers`` > 1, that many processes (one thread each) split, tag and format windows side by side while
 this one reads and writes, in order, with at most two windows per worker in flight. Memory is bounded by the
-windows in flight and the longest line, whatever the size of the file. A model with the document casing feature
+windows in flight, whatever the size of the file or of a line: a line longer than a window is read, tagged and
+written in pieces (``ner.long_lines``). A model with the document casing feature
 (``model.embeddings.document_casing_dim``) takes each window as one document (windows never span files).
 
 Output formats:
@@ -14,11 +15,14 @@ Output formats:
   ``{"line": N, "text": "...", "entities": [{"start": S, "end": E, "type": "PER", "text": "...", "score": P}]}``.
   ``line`` counts from 1 in each file; ``"file"`` is added when several files are tagged. ``start``/``end`` are
   Python string offsets into ``text`` (the line without its line ending and, on line 1, without a byte-order
-  mark), so ``text[start:end] == entity["text"]``. ``score`` is the span probability from the CRF.
+  mark), so ``text[start:end] == entity["text"]``. ``score`` is the span probability from the CRF. U+0085,
+  U+2028 and U+2029 are escaped, so each record is one line for ``str.splitlines`` too.
 - ``conll``: one ``token TAG`` line per token (IOB2 tags), a blank line after each sentence; a ``-DOCSTART- O``
   line starts each file when several files are tagged.
 - ``inline``: one output line per input line, tokens separated by spaces, entities bracketed:
   ``[PER John Smith] visited [LOC Paris] .``
+- ``html``: a self-contained page, one paragraph per input line, entities highlighted by type with their score
+  on hover and a legend, as on the page of ``ner serve`` (``ner/web/``).
 
 Bad input: a file with a NUL byte is refused as binary (``DataError``; the CLI exits with status 2, and no output
 file is left behind). Invalid UTF-8 is decoded with replacement characters (U+FFFD), reported once per file on
@@ -27,7 +31,8 @@ standard error with the line and byte offset; offsets then refer to the decoded 
 
 from __future__ import annotations
 
-import json
+import contextlib
+import html
 import multiprocessing
 import os
 import sys
@@ -41,10 +46,13 @@ from typing import BinaryIO, Protocol
 
 from tqdm import tqdm
 
-from ner.data.text import Token, split_sentences
+from ner.data.text import Token, cut_point, split_sentences
 from ner.errors import DataError, NerError, location
+from ner.fileio import atomic_stream, check_output
+from ner.long_lines import LongLineWriter, Part, Piece, held_back, json_string_body, to_json
+from ner.web import document_frame, line_html
 
-FORMATS = ("jsonl", "conll", "inline")
+FORMATS = ("jsonl", "conll", "inline", "html")
 WINDOW_CHARS = 100_000
 """Characters read (about 20,000 tokens of news) before a window is split, tagged and written (a longer line
 is kept whole)."""
@@ -113,17 +121,29 @@ def _refuse_binary(data: bytes, name: str, line: int, offset: int) -> None:
         )
 
 
-def _read_lines(stream: BinaryIO, name: str, stats: dict[str, float]) -> Iterator[tuple[int, str]]:
-    """(line number, text) of each line: UTF-8 (invalid bytes replaced, reported once), line ending removed."""
-    offset = 0
-    warned = False
-    for number, raw in enumerate(stream, start=1):
+def _read_lines(stream: BinaryIO, name: str, stats: dict[str, float]) -> Iterator[tuple[int, str, bool]]:
+    """(line number, text, more) of each line: UTF-8 (invalid bytes replaced, reported once), line ending
+    removed. A line longer than ``WINDOW_CHARS`` bytes comes in pieces of at most that many, ``more`` true on all
+    but its last (``ner.long_lines``), so no line is ever held whole."""
+    offset, number, carry = 0, 0, b""
+    warned = more = invalid = False
+    while True:
+        chunk = stream.readline(WINDOW_CHARS)
+        raw = carry + chunk
+        if not raw and not more:
+            break
+        starts = not more
+        number, invalid = (number + 1, False) if starts else (number, invalid)
+        more = len(chunk) == WINDOW_CHARS and not chunk.endswith(b"\n")
+        keep = held_back(raw) if more else 0
+        raw, carry = raw[:len(raw) - keep], raw[len(raw) - keep:]
         _refuse_binary(raw, name, number, offset)
         try:
             text = raw.decode("utf-8")
         except UnicodeDecodeError as error:
             text = raw.decode("utf-8", errors="replace")
-            stats["lines_with_invalid_utf8"] += 1
+            stats["lines_with_invalid_utf8"] += not invalid
+            invalid = True
             if not warned:
                 warned = True
                 tqdm.write(
@@ -132,11 +152,11 @@ def _read_lines(stream: BinaryIO, name: str, stats: dict[str, float]) -> Iterato
                     file=sys.stderr,
                 )
         offset += len(raw)
-        if text.endswith("\n"):
+        if text.endswith("\n") and not more:
             text = text[:-2] if text.endswith("\r\n") else text[:-1]
-        if number == 1 and text.startswith("\ufeff"):
+        if number == 1 and starts and text.startswith("\ufeff"):
             text = text[1:]
-        yield number, text
+        yield number, text, more
     if offset == 0:
         tqdm.write(f"warning: {name}: empty file, nothing to tag", file=sys.stderr)
 
@@ -145,12 +165,16 @@ def _read_lines(stream: BinaryIO, name: str, stats: dict[str, float]) -> Iterato
 # Tagging
 
 
-def _tag_sentences(tagger: SpanPredictor, sentences: list[list[Token]], batch_size: int) -> list[list[Span]]:
-    """Entity spans of each sentence (empty sentences have none and are not sent to the tagger)."""
+def _tag_sentences(tagger: SpanPredictor, sentences: list[list[Token]], batch_size: int,
+                   document_ids: list[int] | None = None) -> list[list[Span]]:
+    """Entity spans of each sentence (empty sentences have none and are not sent to the tagger); with
+    ``document_ids`` (one per sentence) the tagger takes them as ``predict_spans(..., document_ids=...)``."""
     spans: list[list[Span]] = [[] for _ in sentences]
     nonempty = [index for index, tokens in enumerate(sentences) if tokens]
     if nonempty:
-        predicted = tagger.predict_spans([[token.text for token in sentences[i]] for i in nonempty], batch_size)
+        documents = {} if document_ids is None else {"document_ids": [document_ids[i] for i in nonempty]}
+        predicted = tagger.predict_spans([[token.text for token in sentences[i]] for i in nonempty], batch_size,
+                                         **documents)
         for index, sentence_spans in zip(nonempty, predicted):
             spans[index] = sentence_spans
     return spans
@@ -188,6 +212,18 @@ def tag_text(tagger: SpanPredictor, text: str, batch_size: int = 64, min_score: 
     return _entity_dicts(text, sentences, _tag_sentences(tagger, sentences, batch_size), min_score)
 
 
+def tag_texts(tagger: SpanPredictor, texts: list[str], batch_size: int = 64, min_score: float = 0.0
+              ) -> list[list[dict]]:
+    """``tag_text`` of each text, in one call to the tagger (its batches mix the texts' sentences), each text
+    its own document; the tagger's ``predict_spans`` takes ``document_ids`` (as ``ner.model.Tagger``'s does)."""
+    split = [split_sentences(text) for text in texts]
+    sentences = [sentence for text_sentences in split for sentence in text_sentences]
+    documents = [number for number, text_sentences in enumerate(split) for _ in text_sentences]
+    spans = iter(_tag_sentences(tagger, sentences, batch_size, documents))
+    return [_entity_dicts(text, text_sentences, [next(spans) for _ in text_sentences], min_score)
+            for text, text_sentences in zip(texts, split)]
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Writing
 
@@ -198,7 +234,7 @@ def _jsonl(line: _Line, min_score: float, several_files: bool) -> str:
     record["line"] = line.number
     record["text"] = line.text
     record["entities"] = _entity_dicts(line.text, line.sentences, line.spans, min_score)
-    return json.dumps(record, ensure_ascii=False) + "\n"
+    return to_json(record) + "\n"
 
 
 def _token_tags(length: int, spans: list[Span], min_score: float) -> list[str]:
@@ -230,7 +266,14 @@ def _inline(line: _Line, min_score: float, several_files: bool) -> str:
     return " ".join(words) + "\n"
 
 
-_WRITERS = {"jsonl": _jsonl, "conll": _conll, "inline": _inline}
+def _html(line: _Line, min_score: float, several_files: bool) -> str:
+    """The line as a paragraph with its entities highlighted (a heading names each file when there are several)."""
+    heading = f'<h2 class="file">{html.escape(line.file)}</h2>\n' if several_files and line.number == 1 else ""
+    entities = _entity_dicts(line.text, line.sentences, line.spans, min_score)
+    return heading + line_html(line.text, entities, line.number) + "\n"
+
+
+_WRITERS = {"jsonl": _jsonl, "conll": _conll, "inline": _inline, "html": _html}
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -247,6 +290,7 @@ class _Window:
 
     lines: list[RawLine]
     starts_file: bool
+    part: Part | None = None  # a piece of a long line: the window's one line is that piece (ner.long_lines)
 
 
 @dataclass
@@ -259,7 +303,7 @@ class _WindowJob:
     batch_size: int
     min_score: float
 
-    def __call__(self, window: _Window) -> tuple[bytes, dict[str, float]]:
+    def __call__(self, window: _Window) -> tuple[bytes | Piece, dict[str, float]]:
         clock = time.perf_counter()
         lines = [_Line(name, number, text, split_sentences(text)) for name, number, text in window.lines]
         split = time.perf_counter()
@@ -267,8 +311,11 @@ class _WindowJob:
         tagged = time.perf_counter()
         writer: Writer = _WRITERS[self.fmt]
         header = "-DOCSTART- O\n\n" if window.starts_file and self.several_files and self.fmt == "conll" else ""
-        text = header + "".join(writer(line, self.min_score, self.several_files) for line in lines)
-        output = text.encode("utf-8")
+        if window.part is None:
+            output: bytes | Piece = (header + "".join(writer(line, self.min_score, self.several_files)
+                                                      for line in lines)).encode("utf-8")
+        else:
+            output = self._piece(lines[0], window.part, header)
         counts = {
             "sentences": sum(len(line.sentences) for line in lines),
             "tokens": sum(len(sentence) for line in lines for sentence in line.sentences),
@@ -278,6 +325,25 @@ class _WindowJob:
         }
         return output, counts
 
+    def _piece(self, line: _Line, part: Part, header: str) -> Piece:
+        """The output of a piece of a long line: what the whole line would give there (offsets from its start)."""
+        entities = _entity_dicts(line.text, line.sentences, line.spans, self.min_score)
+        tail = ""
+        if self.fmt == "jsonl":
+            start = {"file": line.file, "line": line.number} if self.several_files else {"line": line.number}
+            head = (to_json(start)[:-1] + ', "text": "' if part.first else "") + json_string_body(line.text)
+            tail = ", ".join(to_json({**entity, "start": entity["start"] + part.offset,
+                                      "end": entity["end"] + part.offset}) for entity in entities)
+        elif self.fmt == "html":
+            opening = f'<p class="line" data-line="{line.number}">'
+            body = line_html(line.text, entities, line.number)[len(opening):-len("</p>")]
+            heading = _html(line, self.min_score, self.several_files).split(opening)[0]
+            head = (heading + opening if part.first else "") + body
+        else:
+            head = header + _WRITERS[self.fmt](line, self.min_score, self.several_files).removesuffix(
+                "\n" if self.fmt == "inline" else "")
+        return Piece(head.encode("utf-8"), tail.encode("utf-8"), part.last)
+
 
 def _windows(files: list[str], stats: dict[str, float]) -> Iterator[_Window]:
     """The input files' lines in windows of about ``WINDOW_CHARS`` characters (a window never spans files)."""
@@ -286,15 +352,34 @@ def _windows(files: list[str], stats: dict[str, float]) -> Iterator[_Window]:
         try:
             clock = time.perf_counter()
             window, size, first = [], 0, True
-            for number, text in _read_lines(stream, "<stdin>" if name == STDIN else name, stats):
-                window.append((name, number, text))
-                stats["lines"] += 1
-                size += len(text) + 1
-                if size >= WINDOW_CHARS:
+            pending: str | None = None  # the part of a long line read and not yet in a window
+            for number, text, more in _read_lines(stream, "<stdin>" if name == STDIN else name, stats):
+                if pending is None and not more:
+                    window.append((name, number, text))
+                    stats["lines"] += 1
+                    size += len(text) + 1
+                    if size >= WINDOW_CHARS:
+                        stats["read_seconds"] += time.perf_counter() - clock
+                        yield _Window(window, first)
+                        clock = time.perf_counter()
+                        window, size, first = [], 0, False
+                    continue
+                if pending is None:  # a long line starts: the lines before it go first
+                    if window:
+                        yield _Window(window, first)
+                        window, size, first = [], 0, False
+                    pending, offset, first_piece = "", 0, True
+                    stats["lines"] += 1
+                pending += text
+                cut = cut_point(pending) if more else len(pending)
+                if cut or not more:
                     stats["read_seconds"] += time.perf_counter() - clock
-                    yield _Window(window, first)
+                    yield _Window([(name, number, pending[:cut])], first, Part(offset, first_piece, not more))
                     clock = time.perf_counter()
-                    window, size, first = [], 0, False
+                    first = first_piece = False
+                    offset, pending = offset + cut, pending[cut:]
+                if not more:
+                    pending = None
             stats["read_seconds"] += time.perf_counter() - clock
             if window or first:
                 yield _Window(window, first)
@@ -368,34 +453,36 @@ def tag_files(
     if workers < 1:
         raise NerError(f"--workers: expected an integer >= 1, got {workers}")
     files = _input_files(inputs)
+    if output:
+        check_output(output, inputs=files)
     started = time.perf_counter()
     stats: dict[str, float] = dict.fromkeys(
         ("files", "lines", "sentences", "tokens", "entities", "lines_with_invalid_utf8",
          "read_seconds", "split_seconds", "tag_seconds", "write_seconds"), 0
     )
     job = _WindowJob(tagger, fmt, len(files) > 1, batch_size, min_score)
-    temporary = f"{output}.tmp{os.getpid()}" if output else None
-    sink = open(temporary, "wb") if temporary else sys.stdout.buffer
+    title = "ner tag " + " ".join("<stdin>" if name == STDIN else name for name in inputs)
+    page_start, page_end = document_frame(title) if fmt == "html" else ("", "")
     try:
-        with tqdm(desc="tagging", unit=" tokens", unit_scale=True, disable=not progress, file=sys.stderr) as bar:
-            for data, counts in _processed(job, _windows(files, stats), workers):
-                sink.write(data)
-                for key, value in counts.items():
-                    stats[key] += value
-                bar.update(counts["tokens"])
-            sink.flush()
-        if temporary:
-            sink.close()
-            os.replace(temporary, output)
+        with atomic_stream(output) if output else contextlib.nullcontext(sys.stdout.buffer) as sink:
+            sink.write(page_start.encode("utf-8"))
+            long_lines = LongLineWriter(sink, fmt)
+            with tqdm(desc="tagging", unit=" tokens", unit_scale=True, disable=not progress, file=sys.stderr) as bar:
+                for data, counts in _processed(job, _windows(files, stats), workers):
+                    if isinstance(data, Piece):
+                        long_lines.write(data)
+                    else:
+                        sink.write(data)
+                    for key, value in counts.items():
+                        stats[key] += value
+                    bar.update(counts["tokens"])
+                sink.write(page_end.encode("utf-8"))
+                sink.flush()
     except BrokenPipeError:
-        if temporary:
+        if output:
             raise
         # The reader went away: send what Python still wants to flush at exit to /dev/null instead of failing.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-    finally:
-        if temporary and os.path.exists(temporary):
-            sink.close()
-            os.remove(temporary)
     stats["seconds"] = time.perf_counter() - started
     stats["tokens_per_second"] = stats["tokens"] / stats["seconds"] if stats["seconds"] else 0.0
     return stats

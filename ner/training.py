@@ -9,31 +9,36 @@ is written atomically (temporary file, then rename), so an interrupted run loses
 from __future__ import annotations
 
 import json
-import logging
 import math
 import resource
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import torch
 from tqdm import tqdm
 
 from ner.config import Config, TrainingConfig, config_from_dict, load_config, read_yaml, save_config
-from ner.data.conll import Corpus, write_text_atomic
+from ner.data.conll import Corpus
 from ner.data.sources import load_splits
+from ner.data.vocab import VOCABULARY_FILES
 from ner.errors import NerError
 from ner.evaluation import format_table, score_corpus, write_json
-from ner.model import CONFIG_FILE, EncodedSentences, Tagger, resolve_device
+from ner.fileio import append_line, atomic_write, refuse_links_out, remove_temporaries, run_lock, write_text_atomic
+from ner.log import log, setup_logging
+from ner.model import CONFIG_FILE, META_FILE, VECTORS_FILE, WEIGHTS_FILE, EncodedSentences, Tagger, resolve_device
+from ner.rundir import SEED_PREFIX
 
 CHECKPOINT_FILE = "checkpoint.pt"
 METRICS_LOG = "metrics.jsonl"
 METRICS_FILE = "metrics.json"
-
-log = logging.getLogger("ner")
+# Every file of a run directory (ner/model.py and ner/data/vocab.py name the others): a new run refuses a folder
+# holding any of them, and none may be a symbolic link out of the run directory.
+RUN_FILES = (CONFIG_FILE, META_FILE, VECTORS_FILE, WEIGHTS_FILE, *VOCABULARY_FILES.values(), CHECKPOINT_FILE,
+             METRICS_LOG, METRICS_FILE)
 
 
 @dataclass
@@ -95,7 +100,7 @@ def train_from_config(config_path: str | Path | None, overrides: Sequence[str] =
                       resume: str | Path | None = None,
                       on_epoch_end: Callable[[int], None] | None = None) -> dict[str, Any]:
     """Train from a YAML config (or continue the run in ``resume``); returns the final metrics."""
-    _setup_logging()
+    setup_logging()
     if resume is not None:
         run_dir = Path(resume)
         if not (run_dir / CHECKPOINT_FILE).is_file():
@@ -108,15 +113,14 @@ def train_from_config(config_path: str | Path | None, overrides: Sequence[str] =
             raise NerError("train: a config file is required unless --resume is given")
         config = load_config(config_path, overrides)
         run_dir = Path(config.output.dir)
-        if (run_dir / CHECKPOINT_FILE).exists() or (run_dir / METRICS_FILE).exists():
-            raise NerError(f"{run_dir}: already holds a run; continue it with --resume {run_dir} "
-                           f"or choose another output.dir")
+        _refuse_earlier_run(run_dir)  # before reading the corpus; again under the lock in train
     return train(config, run_dir, resume=resume is not None, on_epoch_end=on_epoch_end)
 
 
 def train(config: Config, run_dir: Path, resume: bool = False,
           on_epoch_end: Callable[[int], None] | None = None) -> dict[str, Any]:
-    """The training loop. ``on_epoch_end(epoch)`` runs after each epoch's checkpoint (tests use it to interrupt)."""
+    """The training loop, holding the run directory's lock: a second ``ner train`` into it stops at once.
+    ``on_epoch_end(epoch)`` runs after each epoch's checkpoint (tests use it to interrupt)."""
     opts = config.training
     if opts.threads:
         torch.set_num_threads(opts.threads)
@@ -126,12 +130,25 @@ def train(config: Config, run_dir: Path, resume: bool = False,
     if not config.data.train:
         raise NerError("data.train: not set: expected the path of the training corpus")
     corpora = load_splits(config.data)
+    if run_dir.exists() and not run_dir.is_dir():
+        raise NerError(f"output.dir: {run_dir} is a file, expected a folder")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with run_lock(run_dir):
+        return _train_locked(config, run_dir, corpora, device, resume, on_epoch_end)
+
+
+def _train_locked(config: Config, run_dir: Path, corpora: dict[str, Corpus], device: torch.device, resume: bool,
+                  on_epoch_end: Callable[[int], None] | None) -> dict[str, Any]:
+    """``train`` once the corpora are read and the run directory is locked."""
+    opts = config.training
     train_corpus, dev_corpus = corpora["train"], corpora.get("dev")
+    refuse_links_out(run_dir, [run_dir / name for name in (*RUN_FILES, "elmo_cache")])
+    remove_temporaries(run_dir, RUN_FILES)  # left by a process killed while writing
     if resume:
         tagger = Tagger.load(run_dir, device=device)
-        checkpoint = torch.load(run_dir / CHECKPOINT_FILE, map_location=device, weights_only=True)
+        checkpoint = _load_checkpoint(run_dir / CHECKPOINT_FILE, device)
     else:
-        run_dir.mkdir(parents=True, exist_ok=True)
+        _refuse_earlier_run(run_dir)
         tagger = Tagger.build(config, train_corpus, device=device)
         save_config(config, run_dir / CONFIG_FILE)
         tagger.save_vocabularies(run_dir)
@@ -143,15 +160,19 @@ def train(config: Config, run_dir: Path, resume: bool = False,
     average = WeightAverage(model, opts.average) if opts.average else None
     state = TrainingState()
     if checkpoint is not None:
-        model.load_state_dict(checkpoint["model"])
-        optimizer.load_state_dict(checkpoint["optimizer"])
-        scheduler.load_state_dict(checkpoint["scheduler"])
-        state = TrainingState(**checkpoint["state"])
-        if average is not None:
-            average.load_state_dict(checkpoint["average"])
-        torch.set_rng_state(checkpoint["rng"])
-        if "cuda_rng" in checkpoint:
-            torch.cuda.set_rng_state_all(list(checkpoint["cuda_rng"]))
+        try:
+            model.load_state_dict(checkpoint["model"])
+            optimizer.load_state_dict(checkpoint["optimizer"])
+            scheduler.load_state_dict(checkpoint["scheduler"])
+            state = TrainingState(**checkpoint["state"])
+            if average is not None:
+                average.load_state_dict(checkpoint["average"])
+            torch.set_rng_state(checkpoint["rng"])
+            if "cuda_rng" in checkpoint:
+                torch.cuda.set_rng_state_all(list(checkpoint["cuda_rng"]))
+        except (KeyError, TypeError, ValueError, RuntimeError) as error:
+            raise NerError(f"{run_dir / CHECKPOINT_FILE}: not a checkpoint of this run "
+                           f"({str(error).splitlines()[0] if str(error) else type(error).__name__})") from None
         _truncate_metrics_log(run_dir / METRICS_LOG, state.epoch)  # drop epochs after the checkpoint
         log.info("resuming %s after epoch %d (best dev F1 %.2f at epoch %d)", run_dir, state.epoch,
                  100 * state.best_f1, state.best_epoch)
@@ -251,7 +272,8 @@ def _final_scores(run_dir: Path, corpora: dict[str, Corpus], state: TrainingStat
             log.info("%s (%s), best model from epoch %d:\n%s", split, corpora[split].path, state.best_epoch,
                      format_table(scores))
     write_json(metrics, run_dir / METRICS_FILE)
-    log.info("model, vocabularies and metrics written to %s", run_dir)
+    log.info("model, vocabularies and metrics written to %s (per epoch: %s; plots: ner report %s)", run_dir,
+             run_dir / METRICS_LOG, run_dir)
     return metrics
 
 
@@ -268,26 +290,51 @@ def _save_checkpoint(run_dir: Path, model: torch.nn.Module, optimizer: torch.opt
 
 def atomic_torch_save(obj: Any, path: Path) -> None:
     """``torch.save`` to a temporary file, then rename over ``path``."""
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    tmp.replace(path)
+    atomic_write(path, lambda handle: torch.save(obj, handle))
+
+
+def _load_checkpoint(path: Path, device: torch.device) -> dict[str, Any]:
+    """The checkpoint in ``path``, read by PyTorch's safe unpickler; a damaged file is a NerError."""
+    try:
+        checkpoint = torch.load(path, map_location=device, weights_only=True)
+    except Exception as error:  # an untrusted file: torch and pickle raise many kinds on damaged input
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise NerError(f"{path}: not a checkpoint written by `ner train` ({reason})") from None
+    if not isinstance(checkpoint, dict):
+        raise NerError(f"{path}: not a checkpoint written by `ner train` (a {type(checkpoint).__name__})")
+    return checkpoint
+
+
+def _refuse_earlier_run(run_dir: Path) -> None:
+    """A new run never writes over an earlier one, finished, interrupted or broken; only a run killed before
+    its first epoch ended (nothing trained: no weights, checkpoint or metrics) starts over."""
+    found = [name for name in RUN_FILES if (run_dir / name).exists()]
+    if (run_dir / CHECKPOINT_FILE).exists():
+        raise NerError(f"{run_dir}: already holds a run; continue it with --resume {run_dir} "
+                       f"or choose another output.dir")
+    if any(path.is_dir() for path in run_dir.glob(f"{SEED_PREFIX}*")):
+        raise NerError(f"{run_dir}: already holds a multi-seed run; choose another output.dir")
+    untrained = META_FILE in found and not set(found) & {WEIGHTS_FILE, METRICS_LOG, METRICS_FILE}
+    if found and not untrained:
+        raise NerError(f"{run_dir}: already holds a run ({', '.join(found)}) with no {CHECKPOINT_FILE} to resume "
+                       f"from; choose another output.dir (or remove that run)")
 
 
 def _truncate_metrics_log(path: Path, last_epoch: int) -> None:
-    if path.is_file():
-        lines = [line for line in path.read_text(encoding="utf-8").splitlines()
-                 if line and json.loads(line)["epoch"] <= last_epoch]
-        write_text_atomic(path, "".join(line + "\n" for line in lines))
+    """Keep the epochs up to the checkpoint's; a line torn by a kill mid-write is dropped (and said so)."""
+    if not path.is_file():
+        return
+    kept = []
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        try:
+            epoch = json.loads(line)["epoch"]
+        except (ValueError, KeyError, TypeError):
+            log.warning("%s: dropping a torn line (the run was killed while writing it): %.60r", path, line)
+            continue
+        if isinstance(epoch, int) and epoch <= last_epoch:
+            kept.append(line)
+    write_text_atomic(path, "".join(line + "\n" for line in kept))
 
 
 def _append_jsonl(path: Path, record: dict[str, Any]) -> None:
-    with path.open("a", encoding="utf-8") as out:
-        out.write(json.dumps(record) + "\n")
-
-
-def _setup_logging() -> None:
-    if not log.handlers:
-        handler = logging.StreamHandler()
-        handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
-        log.addHandler(handler)
-        log.setLevel(logging.INFO)
+    append_line(path, json.dumps(record))

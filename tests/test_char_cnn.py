@@ -17,7 +17,7 @@ def _reference_cnn(cnn: CharCNN, ids: np.ndarray) -> np.ndarray:
     for token in ids:
         length = len(token) - list(token[::-1] != 0).index(True) if token.any() else 0  # up to the last char
         features = []
-        for conv, (width, num) in zip(cnn.convs, cnn.filters):
+        for conv, (width, _count) in zip(cnn.convs, cnn.filters):
             if cnn.boundary_windows:  # own chars with width - 1 padding on both sides
                 padded = np.concatenate([np.zeros(width - 1, int), token[:max(length, 1)], np.zeros(width - 1, int)])
             else:  # own chars, padded up to the widest filter

@@ -9,9 +9,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from test_training import FAST
 
 from ner.cli import main
-from test_training import FAST
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE_DATA = REPO / "data" / "sample"
@@ -163,3 +163,15 @@ def test_train_py_is_ner_train(tmp_path: Path) -> None:
                             capture_output=True, text=True, cwd=REPO)
     assert result.returncode == 2
     assert result.stderr == f"error: {tmp_path / 'missing.yaml'}: config file not found\n"
+
+
+def test_a_file_the_system_refuses_is_one_line(monkeypatch: pytest.MonkeyPatch,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    """Permissions, a full disk: an OSError naming a file is one line with exit status 2 too."""
+    import ner.cli
+
+    def refuse(args: object) -> None:
+        raise PermissionError(13, "Permission denied", "/srv/out.jsonl")
+
+    monkeypatch.setattr(ner.cli, "_tag", refuse)
+    fails_with(capsys, ["tag", "RUN", "in.txt"], "/srv/out.jsonl: Permission denied")

@@ -6,8 +6,10 @@ from pathlib import Path
 
 import pytest
 import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from ner.config import Config, config_from_dict, config_to_dict, load_config, save_config
+from ner.config import RANGES, Config, config_from_dict, config_to_dict, load_config, save_config
 from ner.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -71,14 +73,16 @@ def test_int_is_accepted_for_float(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("text, message", [
     ("training:\n  epochs: [1\n", "{path}:3: YAML syntax error: expected ',' or ']', but got '<stream end>'"),
-    ("model:\n  lstm:\n    hiden_size: 3\n", "{path}: unknown key 'model.lstm.hiden_size' (did you mean 'hidden_size'?)"),
+    ("model:\n  lstm:\n    hiden_size: 3\n",
+     "{path}: unknown key 'model.lstm.hiden_size' (did you mean 'hidden_size'?)"),
     ("trainin:\n  epochs: 3\n", "{path}: unknown key 'trainin' (did you mean 'training'?)"),
     ("training:\n  epochs: three\n", "{path}: training.epochs: expected an integer, got str 'three'"),
     ("training:\n  lr: yes\n", "{path}: training.lr: expected a number, got bool True"),
-    ("training:\n  optimizer: rmsprop\n", "{path}: training.optimizer: expected one of 'sgd', 'adam', got str 'rmsprop'"),
+    ("training:\n  optimizer: rmsprop\n",
+     "{path}: training.optimizer: expected one of 'sgd', 'adam', got str 'rmsprop'"),
     ("model: 3\n", "{path}: model: expected a mapping, got int 3"),
     ("- a\n- b\n", "{path}: expected a mapping of sections (data, model, training, output), got list"),
-    ("training:\n  epochs: 0\n", "{path}: training.epochs: expected an integer >= 1"),
+    ("training:\n  epochs: 0\n", "{path}: training.epochs: expected an integer >= 1, got 0"),
     ("version: 9\n", "{path}: version: config version 9 is not supported by this ner (expected 1)"),
 ])
 def test_bad_config_message(tmp_path: Path, text: str, message: str) -> None:
@@ -123,3 +127,72 @@ def test_saved_config_round_trips(tmp_path: Path) -> None:
     raw = yaml.safe_load((tmp_path / "saved.yaml").read_text())
     again = config_from_dict(raw, base_dir=Path("/elsewhere"), origin="saved.yaml")
     assert config_to_dict(again) == config_to_dict(config)
+
+
+@pytest.mark.parametrize("override, message", [
+    ("training.grad_clip=-1", "training.grad_clip: expected a number >= 0, got -1.0"),
+    ("training.lr_decay=-0.5", "training.lr_decay: expected a number >= 0, got -0.5"),
+    ("training.patience=-1", "training.patience: expected an integer >= 0, got -1"),
+    ("training.momentum=-0.9", "training.momentum: expected a number in [0, 1), got -0.9"),
+    ("training.weight_decay=-0.0001", "training.weight_decay: expected a number >= 0, got -0.0001"),
+    ("training.threads=-2", "training.threads: expected an integer in [0, 1024], got -2"),
+    ("training.seed=18446744073709551616",
+     "training.seed: expected an integer in [0, 9223372036854775807], got 18446744073709551616"),
+    ("training.lr=.nan", "training.lr: expected a number > 0, got nan"),
+    ("model.dropout=.inf", "model.dropout: expected a number in [0, 1), got inf"),
+    ("model.lstm.hidden_size=-3", "model.lstm.hidden_size: expected an integer in [1, 65536], got -3"),
+    ("model.embeddings.casing_dim=-1", "model.embeddings.casing_dim: expected an integer in [0, 65536], got -1"),
+    ("model.char_cnn.filters=[[3, -1]]", "model.char_cnn.filters: expected at most 64 [width, count] pairs, "
+                                         "width in [1, 64], count in [1, 65536], got [[3, -1]]"),
+    ("model.char_cnn.filters=[]", "model.char_cnn.filters: expected at least one [width, count] pair (or "
+                                  "model.char_cnn.dim: 0, no character features)"),
+])
+def test_out_of_range_values_blame_where_they_came_from(tmp_path: Path, override: str, message: str) -> None:
+    """On the command line, the command line; in the file, the file (``key: value`` written there)."""
+    with pytest.raises(ConfigError) as error:
+        load_config(write(tmp_path, ""), [override])
+    assert str(error.value) == f"command line: {message}"
+    key, value = override.split("=")
+    nested: dict = {}
+    section = nested
+    for name in key.split(".")[:-1]:
+        section = section.setdefault(name, {})
+    section[key.split(".")[-1]] = yaml.safe_load(value)
+    path = write(tmp_path, yaml.safe_dump(nested))
+    with pytest.raises(ConfigError) as error:
+        load_config(path)
+    assert str(error.value) == f"{path}: {message}"
+
+
+_VALUES = (st.integers(-2**70, 2**70) | st.floats(allow_nan=True, allow_infinity=True) | st.booleans()
+           | st.none() | st.text(max_size=5) | st.lists(st.integers(-3, 2**65) | st.lists(st.integers(-3, 70)),
+                                                         max_size=4))
+
+
+@settings(max_examples=50, deadline=None)
+@given(key=st.sampled_from(sorted(RANGES)), value=_VALUES, on_command_line=st.booleans())
+def test_fuzzed_values_load_in_range_or_are_refused_naming_the_key(tmp_path_factory: pytest.TempPathFactory,
+                                                                   key: str, value: object,
+                                                                   on_command_line: bool) -> None:
+    folder = tmp_path_factory.mktemp("fuzz")
+    *sections, leaf = key.split(".")
+    if on_command_line:
+        path, overrides = write(folder, ""), [f"{key}={yaml.safe_dump(value, default_flow_style=True)}"
+                                             .removesuffix("\n...\n").strip()]
+    else:
+        nested: dict = {leaf: value}
+        for name in reversed(sections):
+            nested = {name: nested}
+        path, overrides = write(folder, yaml.safe_dump(nested)), []
+    origin = "command line" if on_command_line else str(path)
+    try:
+        config = load_config(path, overrides)
+    except ConfigError as error:
+        assert "\n" not in str(error)
+        assert all(part.startswith(f"{origin}: ") and key.split(".")[0] in part for part in str(error).split("; "))
+    else:
+        loaded = config
+        for name in key.split("."):
+            loaded = getattr(loaded, name)
+        inside, _ = RANGES[key]
+        assert inside(loaded)

@@ -87,7 +87,7 @@ def _reference_layers(weights_path: Path, tokens: list[str]) -> tuple[list[np.nd
     table = np.vstack([np.zeros((1, CHAR_DIM)), w["char_embed"]])
     chars = table[ids]  # (n + 2, 50, cd)
     features = []
-    for i, (width, num) in enumerate(FILTERS):
+    for i, (width, _count) in enumerate(FILTERS):
         kernel = w[f"CNN/W_cnn_{i}"][0]  # (width, cd, num)
         conv = np.stack([
             sum(chars[:, start + k] @ kernel[k] for k in range(width)) for start in range(50 - width + 1)

@@ -11,8 +11,7 @@ import pytest
 import torch
 import yaml
 
-from ner.elmo import BiLM, batch_to_char_ids
-from ner.elmo import pretrain
+from ner.elmo import BiLM, batch_to_char_ids, pretrain
 from ner.elmo.pretrain import LMTrainingConfig, _lr_factor, load_lm_config, pretrain_lm, read_sentences
 from ner.errors import ConfigError, NerError
 

@@ -8,8 +8,8 @@ import torch.nn.functional as F
 from torch.func import functional_call
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from ner.nn import GRU, LSTM
 import ner.nn.lstm as lstm_module
+from ner.nn import GRU, LSTM
 from ner.nn.lstm import reverse_padded
 
 LENGTHS = [4, 1, 3, 4, 2]  # unsorted, with a length-1 sentence and one shorter than the padded width

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import sys
+import tracemalloc
 import types
 from pathlib import Path
 
@@ -184,6 +185,50 @@ def test_one_megabyte_line_without_sentence_break(tmp_path: Path) -> None:
     assert sum(e["text"] == "Anna Berg" for e in found) >= 27_000 - 30
 
 
+@pytest.mark.parametrize("fmt", ["jsonl", "conll", "inline", "html"])
+def test_a_line_longer_than_a_window_gives_what_the_whole_line_gives(tmp_path: Path, fmt: str,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """Read in pieces (cut within a UTF-8 character, between \\r and \\n) and tagged piece by piece, a long line
+    gives the records of the line taken whole, byte for byte."""
+    words = ["Anna", "Berg", "visited", "Zürich", ".", "\u2028", "\r", "日本", "x" * 130, "Dr.", "  ", "\t"]
+    line = " ".join(words[(7 * n * n + n) % len(words)] for n in range(4_000))
+    data = {"a.txt": f"Short line.\n{line}\r\nAfter it.\n{line[:20_000]}".encode(), "b.txt": line.encode()}
+    monkeypatch.setattr(ner.tagging, "WINDOW_CHARS", 10**8)  # every line whole
+    whole, whole_stats = run(tmp_path, data, fmt=fmt)
+    monkeypatch.setattr(ner.tagging, "WINDOW_CHARS", 1_001)
+    pieces, piece_stats = run(tmp_path, data, fmt=fmt)
+    assert pieces == whole
+    assert {k: v for k, v in piece_stats.items() if "second" not in k} == \
+        {k: v for k, v in whole_stats.items() if "second" not in k}
+
+
+def test_memory_does_not_grow_with_the_length_of_a_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Peak Python memory while tagging one line without a sentence break: the same for lines of 20 and 80
+    windows (``bench/long_line_memory.py`` measures the whole process on 1 MB and 16 MB lines)."""
+    monkeypatch.setattr(ner.tagging, "WINDOW_CHARS", 5_000)
+    chunk = "Anna Berg inspected the installations, "
+
+    def peak(size: int) -> int:
+        source = tmp_path / f"line{size}.txt"
+        source.write_text(chunk * (size // len(chunk)) + "\n")
+        tracemalloc.start()
+        try:
+            tag_files(CapitalisedTagger(), [str(source)], output=str(tmp_path / "out.jsonl"))
+            return tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+
+    small, large = peak(100_000), peak(400_000)
+    assert large < 1.2 * small, (small, large)
+
+
+def test_jsonl_escapes_the_characters_that_split_lines(tmp_path: Path) -> None:
+    """U+0085, U+2028 and U+2029 end a line for str.splitlines: escaped, each record stays one line."""
+    output, _ = run(tmp_path, "Anna\u2028Berg\u2029met\x85Carl\n".encode())
+    assert "\\u2028" in output and "\\u2029" in output and "\\u0085" in output
+    assert [record["text"] for record in records(output)] == ["Anna\u2028Berg\u2029met\x85Carl"]
+
+
 def test_lines_come_back_in_input_order_across_windows(tmp_path: Path,
                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(ner.tagging, "WINDOW_CHARS", 120)
@@ -234,7 +279,7 @@ def test_tag_text_offsets_index_the_whole_string() -> None:
 @pytest.mark.parametrize(
     ("options", "message"),
     [
-        ({"fmt": "xml"}, "--format: expected one of jsonl, conll, inline, got 'xml'"),
+        ({"fmt": "xml"}, "--format: expected one of jsonl, conll, inline, html, got 'xml'"),
         ({"batch_size": 0}, "--batch-size: expected an integer >= 1, got 0"),
         ({"min_score": 1.5}, "--min-score: expected a probability in [0, 1], got 1.5"),
     ],

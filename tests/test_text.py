@@ -14,6 +14,7 @@ from ner.data.text import (
     Token,
     _segtok_spans,
     _token_spans,
+    cut_point,
     split_sentences,
     tokenize,
 )
@@ -152,3 +153,27 @@ def test_offsets_property(text: str) -> None:
 def test_cached_word_tokenizer_equals_segtok_on_the_whole_sentence(text: str) -> None:
     sentence = _LINE_BREAK.sub(" ", text).translate(_CHAR_MAP)
     assert _token_spans(sentence) == _segtok_spans(sentence)
+
+
+_PIECES = st.sampled_from(["Anna", "Berg", "met", ".", "Dr.", "U.S.", "x" * 70, " ", "  ", "\t", "\r", "\n", "\r\n",
+                           "\u2028", "é", "!"])
+
+
+@settings(max_examples=50, deadline=None)
+@given(pieces=st.lists(_PIECES, max_size=400), reads=st.lists(st.integers(1, 300), min_size=1, max_size=40))
+def test_cutting_at_cut_point_keeps_the_sentences_of_the_whole(pieces: list[str], reads: list[int]) -> None:
+    """A long line read in arbitrary pieces and cut at ``cut_point`` as it comes: the sentences of the parts,
+    offsets shifted, are those of the whole line."""
+    text, max_chars = "".join(pieces), 60
+    parts: list[list[tuple[str, int, int]]] = []
+    pending, offset, position = "", 0, 0
+    for size in reads * (len(text) // max(sum(reads), 1) + 1):
+        pending, position = pending + text[position:position + size], position + size
+        more = position < len(text)
+        cut = cut_point(pending, max_chars) if more else len(pending)
+        parts += [[(t.text, t.start + offset, t.end + offset) for t in sentence]
+                  for sentence in split_sentences(pending[:cut], max_chars=max_chars)]
+        offset, pending = offset + cut, pending[cut:]
+        if not more:
+            break
+    assert parts == [[tuple(token) for token in sentence] for sentence in split_sentences(text, max_chars=max_chars)]

@@ -164,7 +164,13 @@ def trained_with_document_context(tmp_path_factory: pytest.TempPathFactory) -> P
     return run(tmp_path_factory.mktemp("train"), "run", "model.document_context=true")
 
 
-@pytest.mark.parametrize("run_fixture", ["trained", "trained_with_document_casing", "trained_with_document_context"])
+@pytest.fixture(scope="module")
+def trained_with_attention(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return run(tmp_path_factory.mktemp("train"), "run", "model.document_context=true", "model.attention.heads=4")
+
+
+@pytest.mark.parametrize("run_fixture", ["trained", "trained_with_document_casing", "trained_with_document_context",
+                                         "trained_with_attention"])
 def test_inference_emissions_equal_the_full_model_on_whole_documents(run_fixture: str,
                                                                     request: pytest.FixtureRequest) -> None:
     """Inference (per-spelling first-layer inputs, batches by length, the document context gathered across

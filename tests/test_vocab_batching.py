@@ -147,7 +147,8 @@ class TestBatcher:
         assert unshuffled == [list(range(0, 3)), list(range(3, 15)), list(range(15, 16)), list(range(16, 30)),
                               list(range(30, 40))]
         assert [b.indices for b in batcher.batches(16, documents=documents)][0] == list(range(0, 16))
-        shuffled = [[b.indices for b in batcher.batches(12, shuffle=True, seed=s, documents=documents)] for s in (1, 1, 2)]
+        shuffled = [[b.indices for b in batcher.batches(12, shuffle=True, seed=s, documents=documents)]
+                    for s in (1, 1, 2)]
         assert shuffled[0] == shuffled[1] != shuffled[2]
 
     def test_shuffled_order_is_fixed_by_the_seed_alone(self) -> None:

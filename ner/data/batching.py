@@ -15,7 +15,7 @@ import torch
 from torch.nn.utils.rnn import pad_sequence
 
 from ner.data.conll import paused_gc
-from ner.data.vocab import Vocabulary
+from ner.data.vocab import Vocabulary, WordLookup
 
 
 @dataclass
@@ -55,7 +55,7 @@ class Batcher:
     def __init__(
         self,
         token_seqs: Sequence[Sequence[str]],
-        words: Vocabulary,
+        words: Vocabulary | WordLookup,
         chars: Vocabulary,
         tag_seqs: Sequence[Sequence[str]] | None = None,
         tags: Vocabulary | None = None,
@@ -95,7 +95,7 @@ class Batcher:
                                              dtype=torch.long)  # (rows,) or (1,) without features
             spellings = [[]] + [chars.encode(word[:max_word_length]) for word in self.distinct]
             spelled_lengths = [len(ids) for ids in spellings]
-            width = max(spelled_lengths)
+            width = max(max(spelled_lengths), 1)  # one column at least, even if every word is ""
             self.word_lengths = torch.tensor(spelled_lengths)  # (rows,)
             self.word_table = torch.tensor([0] + words.encode(self.distinct))  # (rows,)
             self.char_table = torch.tensor([ids + [0] * (width - len(ids)) for ids in spellings])  # (rows, W_max)

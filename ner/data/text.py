@@ -23,7 +23,6 @@ import unicodedata
 from typing import NamedTuple
 
 import regex
-
 from segtok.segmenter import split_single
 from segtok.tokenizer import split_contractions, split_possessive_markers, word_tokenizer
 
@@ -249,6 +248,16 @@ def _sentence_spans(normalised: str) -> list[tuple[int, int]]:
             spans.append((start, end))
         cursor = end
     return spans
+
+
+def cut_point(text: str, max_chars: int = MAX_CHARS) -> int:
+    """Where to cut the start of a line whose end is not read yet (``ner.tagging`` on a long line) so that
+    ``split_sentences`` gives the sentences of the whole line as those of ``text[:cut]`` and of the rest: after
+    the last line break, or where ``split_sentences`` itself cuts the text that follows it into chunks."""
+    start = 0
+    for line_break in _LINE_BREAK.finditer(text):
+        start = line_break.end()
+    return _chunks(text, start, len(text), max_chars)[-1][0]
 
 
 def split_sentences(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Container, Iterable, Sequence
 from pathlib import Path
 
 from ner.data.conll import Sentence, write_text_atomic
@@ -86,22 +86,60 @@ class Vocabulary:
             data = json.loads(Path(path).read_text(encoding="utf-8"))
         except FileNotFoundError:
             raise DataError(f"{location(path)}: no such file: expected a vocabulary JSON file") from None
-        except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as error:
             line = getattr(error, "lineno", None)
             raise DataError(f"{location(path, line)}: not a vocabulary JSON file: {error}") from None
+        except OSError as error:
+            raise DataError(f"{location(path)}: cannot read a vocabulary JSON file: {error.strerror}") from None
         keys = {"items", "pad", "unk", "lowercase"}
-        if not isinstance(data, dict) or set(data) != keys or not isinstance(data["items"], list):
+        if not isinstance(data, dict) or set(data) != keys:
             raise DataError(f"{location(path)}: expected a JSON object with keys {', '.join(sorted(keys))}")
+        if not all(isinstance(data[key], bool) for key in ("pad", "unk", "lowercase")):
+            raise DataError(f"{location(path)}: pad, unk and lowercase: expected true or false")
+        items = data["items"]
+        if not isinstance(items, list) or not all(isinstance(item, str) for item in items):
+            raise DataError(f"{location(path)}: items: expected a list of strings")
+        specials = [PAD] * data["pad"] + [UNK] * data["unk"]
+        if items[:len(specials)] != specials:
+            raise DataError(f"{location(path)}: items: expected to start with {', '.join(specials)}")
+        if len(set(items)) != len(items):
+            seen: set[str] = set()
+            twice = next(item for item in items if item in seen or seen.add(item))
+            raise DataError(f"{location(path)}: items: {twice!r} occurs more than once")
         return cls.from_dict(data)
 
 
+class WordLookup:
+    """Word ids for batches: a trained vocabulary's ids, then ``len(vocabulary) + row`` for the words of a
+    pretrained table (``extra``: word -> row) that the vocabulary lacks, so every word of the table has an id."""
+
+    def __init__(self, vocabulary: Vocabulary, extra: dict[str, int]) -> None:
+        offset = len(vocabulary)
+        self.index = {word: offset + row for word, row in extra.items()}
+        self.index.update(vocabulary.index)
+        self.size = offset + (max(extra.values()) + 1 if extra else 0)
+        self.unk_id, self.lowercase = vocabulary.unk_id, vocabulary.lowercase
+
+    def __len__(self) -> int:
+        return self.size
+
+    def encode(self, items: Iterable[str]) -> list[int]:
+        """Ids of ``items``; words in neither the vocabulary nor the table get the unknown id."""
+        if self.lowercase:
+            items = (item.lower() for item in items)
+        get, unk_id = self.index.get, self.unk_id
+        return [get(item, unk_id) for item in items]
+
+
 def build_vocabularies(
-    sentences: Sequence[Sentence], min_count: int = 1, lowercase: bool = False, scheme: str | None = None
+    sentences: Sequence[Sentence], min_count: int = 1, lowercase: bool = False, scheme: str | None = None,
+    keep: Container[str] = (),
 ) -> tuple[Vocabulary, Vocabulary, Vocabulary]:
     """Word, character and tag vocabularies of ``sentences``.
 
     Words occurring fewer than ``min_count`` times (after optional lowercasing) are left out, so they map to
-    the unknown id. Characters come from the original (not lowercased) tokens. Items are ordered by falling
+    the unknown id, unless they are in ``keep`` (e.g. the words of a pretrained table). Characters come from the
+    original (not lowercased) tokens. Items are ordered by falling
     frequency, ties alphabetically, so the ids are deterministic. Tags are ``O`` first, then sorted by type
     and prefix (B, I, E, S); with ``scheme`` (the scheme of the sentences' tags) the tag vocabulary holds every
     tag of ``scheme`` for each entity type seen, not only the tags seen (``S-MISC`` may be rare in training).
@@ -120,7 +158,7 @@ def build_vocabularies(
         for word, count in word_counts.items():
             lowered[word.lower()] += count
         word_counts = lowered
-    words = Vocabulary(_by_frequency(word_counts, min_count), lowercase=lowercase)
+    words = Vocabulary(_by_frequency(word_counts, min_count, keep), lowercase=lowercase)
     chars = Vocabulary(_by_frequency(char_counts, 1))
     if scheme is not None:
         tag_set = set(scheme_tags({tag_type(tag) for tag in tag_set} - {None}, scheme))
@@ -142,8 +180,9 @@ def load_vocabularies(directory: str | os.PathLike[str]) -> tuple[Vocabulary, Vo
     return words, chars, tags
 
 
-def _by_frequency(counts: Counter[str], min_count: int) -> list[str]:
-    return [item for item, count in sorted(counts.items(), key=lambda pair: (-pair[1], pair[0])) if count >= min_count]
+def _by_frequency(counts: Counter[str], min_count: int, keep: Container[str] = ()) -> list[str]:
+    return [item for item, count in sorted(counts.items(), key=lambda pair: (-pair[1], pair[0]))
+            if count >= min_count or item in keep]
 
 
 def _tag_order(tag: str) -> tuple[int, str, int]:

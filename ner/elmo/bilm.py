@@ -19,7 +19,6 @@ call or after ``reset_states()``.
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,6 +29,7 @@ from torch import nn
 
 from ner.elmo.chars import MAX_WORD_LENGTH, NUM_CHAR_IDS, add_sentence_boundaries
 from ner.errors import ConfigError, NerError, location
+from ner.fileio import atomic_write, write_text_atomic
 from ner.nn.char_cnn import CharCNN
 from ner.nn.lstm import LSTM, reverse_padded
 
@@ -76,7 +76,7 @@ class BiLMOptions:
                 cell_clip=lstm.get("cell_clip") or None,
                 proj_clip=lstm.get("proj_clip") or None,
             )
-        except (KeyError, TypeError, ValueError) as error:
+        except (KeyError, TypeError, ValueError, OverflowError) as error:
             raise ConfigError(f"{origin}: not an ELMo options file: missing or malformed {error}") from None
 
     def to_allennlp(self) -> dict[str, Any]:
@@ -105,9 +105,7 @@ def read_options(path: str | Path) -> BiLMOptions:
 
 def write_json_atomic(path: Path, data: Any) -> None:
     """Write ``data`` as indented JSON through a temporary file and a rename."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    write_text_atomic(path, json.dumps(data, indent=2) + "\n")
 
 
 class BiLM(nn.Module):
@@ -182,9 +180,7 @@ class BiLM(nn.Module):
         """Write ``options.json`` (AllenNLP layout) and ``bilm.pt`` (a plain state dict) into ``directory``."""
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        tmp = directory / (WEIGHTS_FILE + ".tmp")
-        torch.save(self.state_dict(), tmp)
-        os.replace(tmp, directory / WEIGHTS_FILE)
+        atomic_write(directory / WEIGHTS_FILE, lambda handle: torch.save(self.state_dict(), handle))
         write_json_atomic(directory / OPTIONS_FILE, self.options.to_allennlp())
 
     @classmethod

@@ -8,8 +8,8 @@ skip the biLM altogether: ``ElmoCache.layers_for`` returns the same ``(layers, m
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import torch
 from torch import nn

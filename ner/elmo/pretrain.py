@@ -25,12 +25,12 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import os
 import time
 from collections import Counter
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Literal, Sequence
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -40,10 +40,11 @@ from torch import nn
 from tqdm import tqdm
 
 from ner.config import _apply_override, _build, _resolve, parse_overrides, read_yaml
+from ner.data.conll import read_conll
 from ner.elmo.bilm import BiLM, BiLMOptions, write_json_atomic
 from ner.elmo.chars import BOS_TOKEN, EOS_TOKEN, add_sentence_boundaries, word_to_char_ids
-from ner.data.conll import read_conll
 from ner.errors import ConfigError, DataError, NerError, location
+from ner.fileio import atomic_write, write_text_atomic
 from ner.nn.lstm import reverse_padded
 
 UNK_TOKEN = "<UNK>"
@@ -346,7 +347,7 @@ def pretrain_lm(config: str | Path | LMConfig, overrides: Sequence[str] = (), re
         torch.set_rng_state(checkpoint["rng"])
         state = checkpoint["state"]
     else:
-        (output / "vocab.txt").write_text("\n".join(vocab) + "\n", encoding="utf-8")
+        write_text_atomic(output / "vocab.txt", "\n".join(vocab) + "\n")
         _write_yaml(output / "config.yaml", dataclasses.asdict(config))
 
     def save() -> None:
@@ -450,13 +451,10 @@ def _optimizer(model: nn.Module, cfg: LMTrainingConfig) -> torch.optim.Optimizer
 def _save_checkpoint(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, config: LMConfig,
                      vocab: list[str], state: dict[str, Any]) -> None:
     """Everything ``--resume`` needs, in one ``weights_only``-loadable file, written atomically."""
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "rng": torch.get_rng_state(),
-                "config": dataclasses.asdict(config), "vocab": vocab, "state": state}, tmp)
-    os.replace(tmp, path)
+    checkpoint = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "rng": torch.get_rng_state(),
+                  "config": dataclasses.asdict(config), "vocab": vocab, "state": state}
+    atomic_write(path, lambda handle: torch.save(checkpoint, handle))
 
 
 def _write_yaml(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
-    os.replace(tmp, path)
+    write_text_atomic(path, yaml.safe_dump(data, sort_keys=False))

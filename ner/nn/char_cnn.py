@@ -14,7 +14,7 @@ so filters also see where a word starts and ends (as the tagger's CNN in Ma & Ho
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F

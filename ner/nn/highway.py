@@ -8,7 +8,7 @@ and ``B = -W_carry^T``, ``b = -b_carry`` (see ``ner.elmo.weights``).
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import nn

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import functools
 import math
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
@@ -182,6 +183,14 @@ def _onednn_linear_works() -> bool:
 # changes with every batch, get their rows padded to a multiple of _ROW_BUCKET (this made batch-1 inference
 # 1.6x faster). The op has no autograd formula: it is used only where autograd is off (inside _Recurrence,
 # and at inference).
+#
+# Those kernels are kept in two caches, one entry per shape: oneDNN's primitive cache and ideep's computation cache
+# in torch (1,024 entries each by default). Training's shapes (packed rows, active sentences per step, char CNN
+# widths) keep changing, so at their default sizes the caches grew by ~600 MB over one epoch of CoNLL-2003
+# (BENCHMARKS.md, "Memory"). Bounded as below (before the first oneDNN call: both read their size once) they
+# hold ~20 MB, and 300 training steps took no more CPU time; a size set in the environment wins.
+os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "128")
+os.environ.setdefault("LRU_CACHE_CAPACITY", "1")
 _ONEDNN = _onednn_linear_works()
 _ONEDNN_MIN_ROWS = 16
 _ROW_BUCKET = 64
@@ -233,7 +242,7 @@ def _candidate_scale(spec: _Spec, like: Tensor) -> Tensor:
     return like.new_tensor(scale)[:, None]
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _constant(value: float, dtype: torch.dtype, device: torch.device) -> Tensor:
     """A cached 0-dim tensor (tensor arithmetic skips the per-call conversion of a Python number)."""
     return torch.tensor(value, dtype=dtype, device=device)
@@ -773,7 +782,8 @@ class LSTM(_RNNBase):
 
 
 class GRU(_RNNBase):
-    """Multi-layer, optionally bidirectional GRU with the parameters of torch's GRU module; ``forward`` returns h_n only."""
+    """Multi-layer, optionally bidirectional GRU with the parameters of torch's GRU module; ``forward`` returns h_n
+    only."""
 
     def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, bias: bool = True,
                  batch_first: bool = True, dropout: float = 0.0, bidirectional: bool = False, *,

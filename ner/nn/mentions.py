@@ -15,7 +15,14 @@ def mean_of_other_mentions(hidden: torch.Tensor, groups: torch.Tensor) -> torch.
     ids = groups.reshape(-1)  # (N,)
     size = int(ids.max()) + 1
     sums = flat.new_zeros(size, flat.shape[1]).index_add_(0, ids, flat)  # (G, C)
-    counts = torch.bincount(ids, minlength=size)[ids]  # (N,) the size of each token's group
+    return others_from_sums(flat, ids, sums, torch.bincount(ids, minlength=size)).view_as(hidden)  # (B, T, C)
+
+
+def others_from_sums(flat: torch.Tensor, ids: torch.Tensor, sums: torch.Tensor, sizes: torch.Tensor) -> torch.Tensor:
+    """``mean_of_other_mentions`` of some tokens, flat (N, C) with group ids (N,), from the sums (G, C) and sizes
+    (G,) of whole groups, which may hold tokens outside ``flat`` (inference sums a corpus, then goes batch by
+    batch: the same numbers, without the corpus-sized temporaries)."""
+    counts = sizes[ids]  # (N,) the size of each token's group
     context = (sums[ids] - flat) / (counts - 1).clamp(min=1)[:, None]  # (N, C)
     alone = (counts == 1) | (ids == 0)  # (N,)
-    return context.masked_fill(alone[:, None], 0.0).view_as(hidden)  # (B, T, C)
+    return context.masked_fill(alone[:, None], 0.0)  # (N, C)

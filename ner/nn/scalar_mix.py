@@ -8,7 +8,7 @@ whole batch**: every unmasked position and every feature dimension together (not
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import nn
