@@ -61,8 +61,9 @@ class TokenInputCache:
                 self.columns[distinct[row - 1]] = column
                 columns[row] = column
                 fresh.append(column)
-            inputs = tagger.token_inputs(encoded, torch.tensor(missing))  # (2, missing, G)
-            self._store(inputs, fresh)
+            needed, fresh_columns = max(fresh) + 1, torch.tensor(fresh)
+            for positions, inputs in tagger.token_input_parts(encoded, torch.tensor(missing)):  # (2, m, G) each
+                self._store(inputs, fresh_columns[positions], needed)  # straight into the table, chunk by chunk
         return self.table, torch.tensor(columns, device=self.table.device)
 
     def _check_weights(self, tagger: Tagger) -> None:
@@ -85,13 +86,12 @@ class TokenInputCache:
         _, column = self.columns.popitem(last=False)
         return column
 
-    def _store(self, inputs: torch.Tensor, columns: list[int]) -> None:
-        """Write inputs (2, n, G) into ``columns``, growing the table (by doubling) to hold them."""
-        needed = max(columns) + 1
+    def _store(self, inputs: torch.Tensor, columns: torch.Tensor, needed: int) -> None:
+        """Write inputs (2, n, G) into ``columns`` (n,), growing the table (by doubling) to ``needed`` columns."""
         if self.table is None or self.table.shape[1] < needed:
             size = min(self.capacity + 1, max(needed, 2 * (0 if self.table is None else self.table.shape[1])))
             grown = inputs.new_zeros(inputs.shape[0], size, inputs.shape[2])
             if self.table is not None:
                 grown[:, :self.table.shape[1]] = self.table
             self.table = grown
-        self.table[:, torch.tensor(columns, device=inputs.device)] = inputs
+        self.table[:, columns.to(inputs.device)] = inputs

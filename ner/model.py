@@ -241,12 +241,14 @@ class EncodedSentences:
         batch at a time (the group sums over every batch come first; no temporary is corpus-sized)."""
         keys = torch.cat([self._mention_keys(batch).reshape(-1) for batch in batches])  # (N,)
         groups = _groups(keys.to(states[0].device))  # (N,)
-        size = int(groups.max()) + 1
-        sums = states[0].new_zeros(size, states[0].shape[-1])  # (G, C)
+        shared = torch.bincount(groups) > 1  # (G,) the groups of two mentions or more
+        shared[0] = False
+        groups = (shared.cumsum(0) * shared)[groups]  # (N,) only those keep an id: a lone token's context is 0
+        sizes = torch.bincount(groups)  # (S,) S shared groups, and 0 (padding and lone tokens)
+        sums = states[0].new_zeros(len(sizes), states[0].shape[-1])  # (S, C)
         parts = groups.split([hidden.shape[0] * hidden.shape[1] for hidden in states])  # each (B * T,)
         for ids, hidden in zip(parts, states):
             sums.index_add_(0, ids, hidden.reshape(-1, hidden.shape[-1]))  # in token order, as one call would
-        sizes = torch.bincount(groups, minlength=size)  # (G,)
         for ids, hidden in zip(parts, states):
             yield others_from_sums(hidden.reshape(-1, hidden.shape[-1]), ids, sums, sizes).view_as(hidden)
 
@@ -447,25 +449,31 @@ class Tagger:
                                  batch.mask.to(self.device), self._elmo_features(item),
                                  _to(item.document_casing_ids, self.device))
 
-    def token_inputs(self, encoded: EncodedSentences, rows: torch.Tensor, chunk: int = 2048) -> torch.Tensor:
-        """First-layer gate inputs (2, n, G) of the distinct words at ``rows`` (n,) of ``encoded``'s word table,
-        computed in chunks of words of similar length. Eval mode without ELMo only (see
-        ``TaggerModel.token_inputs``)."""
-        batcher = encoded.batcher
-        order = batcher.word_lengths[rows].argsort()  # (n,) positions in rows, shortest word first
+    def token_inputs(self, encoded: EncodedSentences, rows: torch.Tensor) -> torch.Tensor:
+        """First-layer gate inputs (2, n, G) of the distinct words at ``rows`` (n,) of ``encoded``'s word table
+        (see ``token_input_parts``)."""
         table = None
-        for positions in order.split(chunk):
-            part_rows = rows[positions]
-            width = max(int(batcher.word_lengths[part_rows[-1]]), 1)
-            document_casing = batcher.row_features[part_rows].to(self.device) if encoded.has_document_casing else None
-            part = self.model.token_inputs(batcher.word_table[part_rows].to(self.device),
-                                           encoded.casing_table[part_rows].to(self.device),
-                                           batcher.char_table[part_rows, :width].to(self.device),
-                                           document_casing)  # (2, chunk, G)
+        for positions, part in self.token_input_parts(encoded, rows):
             if table is None:
                 table = part.new_empty(part.shape[0], len(rows), part.shape[2])  # (2, n, G)
             table[:, positions.to(self.device)] = part
         return table
+
+    def token_input_parts(self, encoded: EncodedSentences, rows: torch.Tensor, chunk: int = 2048
+                          ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """The first-layer gate inputs of the distinct words at ``rows`` (n,) of ``encoded``'s word table, in chunks
+        of words of similar length: positions in ``rows`` (m,) and their inputs (2, m, G), so a caller can store
+        them where it keeps them. Eval mode without ELMo only (see ``TaggerModel.token_inputs``)."""
+        batcher = encoded.batcher
+        order = batcher.word_lengths[rows].argsort()  # (n,) positions in rows, shortest word first
+        for positions in order.split(chunk):
+            part_rows = rows[positions]
+            width = max(int(batcher.word_lengths[part_rows[-1]]), 1)
+            document_casing = batcher.row_features[part_rows].to(self.device) if encoded.has_document_casing else None
+            yield positions, self.model.token_inputs(batcher.word_table[part_rows].to(self.device),
+                                                     encoded.casing_table[part_rows].to(self.device),
+                                                     batcher.char_table[part_rows, :width].to(self.device),
+                                                     document_casing)  # (2, m, G)
 
     def _elmo_features(self, item: TaggerBatch) -> torch.Tensor | None:
         """Mixed ELMo features (B, T, 2P) from the cached layers, or by running the biLM; None without ELMo."""

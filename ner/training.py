@@ -29,6 +29,7 @@ from ner.errors import NerError
 from ner.evaluation import format_table, score_corpus, write_json
 from ner.fileio import append_line, atomic_write, refuse_links_out, remove_temporaries, run_lock, write_text_atomic
 from ner.log import log, setup_logging
+from ner.memory import release_free_memory
 from ner.model import CONFIG_FILE, META_FILE, VECTORS_FILE, WEIGHTS_FILE, EncodedSentences, Tagger, resolve_device
 from ner.rundir import SEED_PREFIX
 
@@ -184,14 +185,19 @@ def _train_locked(config: Config, run_dir: Path, corpora: dict[str, Corpus], dev
     log.info("training on %d sentences (%d tokens), %s, %d parameters, run directory %s",
              len(train_corpus.sentences), sum(len(s.tokens) for s in train_corpus.sentences), device,
              sum(p.numel() for p in model.parameters() if p.requires_grad), run_dir)
+    del corpora["train"], train_corpus  # encoded now; the sentences as read would hold ~50 MB through training
+    release_free_memory()
 
     for epoch in range(state.epoch + 1, opts.epochs + 1):
         started = time.perf_counter()
         loss = train_epoch(tagger, train_data, optimizer, opts, epoch, config.output.progress, average)
         scheduler.step()
         seconds = time.perf_counter() - started
+        release_free_memory()  # the steps' temporaries: scoring dev would otherwise come on top of them
         with average.applied() if average is not None else nullcontext():
             dev = score_corpus(tagger, dev_corpus, dev_data)[0] if dev_corpus is not None else None
+            tagger.input_cache.clear()  # its entries die with the next step's weights: free them now
+            release_free_memory()
             dev_f1 = dev["default"]["micro"]["f1"] if dev else -loss  # no dev set: keep the lowest loss
             improved = dev_f1 > state.best_f1
             if improved:
@@ -202,7 +208,7 @@ def _train_locked(config: Config, run_dir: Path, corpora: dict[str, Corpus], dev
         else:
             state.epochs_without_improvement += 1
         record = {"epoch": epoch, "loss": loss, "lr": optimizer.param_groups[0]["lr"], "seconds": seconds,
-                  "sentences_per_second": len(train_corpus.sentences) / seconds}
+                  "sentences_per_second": len(train_data) / seconds}
         if dev:
             record.update({f"dev_{k}": dev["default"]["micro"][k] for k in ("precision", "recall", "f1")})
         _append_jsonl(run_dir / METRICS_LOG, record)
@@ -215,6 +221,8 @@ def _train_locked(config: Config, run_dir: Path, corpora: dict[str, Corpus], dev
             log.info("early stop: no better dev F1 for %d epochs", opts.patience)
             break
 
+    del tagger, model, optimizer, scheduler, average, train_data, dev_data  # the final scores load the best model
+    release_free_memory()
     return _final_scores(run_dir, corpora, state, device)
 
 
@@ -263,14 +271,16 @@ def _final_scores(run_dir: Path, corpora: dict[str, Corpus], state: TrainingStat
                   device: torch.device) -> dict[str, Any]:
     """Score the best model on dev and test, print the tables and write ``metrics.json``."""
     best = Tagger.load(run_dir, device=device)
-    metrics: dict[str, Any] = {"best_epoch": state.best_epoch, "epochs": state.epoch,
-                               "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)}
+    metrics: dict[str, Any] = {"best_epoch": state.best_epoch, "epochs": state.epoch}
     for split in ("dev", "test"):
         if split in corpora:
             scores, _ = score_corpus(best, corpora[split])
+            best.input_cache.clear()  # test shares few words with dev: a cache of both would outgrow either
+            release_free_memory()
             metrics[split] = scores
             log.info("%s (%s), best model from epoch %d:\n%s", split, corpora[split].path, state.best_epoch,
                      format_table(scores))
+    metrics["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)  # scoring included
     write_json(metrics, run_dir / METRICS_FILE)
     log.info("model, vocabularies and metrics written to %s (per epoch: %s; plots: ner report %s)", run_dir,
              run_dir / METRICS_LOG, run_dir)
