@@ -398,7 +398,7 @@ class Tagger:
         """Ids of sentences (tags, if given, in the model's scheme).
 
         With ``elmo_cache_dir`` and a frozen biLM, the biLM layers of these sentences are computed once and
-        kept there (memory-mapped), so batches read them instead of running the biLM. ``document_ids`` (one
+        kept there (on disk), so batches read them instead of running the biLM. ``document_ids`` (one
         per sentence; None: all one document) delimit the documents of the document casing feature and of
         entity propagation.
         """

@@ -1,7 +1,8 @@
-"""Elmo embedder (mix -> strip boundaries -> dropout) and the memory-mapped activation cache."""
+"""Elmo embedder (mix -> strip boundaries -> dropout) and the on-disk activation cache."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -67,7 +68,7 @@ def test_dropout_after_stripping(bilm: BiLM) -> None:
 @pytest.mark.parametrize("dtype, tolerance", [(torch.float32, 1e-6), (torch.float16, 2e-3)])
 def test_cache_returns_the_bilm_layers(bilm: BiLM, tmp_path: Path, dtype: torch.dtype, tolerance: float) -> None:
     cache = ElmoCache.build(bilm, SENTENCES, tmp_path / "train.v1", dtype=dtype, batch_size=2)
-    assert len(cache) == 5 and cache.data.dtype == (np.float16 if dtype == torch.float16 else np.float32)
+    assert len(cache) == 5 and cache.dtype == (np.float16 if dtype == torch.float16 else np.float32)
     indices = [4, 1, 0]
     layers, mask = cache.layers_for(indices, max_len=7)
     direct, direct_mask = bilm(batch_to_char_ids([SENTENCES[i] for i in indices]))
@@ -95,3 +96,21 @@ def test_cache_is_reused_only_for_the_same_sentences_and_weights(bilm: BiLM, tmp
         changed.token_encoder.projection.bias[0] += 1e-3
     assert cache_key(changed, SENTENCES, torch.float16) != first.key
     assert len(list(tmp_path.iterdir())) == 2  # one .npy + one .json, no temporary files left
+
+
+def test_cache_is_read_not_memory_mapped_and_a_truncated_one_is_refused(bilm: BiLM, tmp_path: Path) -> None:
+    """Its pages stay in the page cache instead of the process's resident memory (445 MB for CoNLL-2003)."""
+    from ner.errors import NerError
+
+    cache = ElmoCache.build(bilm, SENTENCES, tmp_path / "train", dtype=torch.float32, batch_size=2)
+    layers, _ = cache.layers_for(range(len(SENTENCES)))
+    maps = Path("/proc/self/maps")
+    if maps.exists():
+        assert "train.npy" not in maps.read_text()
+    data = tmp_path / "train.npy"
+    values = np.load(data)  # (L + 1, rows, 2P), sentences back to back with their boundaries
+    last = cache.offsets[-2]
+    assert torch.equal(layers[:, -1, :7], torch.from_numpy(values[:, last:]))
+    os.truncate(data, data.stat().st_size - 4)
+    with pytest.raises(NerError, match=r"train\.npy: ELMo cache truncated; delete it"):
+        cache.layers_for([len(SENTENCES) - 1])

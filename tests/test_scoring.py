@@ -8,16 +8,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import seqeval.metrics  # the reference: in the dev extra, with pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from seqeval.scheme import IOB2
 
 from ner.data.conll import read_conll
 from ner.data.schemes import convert_tags
 from ner.evaluation import score
 from ner.scoring import report
-
-seqeval_metrics = pytest.importorskip("seqeval.metrics", reason="seqeval (the dev extra) is the reference")
-from seqeval.scheme import IOB2  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 TYPES = ("PER", "LOC", "ORG", "MISC")
@@ -27,7 +26,7 @@ IOB2_TAGS = ["O", *(f"{prefix}-{kind}" for kind in TYPES for prefix in "BI")]
 def seqeval_report(gold: list[list[str]], predicted: list[list[str]], strict: bool) -> dict[str, Any]:
     """The report as ner.evaluation built it from seqeval before ner/scoring.py."""
     options: dict[str, Any] = {"mode": "strict", "scheme": IOB2} if strict else {}
-    raw = seqeval_metrics.classification_report(gold, predicted, output_dict=True, zero_division=0, **options)
+    raw = seqeval.metrics.classification_report(gold, predicted, output_dict=True, zero_division=0, **options)
     rows = {"micro": raw["micro avg"]} | {name: row for name, row in sorted(raw.items()) if not name.endswith(" avg")}
     return {name: {"precision": float(row["precision"]), "recall": float(row["recall"]),
                    "f1": float(row["f1-score"]), "support": int(row["support"])} for name, row in rows.items()}

@@ -1,9 +1,10 @@
-"""Frozen biLM activations computed once per corpus and kept on disk, memory-mapped.
+"""Frozen biLM activations computed once per corpus and kept on disk, read back with plain file reads.
 
 With a frozen biLM every epoch would recompute the same activations; ``ElmoCache`` stores all ``L + 1`` layers
 of every sentence (with ``<S>``/``</S>``, so the scalar mix and its layer norm see exactly what the biLM
 returns) in one ``.npy`` file of shape ``(L + 1, rows, 2P)``, sentences back to back. A batch is then a gather
-from the page cache:
+from the page cache, by file reads and writes rather than a memory map, whose pages would count in the process's
+resident memory once touched (the two caches of a CoNLL-2003 run are 445 MB):
 
     cache = ElmoCache.for_sentences(bilm, [s.tokens for s in corpus.sentences], "runs/x/elmo_cache")
     layers, mask = cache.layers_for(batch.indices)        # (L + 1, batch, time + 2, 2P), (batch, time + 2)
@@ -48,9 +49,13 @@ class ElmoCache:
         self.key: str = meta["key"]
         self.lengths = np.asarray(meta["lengths"], dtype=np.int64)  # tokens per sentence, without boundaries
         self.offsets = np.concatenate([[0], np.cumsum(self.lengths + 2)])  # first row of each sentence
-        self.data = np.load(_sibling(self.path, ".npy"), mmap_mode="r")  # (L + 1, rows, 2P)
-        self.num_layers, rows, self.dim = self.data.shape
-        assert rows == self.offsets[-1], "cache data and index disagree"
+        data_path = _sibling(self.path, ".npy")
+        mapped = np.load(data_path, mmap_mode="r")  # (L + 1, rows, 2P); only its header is read
+        self.num_layers, self.rows, self.dim = mapped.shape
+        self.dtype, self._start = mapped.dtype, mapped.offset  # where the values begin in the file
+        assert self.rows == self.offsets[-1] and mapped.flags.c_contiguous, "cache data and index disagree"
+        del mapped
+        self._file = data_path.open("rb", buffering=0)
 
     def __len__(self) -> int:
         return len(self.lengths)
@@ -64,10 +69,14 @@ class ElmoCache:
         indices = np.asarray(indices, dtype=np.int64)
         lengths = self.lengths[indices] + 2  # with <S> and </S>
         time = max(int(lengths.max(initial=2)), (max_len or 0) + 2)
-        out = np.zeros((self.num_layers, len(indices), time, self.dim), dtype=self.data.dtype)
+        out = np.zeros((self.num_layers, len(indices), time, self.dim), dtype=self.dtype)
+        row_bytes = self.dim * self.dtype.itemsize
         for row, (index, length) in enumerate(zip(indices, lengths)):
-            start = self.offsets[index]
-            out[:, row, :length] = self.data[:, start : start + length]
+            for layer in range(self.num_layers):  # each layer's rows of the sentence are contiguous in the file
+                self._file.seek(self._start + (layer * self.rows + int(self.offsets[index])) * row_bytes)
+                target = memoryview(out[layer, row, :length]).cast("B")
+                if self._file.readinto(target) != len(target):
+                    raise NerError(f"{_sibling(self.path, '.npy')}: ELMo cache truncated; delete it")
         mask = torch.arange(time) < torch.from_numpy(lengths)[:, None]  # (batch, time + 2)
         return torch.from_numpy(out).float(), mask
 
@@ -95,13 +104,16 @@ class ElmoCache:
         offsets = np.concatenate([[0], np.cumsum(lengths + 2)])
         layers = bilm.options.num_layers + 1
         tmp_data = path.with_name(path.name + ".tmp.npy")
-        data = np.lib.format.open_memmap(tmp_data, mode="w+", dtype=_DTYPES[dtype],
-                                         shape=(layers, int(offsets[-1]), bilm.output_dim))
+        rows, numpy_dtype = int(offsets[-1]), _DTYPES[dtype]
+        shape = (layers, rows, bilm.output_dim)
+        mapped = np.lib.format.open_memmap(tmp_data, mode="w+", dtype=numpy_dtype, shape=shape)  # writes the header
+        first_byte, row_bytes = mapped.offset, bilm.output_dim * np.dtype(numpy_dtype).itemsize  # values: below
+        del mapped
         order = np.argsort(lengths, kind="stable")
         was_training = bilm.training
         bilm.eval()
         bar = tqdm(total=int(lengths.sum()), unit="tok", desc="ELMo cache", disable=not progress)
-        with torch.no_grad(), bar:
+        with torch.no_grad(), bar, tmp_data.open("r+b") as data:
             parameter = next(bilm.parameters())
             for start in range(0, len(order), batch_size):
                 batch = order[start : start + batch_size]
@@ -109,11 +121,12 @@ class ElmoCache:
                 outputs, _ = bilm(char_ids)
                 stacked = torch.stack(outputs).float().cpu().numpy()  # (L + 1, batch, time + 2, 2P)
                 for row, index in enumerate(batch):
-                    data[:, offsets[index] : offsets[index + 1]] = stacked[:, row, : lengths[index] + 2]
+                    values = stacked[:, row, : lengths[index] + 2].astype(numpy_dtype)  # (L + 1, length + 2, 2P)
+                    for layer in range(layers):
+                        data.seek(first_byte + (layer * rows + int(offsets[index])) * row_bytes)
+                        data.write(values[layer].tobytes())
                 bar.update(int(lengths[batch].sum()))
         bilm.train(was_training)
-        data.flush()
-        del data
         os.replace(tmp_data, _sibling(path, ".npy"))
         write_json_atomic(_sibling(path, ".json"),
                           {"format": CACHE_FORMAT, "key": key, "dtype": str(dtype), "lengths": lengths.tolist()})

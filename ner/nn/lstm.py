@@ -186,9 +186,9 @@ def _onednn_linear_works() -> bool:
 #
 # Those kernels are kept in two caches, one entry per shape: oneDNN's primitive cache and ideep's computation cache
 # in torch (1,024 entries each by default). Training's shapes (packed rows, active sentences per step, char CNN
-# widths) keep changing, so at their default sizes the caches grew by ~600 MB over one epoch of CoNLL-2003
+# widths) keep changing, so at their default sizes the caches grew by ~500 MB over one epoch of CoNLL-2003
 # (BENCHMARKS.md, "Memory"). Bounded as below (before the first oneDNN call: both read their size once) they
-# hold ~20 MB, and 300 training steps took no more CPU time; a size set in the environment wins.
+# hold ~20 MB, and epochs took no longer; a size set in the environment wins.
 os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "128")
 os.environ.setdefault("LRU_CACHE_CAPACITY", "1")
 _ONEDNN = _onednn_linear_works()
