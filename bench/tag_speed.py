@@ -87,7 +87,8 @@ def main() -> None:
     from flair_side import model_sizes, run_flair
 
     from ner.data.text import split_sentences
-    from ner.tagging import tag_files, tag_text
+    from ner.entities import tag_text
+    from ner.tagging import tag_files
 
     torch.set_num_threads(args.threads)
     tagger = load_tagger(args)

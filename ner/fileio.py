@@ -1,22 +1,23 @@
 """Writing files safely: whole or not at all, with the process umask, never over an input, never out of a run
 directory through a symbolic link, and one ``ner train`` at a time per run directory.
 
-Every file ``ner`` writes goes through ``atomic_stream`` (``atomic_write``, ``write_text_atomic``): a temporary
-file beside the target, renamed over it when complete, so an interrupted write never leaves a half-written
-file. The temporary file is created with mode 0666 less the process umask, as ``open`` would create it, so a
-run directory is as readable as any other file its user writes (a service running as another user can read it
-when the umask allows). ``check_output`` refuses an output path before any work starts; ``refuse_links_out`` and
-``run_lock`` guard the run directories that ``ner train`` and ``ner evaluate`` write into.
+Every file ``ner`` writes goes through ``atomic_path`` (``atomic_stream``, ``atomic_write``, ``write_text_atomic``,
+``write_json_atomic``): a temporary file beside the target, renamed over it when complete, so an interrupted write
+never leaves a half-written file. The temporary file is created with mode 0666 less the process umask, as ``open``
+would create it, so a run directory is as readable as any other file its user writes (a service running as
+another user can read it when the umask allows). ``check_output`` refuses an output path before any work starts;
+``refuse_links_out`` and ``run_lock`` guard the run directories that ``ner train`` and ``ner evaluate`` write into.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import socket
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from ner.errors import NerError
 
@@ -25,22 +26,30 @@ _NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 
 
 @contextlib.contextmanager
-def atomic_stream(path: str | os.PathLike[str]) -> Iterator[BinaryIO]:
-    """A binary handle whose bytes appear at ``path`` only if the block ends without an error: they go to a
-    temporary file beside it, renamed over ``path`` at the end (removed on an error)."""
+def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
+    """A temporary path beside ``path`` whose file appears at ``path`` only if the block ends without an error
+    (renamed over it; removed on an error). The file is created empty first, with the umask, refusing a symbolic
+    link planted under its name, so a writer that needs a file name (h5py, numpy's memory maps) opens ours."""
     target = Path(path)
     check_output(target)
     temporary = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-    # O_NOFOLLOW: a symbolic link planted under the temporary name is refused, not written through.
-    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | _NOFOLLOW, 0o666)
+    os.close(os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | _NOFOLLOW, 0o666))  # a link: refused
     try:
-        with os.fdopen(descriptor, "wb") as handle:
-            yield handle
+        yield temporary
         os.replace(temporary, target)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(temporary)
         raise
+
+
+@contextlib.contextmanager
+def atomic_stream(path: str | os.PathLike[str]) -> Iterator[BinaryIO]:
+    """A binary handle whose bytes appear at ``path`` only if the block ends without an error (``atomic_path``)."""
+    with atomic_path(path) as temporary:
+        # O_NOFOLLOW: a symbolic link put in place of the temporary file is refused, not written through.
+        with os.fdopen(os.open(temporary, os.O_WRONLY | _NOFOLLOW), "wb") as handle:
+            yield handle
 
 
 def atomic_write(path: str | os.PathLike[str], write: Callable[[BinaryIO], object]) -> None:
@@ -52,6 +61,11 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[BinaryIO], objec
 def write_text_atomic(path: str | os.PathLike[str], text: str) -> None:
     """Write UTF-8 ``text`` to ``path`` whole or not at all (``atomic_write``)."""
     atomic_write(path, lambda handle: handle.write(text.encode("utf-8")))
+
+
+def write_json_atomic(path: str | os.PathLike[str], data: Any) -> None:
+    """Write ``data`` as indented JSON (and a final newline) to ``path``, whole or not at all."""
+    write_text_atomic(path, json.dumps(data, indent=2) + "\n")
 
 
 def append_line(path: Path, line: str) -> None:

@@ -3,23 +3,25 @@
 In eval mode and without ELMo, everything before the tagger's recurrence (word, casing and character features
 and the first layer's input projection, about 60 % of its multiply-adds at hidden size 200) depends on a
 token's spelling alone (with the document casing feature: on its spelling and document casing class; the
-cache's keys are then those pairs), and text repeats spellings. ``Tagger.predict_encoded`` computes these inputs
-once per distinct word of a call; this cache also keeps them across calls, so a tagging run computes them only for
-spellings it has not seen lately (on Reuters news with 20,000-token windows: 20 % of tokens are new to their
-window, 6 % new to a 16,384-spelling cache).
+cache's keys are then those pairs), and text repeats spellings. ``Tagger.inference_emissions`` computes these
+inputs once per distinct word of a call (``Tagger.token_input_parts``); this cache also keeps them across calls,
+so a tagging run computes them only for spellings it has not seen lately (on Reuters news with 20,000-token
+windows: 20 % of tokens are new to their window, 6 % new to a 16,384-spelling cache).
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Hashable, Iterator, Sequence
 
 import torch
-
-if TYPE_CHECKING:
-    from ner.model import EncodedSentences, Tagger
+from torch import nn
 
 DEFAULT_CAPACITY = 16_384
+
+InputParts = Callable[[torch.Tensor], Iterator[tuple[torch.Tensor, torch.Tensor]]]
+"""Computes the gate inputs of rows (n,) of a call's table of distinct words (row 0 is padding), in chunks: each
+chunk's positions in the rows (m,) and its inputs (2, m, G)."""
 
 
 class TokenInputCache:
@@ -30,23 +32,26 @@ class TokenInputCache:
 
     def __init__(self, capacity: int = DEFAULT_CAPACITY) -> None:
         self.capacity = capacity
-        self.columns: OrderedDict[str | tuple[str, int], int] = OrderedDict()  # key -> column, least recent first
+        self.columns: OrderedDict[Hashable, int] = OrderedDict()  # key -> column, least recent first
         self.table: torch.Tensor | None = None  # (2, allocated, G); column 0 is padding (zeros)
         self.weights_key: tuple | None = None
 
-    def lookup(self, tagger: Tagger, encoded: EncodedSentences) -> tuple[torch.Tensor, torch.Tensor]:
-        """A table (2, C, G) and the column (rows,) of each of ``encoded``'s distinct words in it (0 for padding).
+    def lookup(self, keys: Sequence[Hashable], parts: InputParts, model: nn.Module
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+        """A table (2, C, G) and the column (rows,) of each of a call's distinct words in it (0 for padding).
 
-        Computes the missing entries; a call with more distinct words than the capacity bypasses the cache.
+        ``keys`` are the words' spellings (or (spelling, document casing class) pairs), row r + 1 of the call's
+        table holding ``keys[r]``; ``parts`` computes the missing entries; ``model`` is the network whose
+        parameters they depend on. A call with more distinct words than the capacity bypasses the cache.
         """
-        distinct = encoded.batcher.keys  # spellings, or (spelling, document casing class) pairs
-        if len(distinct) > self.capacity:
-            every_row = torch.arange(len(distinct) + 1)  # padding row 0 included: its inputs are never read
-            return tagger.token_inputs(encoded, every_row), every_row.to(tagger.device)
-        self._check_weights(tagger)
-        columns = [0] * (len(distinct) + 1)
-        missing: list[int] = []  # rows of encoded's word table to compute
-        for row, word in enumerate(distinct, start=1):
+        if len(keys) > self.capacity:
+            every_row = torch.arange(len(keys) + 1)  # padding row 0 included: its inputs are never read
+            table = _assembled(parts(every_row), len(every_row))
+            return table, every_row.to(table.device)
+        self._check_weights(model)
+        columns = [0] * (len(keys) + 1)
+        missing: list[int] = []  # rows of the call's table to compute
+        for row, word in enumerate(keys, start=1):
             column = self.columns.get(word)
             if column is None:
                 missing.append(row)
@@ -58,17 +63,17 @@ class TokenInputCache:
             fresh = []
             for row in missing:
                 column = self._free_column()
-                self.columns[distinct[row - 1]] = column
+                self.columns[keys[row - 1]] = column
                 columns[row] = column
                 fresh.append(column)
             needed, fresh_columns = max(fresh) + 1, torch.tensor(fresh)
-            for positions, inputs in tagger.token_input_parts(encoded, torch.tensor(missing)):  # (2, m, G) each
+            for positions, inputs in parts(torch.tensor(missing)):  # (2, m, G) each
                 self._store(inputs, fresh_columns[positions], needed)  # straight into the table, chunk by chunk
         return self.table, torch.tensor(columns, device=self.table.device)
 
-    def _check_weights(self, tagger: Tagger) -> None:
+    def _check_weights(self, model: nn.Module) -> None:
         """Drop every entry if the model's parameters changed since they were computed."""
-        key = tuple((p.data_ptr(), p._version) for p in tagger.model.parameters())
+        key = tuple((p.data_ptr(), p._version) for p in model.parameters())
         if key != self.weights_key:
             self.clear()
             self.weights_key = key
@@ -95,3 +100,13 @@ class TokenInputCache:
                 grown[:, :self.table.shape[1]] = self.table
             self.table = grown
         self.table[:, columns.to(inputs.device)] = inputs
+
+
+def _assembled(parts: Iterator[tuple[torch.Tensor, torch.Tensor]], size: int) -> torch.Tensor:
+    """The inputs (2, size, G) of rows 0..size-1 from their chunks (positions (m,), inputs (2, m, G))."""
+    table = None
+    for positions, part in parts:
+        if table is None:
+            table = part.new_empty(part.shape[0], size, part.shape[2])  # (2, size, G)
+        table[:, positions.to(part.device)] = part
+    return table

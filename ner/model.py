@@ -1,285 +1,42 @@
-"""The BiLSTM-CRF tagger: embedder -> our BiLSTM -> linear emissions -> constrained CRF.
+"""The BiLSTM-CRF tagger as users and training see it: ``Tagger``.
 
-``TaggerModel`` is the ``nn.Module`` (tensors in, tensors out). ``Tagger`` pairs it with its vocabularies and
-tag schemes: it builds or loads a run directory, turns token lists into batches, and returns tags (in the
-scheme of the user's files) or entity spans with their CRF probabilities.
+``Tagger`` pairs the network (``ner.network.TaggerModel``, tensors in, tensors out) with its vocabularies and tag
+schemes: it builds a new one from a training corpus or loads a run directory (``ner.tagger_files``), turns token
+lists into batches (``ner.encoding``), and returns tags (in the scheme of the user's files) or entity spans with
+their CRF probabilities.
 
-Shape letters: B sentences, T tokens, W characters per token, D embedder features, H LSTM hidden size,
-K tags, G gate inputs per direction (4H; 3H for GRU and coupled cells).
+Shape letters: B sentences, T tokens, K tags, G gate inputs per direction (``ner.network``).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 from collections import Counter
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
 
-from ner.config import Config, ModelConfig, config_from_dict, read_yaml
+from ner.config import Config
 from ner.data.batching import Batch, Batcher
-from ner.data.conll import Corpus, Sentence, write_text_atomic
-from ner.data.features import CASING_CLASSES, DOCUMENT_CASING_CLASSES, casing_class, document_ranges, documents_casing
+from ner.data.conll import Corpus, Sentence
+from ner.data.features import documents_casing
 from ner.data.schemes import convert_tags, spans_to_tags, tags_to_spans
-from ner.data.vectors import VectorTable, check_file, check_reference, load_vectors
-from ner.data.vocab import (
-    VOCABULARY_FILES,
-    Vocabulary,
-    WordLookup,
-    build_vocabularies,
-    load_vocabularies,
-    save_vocabularies,
-)
-from ner.elmo import BiLM, BiLMOptions, Elmo, ElmoCache, batch_to_char_ids, load_bilm
-from ner.errors import ConfigError, NerError
-from ner.fileio import atomic_write
+from ner.data.vectors import VectorTable, load_vectors
+from ner.data.vocab import Vocabulary, WordLookup, build_vocabularies, save_vocabularies
+from ner.distributed import Context, select_device
+from ner.elmo import BiLM, ElmoCache, batch_to_char_ids, load_bilm
+from ner.encoding import EncodedSentences, TaggerBatch
+from ner.entities import checked_sentences, tag_text
+from ner.errors import NerError
+from ner.fileio import atomic_write, write_json_atomic
 from ner.input_cache import TokenInputCache
-from ner.nn.attention import StateAttention
-from ner.nn.char_cnn import CharCNN
-from ner.nn.crf import CRF, allowed_transitions
-from ner.nn.lstm import GRU, LSTM
-from ner.nn.mentions import mean_of_other_mentions, others_from_sums
+from ner.network import TaggerModel
 from ner.propagation import propagate_entities
 from ner.rundir import best_seed_dir, is_multi_seed
-from ner.runfiles import (
-    check_fits,
-    check_plausible,
-    check_same,
-    load_weights,
-    meta_device,
-    read_json_object,
-    read_meta,
-    require_files,
-)
-
-WEIGHTS_FILE = "model.pt"
-CONFIG_FILE = "config.yaml"
-META_FILE = "model.json"
-VECTORS_FILE = "vectors.json"  # which pretrained table the run uses (ner/data/vectors.py), when it uses one
-MODEL_FORMAT = 1  # bump when the saved layout changes; Tagger.load refuses other formats
-CONSTRAINT_BUFFERS = ("crf.start_allowed", "crf.transitions_allowed", "crf.end_allowed")  # from tags.json
-
-
-class Embedder(nn.Module):
-    """Per-token features: word embedding ⊕ casing embedding ⊕ (optional) document casing embedding ⊕ character
-    CNN ⊕ (optional) ELMo features.
-
-    Words are looked up in a lowercased vocabulary (by default); the casing class restores what lowercasing
-    removed; the document casing class says how the word is written elsewhere in its document; the character
-    CNN sees the original spelling.
-    """
-
-    def __init__(self, config: ModelConfig, num_words: int, num_chars: int, elmo_dim: int = 0,
-                 table: torch.Tensor | None = None) -> None:
-        super().__init__()
-        emb, cnn = config.embeddings, config.char_cnn
-        self.words = nn.Embedding(num_words, emb.dim, padding_idx=0)
-        # A pretrained table (rows, dim), fixed: word id num_words + r is its row r (ner.data.vocab.WordLookup).
-        # Not saved with the weights: the run directory records which table it is (vectors.json).
-        self.register_buffer("table", table, persistent=False)
-        self.casing = nn.Embedding(len(CASING_CLASSES), emb.casing_dim, padding_idx=0) if emb.casing_dim else None
-        self.document_casing = nn.Embedding(len(DOCUMENT_CASING_CLASSES), emb.document_casing_dim, padding_idx=0) \
-            if emb.document_casing_dim else None
-        self.chars = CharCNN(num_chars, cnn.dim, [tuple(f) for f in cnn.filters], highway_layers=cnn.highway,
-                             boundary_windows=True) if cnn.dim else None
-        self.output_dim = emb.dim + emb.casing_dim + emb.document_casing_dim + \
-            (self.chars.output_dim if self.chars else 0) + elmo_dim
-
-    def forward(self, word_ids: torch.Tensor, casing_ids: torch.Tensor, char_ids: torch.Tensor,
-                elmo: torch.Tensor | None = None, document_casing_ids: torch.Tensor | None = None) -> torch.Tensor:
-        """word_ids, casing_ids, document_casing_ids (B, T), char_ids (B, T, W), elmo (B, T, E) -> (B, T, D)."""
-        features = [self.word_vectors(word_ids)]  # (B, T, word_dim)
-        if self.casing is not None:
-            features.append(self.casing(casing_ids))  # (B, T, casing_dim)
-        if self.document_casing is not None:
-            if document_casing_ids is None:
-                raise ValueError("document_casing_ids: required by a model with a document casing feature")
-            features.append(self.document_casing(document_casing_ids))  # (B, T, document_casing_dim)
-        if self.chars is not None:
-            features.append(self.chars(char_ids))  # (B, T, char_features), once per distinct spelling
-        if elmo is not None:
-            features.append(elmo)  # (B, T, E)
-        return torch.cat(features, dim=-1)  # (B, T, D)
-
-    def word_vectors(self, word_ids: torch.Tensor) -> torch.Tensor:
-        """word_ids (B, T) -> (B, T, word_dim): learned rows below ``num_words``, the fixed table above."""
-        learned = self.words.num_embeddings
-        own = word_ids < learned  # (B, T)
-        vectors = self.words(word_ids.masked_fill(~own, 0))  # (B, T, word_dim)
-        if self.table is None or bool(own.all()):
-            return vectors
-        fixed = self.table[(word_ids - learned).clamp(min=0)]  # (B, T, word_dim)
-        return torch.where(own[..., None], vectors, fixed)
-
-
-class TaggerModel(nn.Module):
-    """Encoder states from embedder + BiLSTM (+ self-attention over the sentence, ``model.attention``)
-    (``states``), emission scores from them by a linear layer (``emit``), and a CRF constrained to well-formed
-    sequences.
-
-    With ``bilm`` the embedder also gets ELMo features: the biLM's layers, scalar-mixed (``self.elmo``).
-    """
-
-    def __init__(self, config: ModelConfig, num_words: int, num_chars: int, tag_names: Sequence[str],
-                 bilm: BiLM | None = None, table: torch.Tensor | None = None) -> None:
-        super().__init__()
-        elmo = config.elmo
-        self.elmo = Elmo(bilm, dropout=elmo.dropout, do_layer_norm=elmo.layer_norm, fine_tune=elmo.fine_tune,
-                         l2_coef=elmo.l2) if bilm is not None else None
-        self.embedder = Embedder(config, num_words, num_chars, self.elmo.output_dim if self.elmo else 0, table)
-        self.dropout = nn.Dropout(config.dropout)
-        lstm = config.lstm
-        recurrent = GRU if lstm.variant == "gru" else LSTM
-        options: dict[str, Any] = {} if lstm.variant == "gru" else {"variant": lstm.variant}
-        self.encoder = recurrent(self.embedder.output_dim, lstm.hidden_size, num_layers=lstm.num_layers,
-                                 bidirectional=True, dropout=config.dropout if lstm.num_layers > 1 else 0.0,
-                                 layer_norm=lstm.layer_norm, residual=lstm.residual, **options)
-        attention = config.attention
-        self.attention = StateAttention(2 * lstm.hidden_size, attention.heads, attention.dropout) \
-            if attention.heads else None
-        self.document_context = config.document_context
-        self.emissions = nn.Linear(2 * lstm.hidden_size * (2 if config.document_context else 1), len(tag_names))
-        self.crf = CRF(len(tag_names), allowed_transitions(tag_names, config.scheme))
-
-    def states(self, word_ids: torch.Tensor, casing_ids: torch.Tensor, char_ids: torch.Tensor,
-               mask: torch.Tensor, elmo: torch.Tensor | None = None,
-               document_casing_ids: torch.Tensor | None = None) -> torch.Tensor:
-        """Encoder states (B, T, 2H) of the batch's tokens, zero at padding."""
-        x = self.dropout(self.embedder(word_ids, casing_ids, char_ids, elmo, document_casing_ids))  # (B, T, D)
-        hidden, _ = self.encoder(x, mask)  # (B, T, 2H)
-        return self.attention(hidden, mask) if self.attention is not None else hidden
-
-    def token_inputs(self, word_ids: torch.Tensor, casing_ids: torch.Tensor, char_ids: torch.Tensor,
-                     document_casing_ids: torch.Tensor | None = None) -> torch.Tensor:
-        """The BiLSTM's first-layer gate inputs of V tokens taken one by one: word_ids, casing_ids,
-        document_casing_ids (V,), char_ids (V, W) -> (2, V, G). In eval mode without ELMo they depend on the
-        token's spelling (and document casing class) alone, so inference computes them once per distinct
-        spelling (``states_from_inputs`` continues from them)."""
-        document_casing = None if document_casing_ids is None else document_casing_ids[:, None]  # (V, 1)
-        features = self.embedder(word_ids[:, None], casing_ids[:, None], char_ids[:, None],
-                                 document_casing_ids=document_casing)  # (V, 1, D)
-        return self.encoder.input_projection(features[:, 0])  # (2, V, G)
-
-    def states_from_inputs(self, table: torch.Tensor, rows: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """Encoder states (B, T, 2H), zero at padding, of tokens given as rows (B, T) of a ``token_inputs``
-        table (2, V, G)."""
-        hidden, _ = self.encoder(rows, mask, inputs_table=table)  # (B, T, 2H)
-        return self.attention(hidden, mask) if self.attention is not None else hidden
-
-    def emit(self, hidden: torch.Tensor, mention_groups: torch.Tensor | None) -> torch.Tensor:
-        """Emission scores (B, T, K) from encoder states (B, T, 2H). With ``model.document_context`` each state
-        is joined by the mean state of the other mentions of its word in its document: ``mention_groups``
-        (B, T) gives equal ids to those tokens (0 on padding); the batch must hold whole documents."""
-        context = None
-        if self.document_context:
-            if mention_groups is None:
-                raise ValueError("mention_groups: required by a model with document context")
-            context = mean_of_other_mentions(hidden, mention_groups)  # (B, T, 2H)
-        return self.emit_with_context(hidden, context)
-
-    def emit_with_context(self, hidden: torch.Tensor, context: torch.Tensor | None) -> torch.Tensor:
-        """Emission scores (B, T, K) from encoder states (B, T, 2H) and, with document context, the mean states
-        of each token's other mentions (B, T, 2H), however they were gathered."""
-        if context is not None:
-            hidden = torch.cat([hidden, context], dim=-1)  # (B, T, 4H)
-        return self.emissions(self.dropout(hidden))  # (B, T, K)
-
-
-class EncodedSentences:
-    """Sentences turned into ids once (words, characters, casing, tags); served as padded batches.
-
-    ``elmo_cache`` (frozen ELMo only) holds the biLM layers of these sentences, in the same order. With
-    ``has_document_casing`` the batcher's row features are the tokens' document casing classes;
-    ``document_ids`` delimit the documents (see ``Tagger.encode``). With ``document_context`` batches hold
-    whole documents and carry each token's mention group: its lowercased spelling within its document.
-    """
-
-    def __init__(self, batcher: Batcher, elmo_cache: ElmoCache | None = None,
-                 has_document_casing: bool = False, document_ids: Sequence[int] | None = None,
-                 document_context: bool = False) -> None:
-        self.batcher = batcher
-        self.document_ids = document_ids  # one per sentence; None: all one document
-        self.has_document_casing = has_document_casing
-        self.casing_table = torch.tensor([0] + [casing_class(word) for word in batcher.distinct])  # (rows,)
-        self.elmo_cache = elmo_cache
-        self.documents = document_ranges(len(batcher), document_ids) if document_context else None
-        self.sentence_documents: torch.Tensor | None = None  # (sentences,) document number
-        self.lowercase_table: torch.Tensor | None = None  # (rows,) id of each row's lowercased spelling, 0: padding
-        if self.documents is not None:
-            self.sentence_documents = torch.repeat_interleave(
-                torch.arange(len(self.documents)), torch.tensor([len(d) for d in self.documents]))
-            lowercase: dict[str, int] = {}
-            self.lowercase_table = torch.tensor(
-                [0] + [lowercase.setdefault(word.lower(), len(lowercase) + 1) for word in batcher.distinct])
-
-    def __len__(self) -> int:
-        return len(self.batcher)
-
-    def batches(self, batch_size: int, shuffle: bool = False, seed: int = 0,
-                whole_documents: bool = True) -> Iterator[TaggerBatch]:
-        """Batches grouped by length; ``shuffle`` orders them by ``seed`` alone. With document context and
-        ``whole_documents`` (training) they hold whole documents and carry their tokens' mention groups;
-        without, they are grouped by length alone and ``other_mentions`` gathers the context across them."""
-        documents = self.documents if whole_documents else None
-        for batch in self.batcher.batches(batch_size, shuffle=shuffle, seed=seed, documents=documents):
-            casing = self.casing_table[batch.rows]  # (B, T), 0 on padding
-            document_casing = self.batcher.row_features[batch.rows] if self.has_document_casing else None  # (B, T)
-            layers = None
-            if self.elmo_cache is not None:
-                layers, _ = self.elmo_cache.layers_for(batch.indices)  # (L + 1, B, T + 2, 2P)
-            groups = _groups(self._mention_keys(batch)) if documents is not None else None  # (B, T)
-            yield TaggerBatch(batch, casing, layers, document_casing, groups)
-
-    def other_mentions(self, batches: Sequence[Batch], states: Sequence[torch.Tensor]) -> Iterator[torch.Tensor]:
-        """For batches of these sentences (together holding every sentence of a document they touch) and their
-        encoder states (B, T, C): the mean state of each token's other mentions in its document (B, T, C), one
-        batch at a time (the group sums over every batch come first; no temporary is corpus-sized)."""
-        keys = torch.cat([self._mention_keys(batch).reshape(-1) for batch in batches])  # (N,)
-        groups = _groups(keys.to(states[0].device))  # (N,)
-        shared = torch.bincount(groups) > 1  # (G,) the groups of two mentions or more
-        shared[0] = False
-        groups = (shared.cumsum(0) * shared)[groups]  # (N,) only those keep an id: a lone token's context is 0
-        sizes = torch.bincount(groups)  # (S,) S shared groups, and 0 (padding and lone tokens)
-        sums = states[0].new_zeros(len(sizes), states[0].shape[-1])  # (S, C)
-        parts = groups.split([hidden.shape[0] * hidden.shape[1] for hidden in states])  # each (B * T,)
-        for ids, hidden in zip(parts, states):
-            sums.index_add_(0, ids, hidden.reshape(-1, hidden.shape[-1]))  # in token order, as one call would
-        for ids, hidden in zip(parts, states):
-            yield others_from_sums(hidden.reshape(-1, hidden.shape[-1]), ids, sums, sizes).view_as(hidden)
-
-    def _mention_keys(self, batch: Batch) -> torch.Tensor:
-        """(B, T) one number per (document, lowercased spelling), the same in every batch; 0 on padding."""
-        if self.lowercase_table is None or self.sentence_documents is None:
-            raise ValueError("mention keys: the sentences were encoded for a model without document context")
-        words = self.lowercase_table[batch.rows]  # (B, T), 0 on padding
-        documents = self.sentence_documents[batch.indices]  # (B,)
-        return (documents[:, None] * len(self.lowercase_table) + words) * batch.mask  # (B, T)
-
-
-def _groups(keys: torch.Tensor) -> torch.Tensor:
-    """Ids from 1 shared by equal nonzero ``keys`` (any shape); 0 where the key is 0."""
-    _, inverse = torch.unique(keys, return_inverse=True)
-    return (inverse + 1) * (keys > 0)
-
-
-@dataclass
-class TaggerBatch:
-    """A padded batch plus what only the tagger derives: casing classes and cached ELMo layers."""
-
-    batch: Batch
-    casing_ids: torch.Tensor  # (B, T) long
-    elmo_layers: torch.Tensor | None  # (L + 1, B, T + 2, 2P) from the cache, or None
-    document_casing_ids: torch.Tensor | None = None  # (B, T) long, when the model has the feature
-    mention_groups: torch.Tensor | None = None  # (B, T) long, with model.document_context
-
-    @property
-    def size(self) -> int:
-        return self.batch.mask.size(0)
+from ner.tagger_files import META_FILE, MODEL_FORMAT, VECTORS_FILE, WEIGHTS_FILE, read_tagger_files
 
 
 class Tagger:
@@ -345,10 +102,10 @@ class Tagger:
         """Write the vocabularies and ``model.json`` (formats and schemes) into ``run_dir``."""
         save_vocabularies(run_dir, self.words, self.chars, self.tags)
         if self.vectors is not None:
-            write_text_atomic(run_dir / VECTORS_FILE, json.dumps(self.vectors.reference(), indent=2) + "\n")
+            write_json_atomic(run_dir / VECTORS_FILE, self.vectors.reference())
         meta = {"format": MODEL_FORMAT, "data_scheme": self.data_scheme, "model_scheme": self.config.model.scheme,
                 "elmo_options": self.model.elmo.bilm.options.to_allennlp() if self.model.elmo else None}
-        write_text_atomic(run_dir / META_FILE, json.dumps(meta, indent=2) + "\n")
+        write_json_atomic(run_dir / META_FILE, meta)
 
     def save_weights(self, run_dir: Path) -> None:
         """Write the model's state dict to ``model.pt`` (atomically; loads with ``weights_only=True``)."""
@@ -358,37 +115,18 @@ class Tagger:
     def load(cls, run_dir: str | Path, device: torch.device | str | None = None) -> Tagger:
         """Load a run directory written by ``ner train``; needs nothing else. Safe on untrusted files: no code
         runs from them, every file is checked (a NerError naming it), and memory and time are bounded by their
-        size (``ner.runfiles``). Of a multi-seed run (``RUN/seed-N/``), the seed that was best on dev."""
+        size (``ner.tagger_files``). Of a multi-seed run (``RUN/seed-N/``), the seed that was best on dev."""
         run_dir = Path(run_dir)
         if not run_dir.is_dir():
             raise NerError(f"{run_dir}: no such run directory (expected the output.dir of `ner train`)")
         if is_multi_seed(run_dir):
             run_dir = best_seed_dir(run_dir)
-        require_files(run_dir, (CONFIG_FILE, META_FILE, WEIGHTS_FILE, *VOCABULARY_FILES.values()))
-        try:
-            config = config_from_dict(read_yaml(run_dir / CONFIG_FILE), run_dir, str(run_dir / CONFIG_FILE))
-        except ConfigError as error:
-            raise NerError(f"{error} (the run was written by an incompatible version of ner)") from None
-        meta = read_meta(run_dir / META_FILE, MODEL_FORMAT, config.model.scheme)
-        words, chars, tags = load_vocabularies(run_dir)
-        # The biLM's weights are in model.pt: only its architecture is needed to rebuild it.
-        options = BiLMOptions.from_allennlp(meta["elmo_options"], str(run_dir / META_FILE)) \
-            if meta["elmo_options"] else None
-        # Untrusted files: the weights first (no larger than their file), then the model the other files
-        # describe, shape by shape, and only then is anything built (runfiles.py).
-        weights = run_dir / WEIGHTS_FILE
-        state = load_weights(weights)
-        check_plausible(weights, state, len(tags), _layers(config.model, options))
-        try:
-            constraints = allowed_transitions(tags.items, config.model.scheme)
-        except ValueError as error:
-            raise NerError(f"{run_dir / VOCABULARY_FILES['tags']}: {error}") from None
-        check_fits(weights, state, _state_shapes(run_dir, config.model, words, chars, tags, options))
-        check_same(weights, state, dict(zip(CONSTRAINT_BUFFERS, constraints)), "tags.json")
+        saved = read_tagger_files(run_dir)
+        config = saved.config
         device = resolve_device(config.training.device) if device is None else device
-        tagger = cls(config, words, chars, tags, meta["data_scheme"], device, BiLM(options) if options else None,
-                     _saved_vectors(run_dir, config))
-        tagger.model.load_state_dict(state)
+        tagger = cls(config, saved.words, saved.chars, saved.tags, saved.data_scheme, device,
+                     BiLM(saved.bilm_options) if saved.bilm_options else None, saved.vectors)
+        tagger.model.load_state_dict(saved.state)
         tagger.model.eval()
         return tagger
 
@@ -449,16 +187,6 @@ class Tagger:
                                  batch.mask.to(self.device), self._elmo_features(item),
                                  _to(item.document_casing_ids, self.device))
 
-    def token_inputs(self, encoded: EncodedSentences, rows: torch.Tensor) -> torch.Tensor:
-        """First-layer gate inputs (2, n, G) of the distinct words at ``rows`` (n,) of ``encoded``'s word table
-        (see ``token_input_parts``)."""
-        table = None
-        for positions, part in self.token_input_parts(encoded, rows):
-            if table is None:
-                table = part.new_empty(part.shape[0], len(rows), part.shape[2])  # (2, n, G)
-            table[:, positions.to(self.device)] = part
-        return table
-
     def token_input_parts(self, encoded: EncodedSentences, rows: torch.Tensor, chunk: int = 2048
                           ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """The first-layer gate inputs of the distinct words at ``rows`` (n,) of ``encoded``'s word table, in chunks
@@ -491,7 +219,7 @@ class Tagger:
     def loss(self, item: TaggerBatch) -> torch.Tensor:
         """Mean negative log-likelihood of the batch's gold tags (training mode: dropout, <unk> replacement),
         plus the ELMo scalar-mix L2 penalty when configured."""
-        emissions = self.emissions(item, self.unk_probability)
+        emissions = self.emissions(item, self.unk_probability).float()  # (B, T, K): bf16 under autocast
         loss = self.model.crf.neg_log_likelihood(emissions, item.batch.tag_ids.to(self.device),
                                                  item.batch.mask.to(self.device))
         if self.model.elmo is not None and self.config.model.elmo.l2:
@@ -539,7 +267,8 @@ class Tagger:
         hold whole documents (as training's do) and pad little.
         """
         self.model.eval()
-        table, columns = self.input_cache.lookup(self, encoded) if self.model.elmo is None else (None, None)
+        table, columns = (None, None) if self.model.elmo is not None else \
+            self.input_cache.lookup(encoded.batcher.keys, partial(self.token_input_parts, encoded), self.model)
         items = list(encoded.batches(batch_size, whole_documents=False))
         states = []
         for item in items:
@@ -562,7 +291,7 @@ class Tagger:
         >>> tagger.predict([["EU", "rejects", "German", "call"]])  # doctest: +SKIP
         [['I-ORG', 'O', 'I-MISC', 'O']]
         """
-        sentences = _checked(sentences)
+        sentences = checked_sentences(sentences)
         result: list[list[str]] = [[] for _ in sentences]
         nonempty, encoded = self._encode_nonempty(sentences, document_ids)
         if nonempty:
@@ -574,7 +303,7 @@ class Tagger:
                       document_ids: Sequence[int] | None = None) -> list[list[tuple[str, int, int, float]]]:
         """Entities of tokenised sentences as ``(type, start_token, end_token_exclusive, probability)``;
         ``document_ids`` as in ``predict``."""
-        sentences = _checked(sentences)
+        sentences = checked_sentences(sentences)
         result: list[list[tuple[str, int, int, float]]] = [[] for _ in sentences]
         nonempty, encoded = self._encode_nonempty(sentences, document_ids)
         if nonempty:
@@ -596,48 +325,7 @@ class Tagger:
 
     def tag(self, text: str) -> list[dict[str, Any]]:
         """Entities in raw text: ``[{"start", "end", "type", "text", "score"}, ...]`` with character offsets."""
-        from ner.tagging import tag_text
-
         return tag_text(self, text)
-
-
-def _saved_vectors(run_dir: Path, config: Config) -> VectorTable | None:
-    """The pretrained table a run was trained with, checked against the reference in ``vectors.json``."""
-    emb = config.model.embeddings
-    if not emb.pretrained:
-        return None
-    path = run_dir / VECTORS_FILE
-    if not path.exists():
-        raise NerError(f"{path}: missing (the run's config names pretrained vectors; expected a run directory "
-                       f"written by `ner train`)")
-    reference = read_json_object(path)
-    check_file(emb.pretrained, reference, path)  # before reading it: a wrong or huge file goes unparsed
-    try:
-        vectors = load_vectors(emb.pretrained, emb.dim, emb.lowercase)
-    except NerError as error:
-        raise NerError(f"{path}: the model needs its word vectors {emb.pretrained}: {error}") from None
-    check_reference(vectors, reference, path)
-    return vectors
-
-
-def _layers(config: ModelConfig, options: BiLMOptions | None) -> int:
-    """How many layers (each with at least one tensor) the config and the biLM options describe."""
-    cnn = config.char_cnn
-    layers = config.lstm.num_layers + (len(cnn.filters) + cnn.highway if cnn.dim else 0)
-    return layers + (options.num_layers + len(options.filters) + options.highway_layers if options else 0)
-
-
-def _state_shapes(run_dir: Path, config: ModelConfig, words: Vocabulary, chars: Vocabulary, tags: Vocabulary,
-                  options: BiLMOptions | None) -> dict[str, torch.Size]:
-    """Names and shapes of the state dict of the model that ``config``, the vocabularies and the biLM options
-    describe, built on the meta device: nothing is allocated, however large it claims to be."""
-    try:
-        with meta_device():
-            model = TaggerModel(config, len(words), len(chars), tags.items, BiLM(options) if options else None)
-    except (RuntimeError, ValueError, TypeError, OverflowError) as error:
-        raise NerError(f"{run_dir}: config.yaml and model.json describe no model that can be built: "
-                       f"{str(error).splitlines()[0]}") from None
-    return {name: tensor.shape for name, tensor in model.state_dict().items()}
 
 
 def _to(tensor: torch.Tensor | None, device: torch.device) -> torch.Tensor | None:
@@ -653,23 +341,7 @@ def batch_mask_with_boundaries(mask: torch.Tensor) -> torch.Tensor:
 
 def resolve_device(name: str) -> torch.device:
     """``auto`` -> CUDA when available, else CPU; ``cuda`` without a GPU is a clear error."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise NerError("training.device: cuda requested but no CUDA device is available (use auto or cpu)")
-    return torch.device(name)
-
-
-def _checked(sentences: Sequence[Sequence[str]]) -> list[list[str]]:
-    """Token lists, refusing a bare string (a common mistake: pass [["EU", "rejects"]], not ["EU rejects"])."""
-    if isinstance(sentences, str) or any(isinstance(s, str) for s in sentences):
-        raise TypeError("expected a list of token lists, e.g. [['EU', 'rejects', 'German', 'call']]")
-    checked = [list(s) for s in sentences]
-    for number, tokens in enumerate(checked):
-        if not all(isinstance(token, str) for token in tokens):
-            odd = next(token for token in tokens if not isinstance(token, str))
-            raise TypeError(f"sentence {number}: expected tokens as strings, got {type(odd).__name__} {odd!r}")
-    return checked
+    return select_device(name, Context())
 
 
 def _with_tags(sentence: Sentence, tags: list[str]) -> Sentence:

@@ -22,8 +22,6 @@ from torch.overrides import TorchFunctionMode
 from ner.data.schemes import SCHEMES
 from ner.errors import NerError, location
 
-MODEL_SCHEMES = ("BIOES", "IOB2")
-
 
 def require_files(run_dir: Path, names: tuple[str, ...]) -> None:
     """Each of ``names`` is a regular file in ``run_dir``."""

@@ -2,13 +2,10 @@
 
 seqeval imports scikit-learn (for one warning class), which costs ~130 MB of memory and a second of start-up
 in every training run; these few lines give the same numbers (``tests/test_scoring.py`` checks them against
-seqeval on random and real tag sequences). Two modes:
-
-- **default** (``seqeval.metrics.classification_report``, conlleval's chunking): any tag ``P-TYPE`` (prefix
-  letter ``B I E S O``), chunks end and start by seqeval's ``end_of_chunk``/``start_of_chunk`` rules, so an
-  ``I-X`` after ``O`` starts an entity;
-- **strict** (``mode="strict", scheme=IOB2``): an entity is ``B-X`` and the ``I-X`` that follow it; any other
-  ``I-X`` is no entity, and a prefix other than ``B I O`` is an error.
+seqeval on random and real tag sequences), in seqeval's default mode (``seqeval.metrics.classification_report``,
+conlleval's chunking): any tag ``P-TYPE`` (prefix letter ``B I E S O``), chunks end and start by seqeval's
+``end_of_chunk``/``start_of_chunk`` rules, so an ``I-X`` after ``O`` starts an entity. (Its strict mode is not
+needed: ``ner.evaluation`` says why.)
 
 A report maps ``"micro"`` and each entity type (sorted) to ``{"precision", "recall", "f1", "support"}``;
 a ratio with a zero denominator is 0 (seqeval's ``zero_division=0``).
@@ -19,16 +16,14 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable, Sequence
 
-Entity = tuple  # (type, position, ...): hashable, its type first
+Entity = tuple[str, int, int]  # (type, first position, last position)
 
 
-def report(gold: Sequence[Sequence[str]], predicted: Sequence[Sequence[str]],
-           strict: bool = False) -> dict[str, dict[str, float]]:
+def report(gold: Sequence[Sequence[str]], predicted: Sequence[Sequence[str]]) -> dict[str, dict[str, float]]:
     """Micro and per-type scores of ``predicted`` against ``gold`` (equal numbers of sentences and tags)."""
     if [len(tags) for tags in gold] != [len(tags) for tags in predicted]:
         raise ValueError("gold and predicted need the same number of sentences and of tags in each")
-    extract = strict_entities if strict else default_entities
-    gold_entities, predicted_entities = set(extract(gold)), set(extract(predicted))
+    gold_entities, predicted_entities = set(default_entities(gold)), set(default_entities(predicted))
     true = Counter(entity[0] for entity in gold_entities)
     found = Counter(entity[0] for entity in predicted_entities)
     correct = Counter(entity[0] for entity in gold_entities & predicted_entities)
@@ -74,28 +69,3 @@ def _starts(prev_tag: str, tag: str, prev_type: str, kind: str) -> bool:
     """seqeval's ``start_of_chunk``: a chunk starts at this tag."""
     return (tag in ("B", "S") or (prev_tag in ("E", "S", "O") and tag in ("E", "I"))
             or (tag not in ("O", ".") and prev_type != kind))
-
-
-def strict_entities(sequences: Iterable[Sequence[str]]) -> list[Entity]:
-    """``(type, sentence, start, end)`` of each well-formed IOB2 entity (end exclusive), as seqeval's
-    ``Entities(sequences, IOB2)``; ValueError for a prefix other than ``B``, ``I``, ``O``."""
-    entities: list[Entity] = []
-    for sentence, tags in enumerate(sequences):
-        tokens = [_strict_token(tag) for tag in tags]
-        index = 0
-        while index < len(tokens):
-            prefix, kind = tokens[index]
-            index += 1
-            if prefix == "B":
-                start = index - 1
-                while index < len(tokens) and tokens[index] == ("I", kind):
-                    index += 1
-                entities.append((kind, sentence, start, index))
-    return entities
-
-
-def _strict_token(tag: str) -> tuple[str, str]:
-    """(prefix, type) of a tag as seqeval's ``IOB2`` token reads it."""
-    if not tag or tag[0] not in "BIO":
-        raise ValueError(f"invalid tag {tag!r} for strict IOB2 scoring: expected the prefix B, I or O")
-    return tag[0], tag[1:].strip("-") or "_"

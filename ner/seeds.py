@@ -19,13 +19,15 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from ner.config import Config, config_from_dict, config_to_dict, load_config, read_yaml, save_config
+from ner.config import Config, config_from_dict, config_to_dict, load_config, save_config
+from ner.distributed import from_environment
 from ner.errors import NerError
-from ner.evaluation import evaluate_run, write_json
-from ner.fileio import refuse_links_out
+from ner.evaluation import evaluate_run
+from ner.fileio import refuse_links_out, write_json_atomic
 from ner.log import log, setup_logging
 from ner.rundir import ROOT_CONFIG, SEED_PREFIX, SUMMARY_FILE, seed_dir, seed_dirs
 from ner.training import CHECKPOINT_FILE, METRICS_FILE, METRICS_LOG, train, train_from_config
+from ner.yaml_config import read_yaml
 
 
 def train_seeds(config: Config, run_dir: Path, parallel: int = 1, resume: bool = False) -> dict[str, Any]:
@@ -33,6 +35,8 @@ def train_seeds(config: Config, run_dir: Path, parallel: int = 1, resume: bool =
     seeds = config.training.seeds
     if parallel < 1:
         raise NerError(f"--parallel: expected an integer >= 1, got {parallel}")
+    if from_environment().distributed:
+        raise NerError("--seeds: a torchrun job trains one seed (start one job per seed, each with its output.dir)")
     if not resume:
         if run_dir.exists() and any(run_dir.iterdir()):
             raise NerError(f"{run_dir}: not empty; continue its seeds with --resume {run_dir} "
@@ -55,7 +59,7 @@ def train_seeds(config: Config, run_dir: Path, parallel: int = 1, resume: bool =
             if failures:
                 raise NerError("; ".join(failures))
     summary = summarize(run_dir, seeds)
-    write_json(summary, run_dir / SUMMARY_FILE)
+    write_json_atomic(run_dir / SUMMARY_FILE, summary)
     log.info("seeds %s:\n%s\nsummary written to %s (plots: ner report %s)", ", ".join(map(str, seeds)),
              format_summary(summary), run_dir / SUMMARY_FILE, run_dir)
     return summary
@@ -169,7 +173,7 @@ def evaluate_seeds(run_dir: Path, data_file: str | Path, verbose: bool = False) 
     out = run_dir / "evaluate" / Path(data_file).stem
     refuse_links_out(run_dir, [out / SUMMARY_FILE])
     out.mkdir(parents=True, exist_ok=True)
-    write_json(result, out / SUMMARY_FILE)
+    write_json_atomic(out / SUMMARY_FILE, result)
     if verbose:
         for seed, f1s in per_seed.items():
             print(f"seed {seed}: F1 {100 * f1s['micro']:.2f}")

@@ -9,20 +9,7 @@ windows in flight, whatever the size of the file or of a line: a line longer tha
 written in pieces (``ner.long_lines``). A model with the document casing feature
 (``model.embeddings.document_casing_dim``) takes each window as one document (windows never span files).
 
-Output formats:
-
-- ``jsonl`` (default): one object per input line, blank lines included, in input order:
-  ``{"line": N, "text": "...", "entities": [{"start": S, "end": E, "type": "PER", "text": "...", "score": P}]}``.
-  ``line`` counts from 1 in each file; ``"file"`` is added when several files are tagged. ``start``/``end`` are
-  Python string offsets into ``text`` (the line without its line ending and, on line 1, without a byte-order
-  mark), so ``text[start:end] == entity["text"]``. ``score`` is the span probability from the CRF. U+0085,
-  U+2028 and U+2029 are escaped, so each record is one line for ``str.splitlines`` too.
-- ``conll``: one ``token TAG`` line per token (IOB2 tags), a blank line after each sentence; a ``-DOCSTART- O``
-  line starts each file when several files are tagged.
-- ``inline``: one output line per input line, tokens separated by spaces, entities bracketed:
-  ``[PER John Smith] visited [LOC Paris] .``
-- ``html``: a self-contained page, one paragraph per input line, entities highlighted by type with their score
-  on hover and a legend, as on the page of ``ner serve`` (``ner/web/``).
+Output formats: ``ner.formats``.
 
 Bad input: a file with a NUL byte is refused as binary (``DataError``; the CLI exits with status 2, and no output
 file is left behind). Invalid UTF-8 is decoded with replacement characters (U+FFFD), reported once per file on
@@ -32,27 +19,27 @@ standard error with the line and byte offset; offsets then refer to the decoded 
 from __future__ import annotations
 
 import contextlib
-import html
 import multiprocessing
 import os
 import sys
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Protocol
+from typing import BinaryIO
 
 from tqdm import tqdm
 
-from ner.data.text import Token, cut_point, split_sentences
+from ner.data.text import cut_point, split_sentences
+from ner.entities import SpanPredictor, kept, tag_sentences
 from ner.errors import DataError, NerError, location
 from ner.fileio import atomic_stream, check_output
-from ner.long_lines import LongLineWriter, Part, Piece, held_back, json_string_body, to_json
-from ner.web import document_frame, line_html
+from ner.formats import FORMATS, WRITERS, Line, piece
+from ner.long_lines import LongLineWriter, Part, Piece, held_back
+from ner.web import document_frame
 
-FORMATS = ("jsonl", "conll", "inline", "html")
 WINDOW_CHARS = 100_000
 """Characters read (about 20,000 tokens of news) before a window is split, tagged and written (a longer line
 is kept whole)."""
@@ -60,34 +47,12 @@ SNIFF_BYTES = 8192
 """Bytes read from the start of each input file to refuse binary files before any output is written."""
 STDIN = "-"
 
-Span = tuple[str, int, int, float]
-"""An entity in a sentence: (type, first token, end token exclusive, probability)."""
-
-
-class SpanPredictor(Protocol):
-    """What tagging needs from a model (``ner.model.Tagger``)."""
-
-    def predict_spans(self, sentences: list[list[str]], batch_size: int) -> list[list[Span]]:
-        """Per sentence, its entities; sentences of similar length are batched, ``batch_size`` at a time."""
-        ...
-
-
-@dataclass
-class _Line:
-    """One input line, its sentences and, once tagged, each sentence's entity spans."""
-
-    file: str
-    number: int
-    text: str
-    sentences: list[list[Token]]
-    spans: list[list[Span]] = field(default_factory=list)
-
 
 # ---------------------------------------------------------------------------------------------------------------
 # Reading
 
 
-def _input_files(inputs: list[str]) -> list[str]:
+def input_files(inputs: list[str]) -> list[str]:
     """Expand directories (their ``*.txt`` files, sorted) and check every file exists and is not binary."""
     files: list[str] = []
     for name in inputs:
@@ -106,11 +71,11 @@ def _input_files(inputs: list[str]) -> list[str]:
     for name in files:
         if name != STDIN:
             with open(name, "rb") as stream:
-                _refuse_binary(stream.read(SNIFF_BYTES), name, 1, 0)
+                refuse_binary(stream.read(SNIFF_BYTES), name, 1, 0)
     return files
 
 
-def _refuse_binary(data: bytes, name: str, line: int, offset: int) -> None:
+def refuse_binary(data: bytes, name: str, line: int, offset: int) -> None:
     """Raise DataError if ``data``, read from byte ``offset`` of the file where ``line`` starts, has a NUL byte."""
     position = data.find(b"\0")
     if position >= 0:
@@ -121,7 +86,7 @@ def _refuse_binary(data: bytes, name: str, line: int, offset: int) -> None:
         )
 
 
-def _read_lines(stream: BinaryIO, name: str, stats: dict[str, float]) -> Iterator[tuple[int, str, bool]]:
+def read_lines(stream: BinaryIO, name: str, stats: dict[str, float]) -> Iterator[tuple[int, str, bool]]:
     """(line number, text, more) of each line: UTF-8 (invalid bytes replaced, reported once), line ending
     removed. A line longer than ``WINDOW_CHARS`` bytes comes in pieces of at most that many, ``more`` true on all
     but its last (``ner.long_lines``), so no line is ever held whole."""
@@ -137,7 +102,7 @@ def _read_lines(stream: BinaryIO, name: str, stats: dict[str, float]) -> Iterato
         more = len(chunk) == WINDOW_CHARS and not chunk.endswith(b"\n")
         keep = held_back(raw) if more else 0
         raw, carry = raw[:len(raw) - keep], raw[len(raw) - keep:]
-        _refuse_binary(raw, name, number, offset)
+        refuse_binary(raw, name, number, offset)
         try:
             text = raw.decode("utf-8")
         except UnicodeDecodeError as error:
@@ -165,121 +130,17 @@ def _read_lines(stream: BinaryIO, name: str, stats: dict[str, float]) -> Iterato
 # Tagging
 
 
-def _tag_sentences(tagger: SpanPredictor, sentences: list[list[Token]], batch_size: int,
-                   document_ids: list[int] | None = None) -> list[list[Span]]:
-    """Entity spans of each sentence (empty sentences have none and are not sent to the tagger); with
-    ``document_ids`` (one per sentence) the tagger takes them as ``predict_spans(..., document_ids=...)``."""
-    spans: list[list[Span]] = [[] for _ in sentences]
-    nonempty = [index for index, tokens in enumerate(sentences) if tokens]
-    if nonempty:
-        documents = {} if document_ids is None else {"document_ids": [document_ids[i] for i in nonempty]}
-        predicted = tagger.predict_spans([[token.text for token in sentences[i]] for i in nonempty], batch_size,
-                                         **documents)
-        for index, sentence_spans in zip(nonempty, predicted):
-            spans[index] = sentence_spans
-    return spans
-
-
-def _tag_window(tagger: SpanPredictor, lines: list[_Line], batch_size: int) -> None:
+def _tag_window(tagger: SpanPredictor, lines: list[Line], batch_size: int) -> None:
     """Fill ``spans`` of every line in the window."""
     sentences = [sentence for line in lines for sentence in line.sentences]
-    spans = iter(_tag_sentences(tagger, sentences, batch_size))
+    spans = iter(tag_sentences(tagger, sentences, batch_size))
     for line in lines:
         line.spans = [next(spans) for _ in line.sentences]
-
-
-def _kept(spans: list[Span], min_score: float) -> list[Span]:
-    """The spans scored at least ``min_score``."""
-    return [span for span in spans if span[3] >= min_score]
-
-
-def _entity_dicts(text: str, sentences: list[list[Token]], spans: list[list[Span]], min_score: float) -> list[dict]:
-    """Entities as dicts with character offsets into ``text``."""
-    entities = []
-    for tokens, sentence_spans in zip(sentences, spans):
-        for kind, first, end, score in _kept(sentence_spans, min_score):
-            start, stop = tokens[first].start, tokens[end - 1].end
-            entities.append(
-                {"start": start, "end": stop, "type": kind, "text": text[start:stop], "score": round(float(score), 4)}
-            )
-    return entities
-
-
-def tag_text(tagger: SpanPredictor, text: str, batch_size: int = 64, min_score: float = 0.0) -> list[dict]:
-    """Entities in ``text`` (any number of lines): ``{"start", "end", "type", "text", "score"}`` dicts with
-    character offsets into ``text``, so that ``text[start:end] == entity["text"]``."""
-    sentences = split_sentences(text)
-    return _entity_dicts(text, sentences, _tag_sentences(tagger, sentences, batch_size), min_score)
-
-
-def tag_texts(tagger: SpanPredictor, texts: list[str], batch_size: int = 64, min_score: float = 0.0
-              ) -> list[list[dict]]:
-    """``tag_text`` of each text, in one call to the tagger (its batches mix the texts' sentences), each text
-    its own document; the tagger's ``predict_spans`` takes ``document_ids`` (as ``ner.model.Tagger``'s does)."""
-    split = [split_sentences(text) for text in texts]
-    sentences = [sentence for text_sentences in split for sentence in text_sentences]
-    documents = [number for number, text_sentences in enumerate(split) for _ in text_sentences]
-    spans = iter(_tag_sentences(tagger, sentences, batch_size, documents))
-    return [_entity_dicts(text, text_sentences, [next(spans) for _ in text_sentences], min_score)
-            for text, text_sentences in zip(texts, split)]
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Writing
-
-
-def _jsonl(line: _Line, min_score: float, several_files: bool) -> str:
-    """One JSON record for the line."""
-    record: dict[str, object] = {"file": line.file} if several_files else {}
-    record["line"] = line.number
-    record["text"] = line.text
-    record["entities"] = _entity_dicts(line.text, line.sentences, line.spans, min_score)
-    return to_json(record) + "\n"
-
-
-def _token_tags(length: int, spans: list[Span], min_score: float) -> list[str]:
-    """IOB2 tags of one sentence."""
-    tags = ["O"] * length
-    for kind, first, end, _ in _kept(spans, min_score):
-        tags[first:end] = [f"B-{kind}"] + [f"I-{kind}"] * (end - first - 1)
-    return tags
-
-
-def _conll(line: _Line, min_score: float, several_files: bool) -> str:
-    """``token TAG`` lines for each sentence of the line, each sentence followed by a blank line."""
-    parts = []
-    for tokens, spans in zip(line.sentences, line.spans):
-        tags = _token_tags(len(tokens), spans, min_score)
-        parts.append("".join(f"{token.text} {tag}\n" for token, tag in zip(tokens, tags)) + "\n")
-    return "".join(parts)
-
-
-def _inline(line: _Line, min_score: float, several_files: bool) -> str:
-    """The line's tokens separated by spaces, entities as ``[TYPE tokens]``."""
-    words = []
-    for tokens, spans in zip(line.sentences, line.spans):
-        sentence_words = [token.text for token in tokens]
-        for kind, first, end, _ in _kept(spans, min_score):
-            sentence_words[first] = f"[{kind} {sentence_words[first]}"
-            sentence_words[end - 1] += "]"
-        words.extend(sentence_words)
-    return " ".join(words) + "\n"
-
-
-def _html(line: _Line, min_score: float, several_files: bool) -> str:
-    """The line as a paragraph with its entities highlighted (a heading names each file when there are several)."""
-    heading = f'<h2 class="file">{html.escape(line.file)}</h2>\n' if several_files and line.number == 1 else ""
-    entities = _entity_dicts(line.text, line.sentences, line.spans, min_score)
-    return heading + line_html(line.text, entities, line.number) + "\n"
-
-
-_WRITERS = {"jsonl": _jsonl, "conll": _conll, "inline": _inline, "html": _html}
 
 
 # ---------------------------------------------------------------------------------------------------------------
 # Pipeline
 
-Writer = Callable[[_Line, float, bool], str]
 RawLine = tuple[str, int, str]
 """An input line as read: (file name, line number, text)."""
 
@@ -305,44 +166,25 @@ class _WindowJob:
 
     def __call__(self, window: _Window) -> tuple[bytes | Piece, dict[str, float]]:
         clock = time.perf_counter()
-        lines = [_Line(name, number, text, split_sentences(text)) for name, number, text in window.lines]
+        lines = [Line(name, number, text, split_sentences(text)) for name, number, text in window.lines]
         split = time.perf_counter()
         _tag_window(self.tagger, lines, self.batch_size)
         tagged = time.perf_counter()
-        writer: Writer = _WRITERS[self.fmt]
+        writer = WRITERS[self.fmt]
         header = "-DOCSTART- O\n\n" if window.starts_file and self.several_files and self.fmt == "conll" else ""
         if window.part is None:
             output: bytes | Piece = (header + "".join(writer(line, self.min_score, self.several_files)
                                                       for line in lines)).encode("utf-8")
         else:
-            output = self._piece(lines[0], window.part, header)
+            output = piece(self.fmt, lines[0], window.part, header, self.min_score, self.several_files)
         counts = {
             "sentences": sum(len(line.sentences) for line in lines),
             "tokens": sum(len(sentence) for line in lines for sentence in line.sentences),
-            "entities": sum(len(_kept(spans, self.min_score)) for line in lines for spans in line.spans),
+            "entities": sum(len(kept(spans, self.min_score)) for line in lines for spans in line.spans),
             "split_seconds": split - clock, "tag_seconds": tagged - split,
             "write_seconds": time.perf_counter() - tagged,
         }
         return output, counts
-
-    def _piece(self, line: _Line, part: Part, header: str) -> Piece:
-        """The output of a piece of a long line: what the whole line would give there (offsets from its start)."""
-        entities = _entity_dicts(line.text, line.sentences, line.spans, self.min_score)
-        tail = ""
-        if self.fmt == "jsonl":
-            start = {"file": line.file, "line": line.number} if self.several_files else {"line": line.number}
-            head = (to_json(start)[:-1] + ', "text": "' if part.first else "") + json_string_body(line.text)
-            tail = ", ".join(to_json({**entity, "start": entity["start"] + part.offset,
-                                      "end": entity["end"] + part.offset}) for entity in entities)
-        elif self.fmt == "html":
-            opening = f'<p class="line" data-line="{line.number}">'
-            body = line_html(line.text, entities, line.number)[len(opening):-len("</p>")]
-            heading = _html(line, self.min_score, self.several_files).split(opening)[0]
-            head = (heading + opening if part.first else "") + body
-        else:
-            head = header + _WRITERS[self.fmt](line, self.min_score, self.several_files).removesuffix(
-                "\n" if self.fmt == "inline" else "")
-        return Piece(head.encode("utf-8"), tail.encode("utf-8"), part.last)
 
 
 def _windows(files: list[str], stats: dict[str, float]) -> Iterator[_Window]:
@@ -353,7 +195,7 @@ def _windows(files: list[str], stats: dict[str, float]) -> Iterator[_Window]:
             clock = time.perf_counter()
             window, size, first = [], 0, True
             pending: str | None = None  # the part of a long line read and not yet in a window
-            for number, text, more in _read_lines(stream, "<stdin>" if name == STDIN else name, stats):
+            for number, text, more in read_lines(stream, "<stdin>" if name == STDIN else name, stats):
                 if pending is None and not more:
                     window.append((name, number, text))
                     stats["lines"] += 1
@@ -452,7 +294,7 @@ def tag_files(
         raise NerError(f"--min-score: expected a probability in [0, 1], got {min_score}")
     if workers < 1:
         raise NerError(f"--workers: expected an integer >= 1, got {workers}")
-    files = _input_files(inputs)
+    files = input_files(inputs)
     if output:
         check_output(output, inputs=files)
     started = time.perf_counter()

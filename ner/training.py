@@ -4,6 +4,10 @@
 config, the vocabularies, the best weights (``model.pt``), the last-epoch checkpoint (``checkpoint.pt``, for
 ``--resume``), ``metrics.jsonl`` (one line per epoch) and ``metrics.json`` (final dev and test scores). Every file
 is written atomically (temporary file, then rename), so an interrupted run loses at most the current epoch.
+
+Under ``torchrun`` (``ner.distributed``) every process trains a DistributedDataParallel replica on its share of
+each global batch of ``training.batch_size`` sentences; rank 0 alone scores dev, logs, shows progress and writes
+the run directory, and decides early stopping for all.
 """
 
 from __future__ import annotations
@@ -12,8 +16,8 @@ import json
 import math
 import resource
 import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager, nullcontext
+from collections.abc import Callable, Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,22 +25,36 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
-from ner.config import Config, TrainingConfig, config_from_dict, load_config, read_yaml, save_config
+from ner import distributed
+from ner.config import Config, TrainingConfig, config_from_dict, load_config, save_config
 from ner.data.conll import Corpus
 from ner.data.sources import load_splits
 from ner.data.vocab import VOCABULARY_FILES
+from ner.distributed import Context
+from ner.encoding import EncodedSentences
 from ner.errors import NerError
-from ner.evaluation import format_table, score_corpus, write_json
-from ner.fileio import append_line, atomic_write, refuse_links_out, remove_temporaries, run_lock, write_text_atomic
+from ner.evaluation import format_table, score_corpus
+from ner.fileio import (
+    append_line,
+    atomic_write,
+    refuse_links_out,
+    remove_temporaries,
+    run_lock,
+    write_json_atomic,
+    write_text_atomic,
+)
 from ner.log import log, setup_logging
 from ner.memory import release_free_memory
-from ner.model import CONFIG_FILE, META_FILE, VECTORS_FILE, WEIGHTS_FILE, EncodedSentences, Tagger, resolve_device
+from ner.model import Tagger
+from ner.nn.lstm import LSTM
 from ner.rundir import SEED_PREFIX
+from ner.tagger_files import CONFIG_FILE, META_FILE, VECTORS_FILE, WEIGHTS_FILE
+from ner.yaml_config import read_yaml
 
 CHECKPOINT_FILE = "checkpoint.pt"
 METRICS_LOG = "metrics.jsonl"
 METRICS_FILE = "metrics.json"
-# Every file of a run directory (ner/model.py and ner/data/vocab.py name the others): a new run refuses a folder
+# Every file of a run directory (ner/tagger_files.py and ner/data/vocab.py name the others): a new run refuses a folder
 # holding any of them, and none may be a symbolic link out of the run directory.
 RUN_FILES = (CONFIG_FILE, META_FILE, VECTORS_FILE, WEIGHTS_FILE, *VOCABULARY_FILES.values(), CHECKPOINT_FILE,
              METRICS_LOG, METRICS_FILE)
@@ -50,51 +68,6 @@ class TrainingState:
     best_f1: float = -1.0
     best_epoch: int = 0
     epochs_without_improvement: int = 0
-
-
-class WeightAverage:
-    """Exponential moving average of the trainable parameters (Polyak averaging), updated after every step.
-
-    Dev scoring and the saved model use the average; training goes on with the raw weights. The decay warms
-    up as ``min(decay, (1 + n) / (10 + n))`` after ``n`` updates, so early averages do not remember the
-    random initialisation.
-    """
-
-    def __init__(self, model: torch.nn.Module, decay: float) -> None:
-        self.decay = decay
-        self.params = [p for p in model.parameters() if p.requires_grad]
-        self.average = [p.detach().clone() for p in self.params]
-        self.updates = 0
-
-    @torch.no_grad()
-    def update(self) -> None:
-        decay = min(self.decay, (1 + self.updates) / (10 + self.updates))
-        for average, param in zip(self.average, self.params):
-            average.lerp_(param, 1.0 - decay)
-        self.updates += 1
-
-    @contextmanager
-    def applied(self) -> Iterator[None]:
-        """The model holds the averaged weights inside the block, its raw weights again after it."""
-        raw = [p.detach().clone() for p in self.params]
-        _copy_into(self.params, self.average)
-        try:
-            yield
-        finally:
-            _copy_into(self.params, raw)
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"average": self.average, "updates": self.updates}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        _copy_into(self.average, state["average"])
-        self.updates = state["updates"]
-
-
-@torch.no_grad()
-def _copy_into(targets: list[torch.Tensor], sources: list[torch.Tensor]) -> None:
-    for target, source in zip(targets, sources):
-        target.copy_(source)
 
 
 def train_from_config(config_path: str | Path | None, overrides: Sequence[str] = (),
@@ -121,44 +94,52 @@ def train_from_config(config_path: str | Path | None, overrides: Sequence[str] =
 def train(config: Config, run_dir: Path, resume: bool = False,
           on_epoch_end: Callable[[int], None] | None = None) -> dict[str, Any]:
     """The training loop, holding the run directory's lock: a second ``ner train`` into it stops at once.
-    ``on_epoch_end(epoch)`` runs after each epoch's checkpoint (tests use it to interrupt)."""
+    ``on_epoch_end(epoch)`` runs after each epoch's checkpoint (tests use it to interrupt). Under ``torchrun``
+    every rank reads the corpus; if any cannot (or the lock is taken), every rank stops with that error."""
     opts = config.training
     if opts.threads:
         torch.set_num_threads(opts.threads)
-    torch.manual_seed(opts.seed)
-    device = resolve_device(opts.device)
-
-    if not config.data.train:
-        raise NerError("data.train: not set: expected the path of the training corpus")
-    corpora = load_splits(config.data)
-    if run_dir.exists() and not run_dir.is_dir():
-        raise NerError(f"output.dir: {run_dir} is a file, expected a folder")
-    run_dir.mkdir(parents=True, exist_ok=True)
-    with run_lock(run_dir):
-        return _train_locked(config, run_dir, corpora, device, resume, on_epoch_end)
+    with distributed.process_group(opts.device) as (context, device), ExitStack() as lock:
+        torch.manual_seed(opts.seed)
+        with distributed.agreed(context):
+            if not config.data.train:
+                raise NerError("data.train: not set: expected the path of the training corpus")
+            corpora = load_splits(config.data)
+            if run_dir.exists() and not run_dir.is_dir():
+                raise NerError(f"output.dir: {run_dir} is a file, expected a folder")
+        with distributed.agreed(context):
+            if context.main:
+                run_dir.mkdir(parents=True, exist_ok=True)
+                lock.enter_context(run_lock(run_dir))
+        return _train_locked(config, run_dir, corpora, device, resume, on_epoch_end, context)
 
 
 def _train_locked(config: Config, run_dir: Path, corpora: dict[str, Corpus], device: torch.device, resume: bool,
-                  on_epoch_end: Callable[[int], None] | None) -> dict[str, Any]:
-    """``train`` once the corpora are read and the run directory is locked."""
+                  on_epoch_end: Callable[[int], None] | None, context: Context) -> dict[str, Any]:
+    """``train`` once the corpora are read and the run directory is locked (by rank 0, the only writer)."""
     opts = config.training
     train_corpus, dev_corpus = corpora["train"], corpora.get("dev")
-    refuse_links_out(run_dir, [run_dir / name for name in (*RUN_FILES, "elmo_cache")])
-    remove_temporaries(run_dir, RUN_FILES)  # left by a process killed while writing
-    if resume:
-        tagger = Tagger.load(run_dir, device=device)
-        checkpoint = _load_checkpoint(run_dir / CHECKPOINT_FILE, device)
-    else:
-        _refuse_earlier_run(run_dir)
-        tagger = Tagger.build(config, train_corpus, device=device)
+    with distributed.agreed(context):
+        if context.main:
+            refuse_links_out(run_dir, [run_dir / name for name in (*RUN_FILES, "elmo_cache")])
+            remove_temporaries(run_dir, RUN_FILES)  # left by a process killed while writing
+        if resume:  # every rank reads the run (across machines: on a shared filesystem)
+            tagger = Tagger.load(run_dir, device=device)
+            checkpoint = _load_checkpoint(run_dir / CHECKPOINT_FILE, device)
+        else:
+            if context.main:
+                _refuse_earlier_run(run_dir)
+            tagger = Tagger.build(config, train_corpus, device=device)  # the same on every rank: same corpus, seed
+            checkpoint = None
+    if not resume and context.main:
         save_config(config, run_dir / CONFIG_FILE)
         tagger.save_vocabularies(run_dir)
-        checkpoint = None
 
     model = tagger.model
+    if opts.precision == "bf16":
+        distributed.keep_float32(model, LSTM)
     optimizer = make_optimizer(model, opts)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda epoch: 1.0 / (1.0 + opts.lr_decay * epoch))
-    average = WeightAverage(model, opts.average) if opts.average else None
     state = TrainingState()
     if checkpoint is not None:
         try:
@@ -166,22 +147,27 @@ def _train_locked(config: Config, run_dir: Path, corpora: dict[str, Corpus], dev
             optimizer.load_state_dict(checkpoint["optimizer"])
             scheduler.load_state_dict(checkpoint["scheduler"])
             state = TrainingState(**checkpoint["state"])
-            if average is not None:
-                average.load_state_dict(checkpoint["average"])
-            torch.set_rng_state(checkpoint["rng"])
-            if "cuda_rng" in checkpoint:
-                torch.cuda.set_rng_state_all(list(checkpoint["cuda_rng"]))
+            torch.set_rng_state(checkpoint["rng"].cpu())
+            if "cuda_rng" in checkpoint and torch.cuda.is_available():
+                torch.cuda.set_rng_state_all([rng.cpu() for rng in checkpoint["cuda_rng"]])
         except (KeyError, TypeError, ValueError, RuntimeError) as error:
             raise NerError(f"{run_dir / CHECKPOINT_FILE}: not a checkpoint of this run "
                            f"({str(error).splitlines()[0] if str(error) else type(error).__name__})") from None
-        _truncate_metrics_log(run_dir / METRICS_LOG, state.epoch)  # drop epochs after the checkpoint
-        log.info("resuming %s after epoch %d (best dev F1 %.2f at epoch %d)", run_dir, state.epoch,
-                 100 * state.best_f1, state.best_epoch)
+        if context.main:
+            _truncate_metrics_log(run_dir / METRICS_LOG, state.epoch)  # drop epochs after the checkpoint
+        log.info("resuming %s after epoch %d (best dev F1 %.2f at epoch %d)%s", run_dir, state.epoch,
+                 100 * state.best_f1, state.best_epoch, _world_change(checkpoint, context))
 
     elmo_cache = run_dir / "elmo_cache" if config.model.elmo.enabled and not config.model.elmo.fine_tune else None
-    train_data = tagger.encode_corpus(train_corpus, elmo_cache)
+    for turn in (True, False) if context.distributed and elmo_cache is not None else (None,):
+        if turn is None or turn == context.main:  # rank 0 writes the ELMo cache, then the others read it
+            train_data = tagger.encode_corpus(train_corpus, elmo_cache)
+            dev_data = (tagger.encode_corpus(dev_corpus, elmo_cache)
+                        if context.main and dev_corpus is not None else None)
+        if turn is not None:
+            torch.distributed.barrier()
     tagger.count_training_words(train_corpus)
-    dev_data = tagger.encode_corpus(dev_corpus, elmo_cache) if dev_corpus is not None else None
+    parallel = distributed.data_parallel(model, tagger.loss) if context.distributed else None
     log.info("training on %d sentences (%d tokens), %s, %d parameters, run directory %s",
              len(train_corpus.sentences), sum(len(s.tokens) for s in train_corpus.sentences), device,
              sum(p.numel() for p in model.parameters() if p.requires_grad), run_dir)
@@ -190,69 +176,86 @@ def _train_locked(config: Config, run_dir: Path, corpora: dict[str, Corpus], dev
 
     for epoch in range(state.epoch + 1, opts.epochs + 1):
         started = time.perf_counter()
-        loss = train_epoch(tagger, train_data, optimizer, opts, epoch, config.output.progress, average)
+        loss = train_epoch(tagger, train_data, optimizer, opts, epoch, config.output.progress and context.main,
+                           parallel, context)
         scheduler.step()
         seconds = time.perf_counter() - started
+        if not context.main:  # rank 0 scores, writes and decides whether to stop
+            if on_epoch_end is not None:
+                on_epoch_end(epoch)
+            if distributed.broadcast_flag(False, context, device):
+                break
+            continue
         release_free_memory()  # the steps' temporaries: scoring dev would otherwise come on top of them
-        with average.applied() if average is not None else nullcontext():
-            dev = score_corpus(tagger, dev_corpus, dev_data)[0] if dev_corpus is not None else None
-            tagger.input_cache.clear()  # its entries die with the next step's weights: free them now
-            release_free_memory()
-            dev_f1 = dev["default"]["micro"]["f1"] if dev else -loss  # no dev set: keep the lowest loss
-            improved = dev_f1 > state.best_f1
-            if improved:
-                tagger.save_weights(run_dir)
+        dev = score_corpus(tagger, dev_corpus, dev_data)[0] if dev_corpus is not None else None
+        tagger.input_cache.clear()  # its entries die with the next step's weights: free them now
+        release_free_memory()
+        dev_f1 = dev["default"]["micro"]["f1"] if dev else -loss  # no dev set: keep the lowest loss
+        improved = dev_f1 > state.best_f1
+        if improved:
+            tagger.save_weights(run_dir)
         state.epoch = epoch
         if improved:
             state.best_f1, state.best_epoch, state.epochs_without_improvement = dev_f1, epoch, 0
         else:
             state.epochs_without_improvement += 1
         record = {"epoch": epoch, "loss": loss, "lr": optimizer.param_groups[0]["lr"], "seconds": seconds,
-                  "sentences_per_second": len(train_data) / seconds}
+                  "sentences_per_second": len(train_data) / seconds}  # all ranks together: every rank walks them all
         if dev:
             record.update({f"dev_{k}": dev["default"]["micro"][k] for k in ("precision", "recall", "f1")})
         _append_jsonl(run_dir / METRICS_LOG, record)
-        _save_checkpoint(run_dir, model, optimizer, scheduler, state, average)
+        _save_checkpoint(run_dir, model, optimizer, scheduler, state, context.world_size)
         log.info("epoch %d: loss %.4f, dev F1 %s%s, %.1f s", epoch, loss,
                  f"{100 * dev_f1:.2f}" if dev else "n/a", " (best)" if improved else "", seconds)
         if on_epoch_end is not None:
             on_epoch_end(epoch)
-        if opts.patience and state.epochs_without_improvement >= opts.patience:
+        stop = bool(opts.patience) and state.epochs_without_improvement >= opts.patience
+        if distributed.broadcast_flag(stop, context, device):
             log.info("early stop: no better dev F1 for %d epochs", opts.patience)
             break
 
-    del tagger, model, optimizer, scheduler, average, train_data, dev_data  # the final scores load the best model
+    del tagger, model, optimizer, scheduler, train_data, dev_data, parallel  # scores load the best model
     release_free_memory()
-    return _final_scores(run_dir, corpora, state, device)
+    return _final_scores(run_dir, corpora, state, device) if context.main else {}
 
 
 def train_epoch(tagger: Tagger, data: EncodedSentences, optimizer: torch.optim.Optimizer, opts: TrainingConfig,
-                epoch: int, progress: bool, average: WeightAverage | None = None) -> float:
-    """One pass over the shuffled training batches (updating ``average`` after each step); returns the mean
-    loss per sentence."""
+                epoch: int, progress: bool, parallel: torch.nn.Module | None = None,
+                context: Context | None = None) -> float:
+    """One pass over the shuffled training batches; returns the mean loss per sentence. With ``parallel`` (under
+    torchrun) this rank computes its share of every batch."""
     model = tagger.model
     model.train()
     total_loss, total_sentences = 0.0, 0
-    batches = data.batches(opts.batch_size, shuffle=True, seed=opts.seed + epoch)
+    shares = distributed.BatchShares(context) if parallel is not None and context is not None else None
+    if shares is not None:
+        torch.manual_seed(distributed.rank_seed(opts.seed, epoch, shares.context))  # this rank's dropout masks
+    batches = data.batches(opts.batch_size, shuffle=True, seed=opts.seed + epoch, select=shares)
     total_batches = math.ceil(len(data) / opts.batch_size)
     bar = tqdm(batches, total=total_batches, desc=f"epoch {epoch}/{opts.epochs}", unit="batch",
                disable=not progress, leave=False)
     started = time.perf_counter()
     for item in bar:
         optimizer.zero_grad(set_to_none=True)
-        loss = tagger.loss(item)  # mean over the batch's sentences
+        with distributed.autocast(opts.precision, tagger.device):
+            if parallel is None or shares is None:
+                loss = tagger.loss(item)  # mean over the batch's sentences
+                size = item.size
+            else:  # a share of the batch, weighted so that DDP's average is the whole batch's gradient
+                loss = parallel(item) * shares.weight
+                size = shares.size
         loss.backward()
         if opts.grad_clip:
             torch.nn.utils.clip_grad_norm_(model.parameters(), opts.grad_clip)
         optimizer.step()
-        if average is not None:
-            average.update()
-        size = item.size
-        total_loss += loss.detach() * size  # stays a tensor: no host sync per step
+        # stays a tensor: no host sync per step; a rank's weighted loss times size / world is its sentences' sum
+        total_loss += loss.detach() * (size if shares is None else size / shares.context.world_size)
         total_sentences += size
         if progress and bar.n % 20 == 0:
             rate = total_sentences / (time.perf_counter() - started)
             bar.set_postfix(loss=f"{float(total_loss) / total_sentences:.3f}", sent_s=f"{rate:.0f}")
+    if shares is not None:
+        total_loss = distributed.all_sum(torch.as_tensor(total_loss, device=tagger.device), shares.context)
     mean = float(total_loss) / max(total_sentences, 1)
     if not math.isfinite(mean):
         raise NerError(f"training diverged at epoch {epoch} (loss {mean}); lower training.lr")
@@ -281,18 +284,17 @@ def _final_scores(run_dir: Path, corpora: dict[str, Corpus], state: TrainingStat
             log.info("%s (%s), best model from epoch %d:\n%s", split, corpora[split].path, state.best_epoch,
                      format_table(scores))
     metrics["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)  # scoring included
-    write_json(metrics, run_dir / METRICS_FILE)
+    write_json_atomic(run_dir / METRICS_FILE, metrics)
     log.info("model, vocabularies and metrics written to %s (per epoch: %s; plots: ner report %s)", run_dir,
              run_dir / METRICS_LOG, run_dir)
     return metrics
 
 
 def _save_checkpoint(run_dir: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-                     scheduler: Any, state: TrainingState, average: WeightAverage | None) -> None:
+                     scheduler: Any, state: TrainingState, world_size: int = 1) -> None:
     checkpoint = {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                  "scheduler": scheduler.state_dict(), "state": vars(state), "rng": torch.get_rng_state()}
-    if average is not None:
-        checkpoint["average"] = average.state_dict()
+                  "scheduler": scheduler.state_dict(), "state": vars(state), "rng": torch.get_rng_state(),
+                  "world_size": world_size}
     if torch.cuda.is_available():
         checkpoint["cuda_rng"] = torch.cuda.get_rng_state_all()
     atomic_torch_save(checkpoint, run_dir / CHECKPOINT_FILE)
@@ -313,6 +315,16 @@ def _load_checkpoint(path: Path, device: torch.device) -> dict[str, Any]:
     if not isinstance(checkpoint, dict):
         raise NerError(f"{path}: not a checkpoint written by `ner train` (a {type(checkpoint).__name__})")
     return checkpoint
+
+
+def _world_change(checkpoint: dict[str, Any], context: Context) -> str:
+    """A note for the log when a run resumes with another number of processes than it ran with. It continues
+    exactly (the batches are global and the gradients those of a whole batch) but for the dropout masks, drawn
+    per rank."""
+    before = checkpoint.get("world_size", 1)
+    if before == context.world_size:
+        return ""
+    return f"; it ran with {before} process(es), now {context.world_size}: dropout masks differ from an unbroken run"
 
 
 def _refuse_earlier_run(run_dir: Path) -> None:

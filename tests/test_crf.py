@@ -135,7 +135,7 @@ def test_allowed_transitions_named_cases():
 @pytest.mark.parametrize(
     ("tags", "scheme", "message"),
     [
-        (["O"], "BILOU", "scheme must be one of IOB1, IOB2, BIOES, got 'BILOU'"),
+        (["O"], "BILOU", "unknown tag scheme 'BILOU': expected one of IOB1, IOB2, BIOES"),
         (["O", "<pad>"], "IOB2", "tag '<pad>' at index 1 is not valid in scheme IOB2: expected O or B-TYPE, I-TYPE"),
         (["E-PER"], "IOB2", "tag 'E-PER' at index 0 is not valid in scheme IOB2: expected O or B-TYPE, I-TYPE"),
         (["O", "B-"], "BIOES", "tag 'B-' at index 1 is not valid in scheme BIOES: expected O or B-TYPE, I-TYPE, "

@@ -1,4 +1,4 @@
-"""BiLM against an independent NumPy forward pass of ELMO_SPEC.md, written in TensorFlow conventions and reading
+"""BiLM against an independent NumPy forward pass of docs/elmo.md, written in TensorFlow conventions and reading
 the hdf5 file directly; plus character ids, boundaries, weight-file round trips and error messages."""
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from torch.func import functional_call
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-import ner.nn.lstm as lstm_module
+import ner.nn.products as products
 from ner.nn import GRU, LSTM
 from ner.nn.lstm import reverse_padded
 
@@ -211,18 +211,18 @@ def test_projection_equals_torch(dtype) -> None:
 
 def test_float32_without_onednn_equals_torch(monkeypatch) -> None:
     """The torch.bmm route (CUDA, float64, or no oneDNN) gives the same float32 numbers as the oneDNN one."""
-    monkeypatch.setattr(lstm_module, "_ONEDNN", False)
+    monkeypatch.setattr(products, "_ONEDNN", False)
     test_equals_torch((LSTM, torch.nn.LSTM), 2, True, torch.float32, True)
     test_equals_torch((GRU, torch.nn.GRU), 1, True, torch.float32, False)
 
 
-@pytest.mark.skipif(not lstm_module._ONEDNN, reason="torch's oneDNN linear op is not available")
+@pytest.mark.skipif(not products._ONEDNN, reason="torch's oneDNN linear op is not available")
 @pytest.mark.parametrize("proj_size", [0, 8])
 def test_onednn_route_equals_torch(proj_size) -> None:
     """Batches with >= _ONEDNN_MIN_ROWS active sentences take oneDNN products on CPU float32."""
     torch.manual_seed(0)
     lengths = torch.randint(1, 9, (24,)).tolist()
-    assert sorted(lengths)[-lstm_module._ONEDNN_MIN_ROWS] > 1  # several steps with enough rows
+    assert sorted(lengths)[-products._ONEDNN_MIN_ROWS] > 1  # several steps with enough rows
     ours = LSTM(3, 12, 2, bidirectional=True, proj_size=proj_size)
     reference = torch.nn.LSTM(3, 12, 2, bidirectional=True, batch_first=True, proj_size=proj_size)
     reference.load_state_dict(ours.state_dict())

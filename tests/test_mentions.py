@@ -34,7 +34,8 @@ def test_inference_context_batch_by_batch_equals_one_call_exactly() -> None:
 
     from ner.config import load_config
     from ner.data.conll import read_conll
-    from ner.model import Tagger, _groups
+    from ner.encoding import group_ids
+    from ner.model import Tagger
 
     repo = Path(__file__).resolve().parents[1]
     corpus = read_conll(repo / "data" / "sample" / "dev.txt")
@@ -49,6 +50,6 @@ def test_inference_context_batch_by_batch_equals_one_call_exactly() -> None:
     assert len(batches) > 3 and len(set(encoded.document_ids)) > 1
     keys = torch.cat([encoded._mention_keys(batch).reshape(-1) for batch in batches])
     flat = torch.cat([hidden.reshape(-1, hidden.shape[-1]) for hidden in states])
-    expected = mean_of_other_mentions(flat[None], _groups(keys)[None])[0]
+    expected = mean_of_other_mentions(flat[None], group_ids(keys)[None])[0]
     got = torch.cat([context.reshape(-1, flat.shape[-1]) for context in encoded.other_mentions(batches, states)])
     assert torch.equal(got, expected) and expected.abs().sum() > 0

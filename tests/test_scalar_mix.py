@@ -1,4 +1,4 @@
-"""ScalarMix against hand computation (AllenNLP / ELMO_SPEC.md section 6)."""
+"""ScalarMix against hand computation (AllenNLP / docs/elmo.md section 6)."""
 
 from __future__ import annotations
 

@@ -14,8 +14,9 @@ import pytest
 import ner.tagging
 from ner.cli import main
 from ner.data.text import MAX_TOKENS
+from ner.entities import tag_text
 from ner.errors import DataError, NerError
-from ner.tagging import tag_files, tag_text
+from ner.tagging import tag_files
 
 
 class CapitalisedTagger:

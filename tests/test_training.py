@@ -12,7 +12,7 @@ from ner.data.conll import read_conll
 from ner.data.schemes import validate_tags
 from ner.errors import NerError
 from ner.model import Tagger
-from ner.training import CHECKPOINT_FILE, METRICS_FILE, METRICS_LOG, WeightAverage, train_from_config
+from ner.training import CHECKPOINT_FILE, METRICS_FILE, METRICS_LOG, train_from_config
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "configs" / "sample.yaml"
@@ -86,36 +86,6 @@ def test_resumed_run_ends_with_exactly_the_same_metrics(tmp_path: Path, trained:
     train_from_config(None, resume=out)
     assert epochs_without_timing(out) == epochs_without_timing(trained)
     assert final_metrics(out) == final_metrics(trained)
-
-
-def test_resume_restores_the_weight_average(tmp_path: Path) -> None:
-    averaged = [*FAST, "training.average=0.9"]
-    alone = tmp_path / "alone"
-    train_from_config(SAMPLE, [*averaged, f"output.dir={alone}"])
-    out = tmp_path / "interrupted"
-    interrupt_after(1, out, averaged)
-    train_from_config(None, resume=out)
-    assert epochs_without_timing(out) == epochs_without_timing(alone)
-    assert final_metrics(out) == final_metrics(alone)
-
-
-def test_weight_average_follows_its_recurrence_and_swaps_back() -> None:
-    model = torch.nn.Linear(3, 2)
-    average = WeightAverage(model, decay=0.5)
-    expected = [p.detach().clone() for p in model.parameters()]
-    for step in range(4):
-        with torch.no_grad():
-            for p in model.parameters():
-                p.add_(1.0)
-        decay = min(0.5, (1 + step) / (10 + step))
-        expected = [decay * e + (1 - decay) * p.detach() for e, p in zip(expected, model.parameters())]
-        average.update()
-    raw = [p.detach().clone() for p in model.parameters()]
-    with average.applied():
-        for p, e in zip(model.parameters(), expected):
-            torch.testing.assert_close(p.detach(), e)
-    for p, r in zip(model.parameters(), raw):
-        assert torch.equal(p.detach(), r)
 
 
 def test_a_finished_run_directory_is_not_overwritten(trained: Path) -> None:

@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 from test_tagging import TEXT, CapitalisedTagger
 
-from ner.tagging import tag_files, tag_text, tag_texts
+from ner.entities import tag_text, tag_texts
+from ner.tagging import tag_files
 from ner.web import asset, line_html
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")

@@ -8,7 +8,7 @@ Shape letters: B sentences in the batch, T tokens in its longest sentence, W cha
 from __future__ import annotations
 
 import random
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -109,7 +109,8 @@ class Batcher:
         return len(self.tokens)
 
     def batches(self, batch_size: int, *, shuffle: bool = False, seed: int = 0,
-                documents: Sequence[range] | None = None) -> Iterator[Batch]:
+                documents: Sequence[range] | None = None,
+                select: Callable[[list[list[int]]], list[int]] | None = None) -> Iterator[Batch]:
         """Batches of up to ``batch_size`` sentences of similar length.
 
         Without ``shuffle`` sentences go shortest first (ties in input order). With ``shuffle`` sentences of
@@ -119,12 +120,15 @@ class Batcher:
         With ``documents`` (sentence ranges that cover every sentence once) a batch holds whole documents
         instead: consecutive documents (in random order with ``shuffle``) up to ``batch_size`` sentences, a
         longer document alone.
+
+        ``select`` (data-parallel training, ``ner.distributed.shard``) takes each batch's units, its sentences
+        one by one or its whole documents, and returns the indices of the part this process computes.
         """
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
         if documents is not None:
-            for group in _document_groups(documents, batch_size, random.Random(seed) if shuffle else None):
-                yield self.batch(group)
+            for units in _document_groups(documents, batch_size, random.Random(seed) if shuffle else None):
+                yield self.batch(select(units) if select else [i for unit in units for i in unit])
             return
         if shuffle:
             rng = random.Random(seed)
@@ -136,7 +140,7 @@ class Batcher:
         if shuffle:
             rng.shuffle(groups)
         for group in groups:
-            yield self.batch(group)
+            yield self.batch(select([[i] for i in group]) if select else group)
 
     def batch(self, indices: Sequence[int]) -> Batch:
         """The padded batch of the sentences at ``indices``."""
@@ -155,17 +159,22 @@ class Batcher:
         return Batch(word_ids, char_ids, rows, mask, tag_ids, list(indices), [self.tokens[i] for i in indices])
 
 
-def _document_groups(documents: Sequence[range], batch_size: int, rng: random.Random | None) -> list[list[int]]:
-    """Sentence indices of whole documents, packed in order (shuffled by ``rng``) up to ``batch_size`` each."""
+def _document_groups(documents: Sequence[range], batch_size: int,
+                     rng: random.Random | None) -> list[list[list[int]]]:
+    """Batches of whole documents (each a list of its sentence indices), packed in order (shuffled by ``rng``)
+    up to ``batch_size`` sentences each, a longer document alone."""
     order = list(documents)
     if rng is not None:
         rng.shuffle(order)
-    groups: list[list[int]] = []
+    groups: list[list[list[int]]] = []
+    sizes: list[int] = []
     for document in order:
-        if groups and len(groups[-1]) + len(document) <= batch_size:
-            groups[-1].extend(document)
+        if groups and sizes[-1] + len(document) <= batch_size:
+            groups[-1].append(list(document))
+            sizes[-1] += len(document)
         else:
-            groups.append(list(document))
+            groups.append([list(document)])
+            sizes.append(len(document))
     return groups
 
 

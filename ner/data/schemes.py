@@ -9,6 +9,10 @@ A tag is ``O`` or ``P-TYPE`` with prefix ``P`` in ``B I E S`` and a non-empty ``
 
 A span is ``(type, start, end)`` with ``end`` exclusive. Conversion goes through spans, so it is lossless for
 every valid sequence: ``convert_tags(convert_tags(t, a, b), b, a) == t`` whenever ``t`` is valid in ``a``.
+
+The rules of each scheme are here once: ``validate_tags`` checks a sequence by them, ``transition_rules`` gives
+them as the start/transition/end masks of the CRF (``ner.nn.crf``), and ``span_segments`` the tag segments whose
+probabilities under a CRF give a span's (``ner.nn.crf``, ``ner.runtime.crf``).
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 
 SCHEMES = ("IOB1", "IOB2", "BIOES")
+PREFIXES = {"IOB1": ("B", "I"), "IOB2": ("B", "I"), "BIOES": ("B", "I", "E", "S")}  # of each scheme's entity tags
 
 Span = tuple[str, int, int]
 
@@ -82,8 +87,40 @@ def validate_tags(tags: Sequence[str], scheme: str) -> None:
         if problem:
             raise SchemeError(index, problem)
         previous = tag
-    if scheme == "BIOES" and previous[0] in "BI":
+    if not may_end(previous, scheme):
         raise SchemeError(len(tags) - 1, f"{previous!r} ends the sentence in BIOES: expected E- or S-")
+
+
+def may_follow(previous: str, tag: str, scheme: str) -> bool:
+    """Whether well-formed ``tag`` may come right after ``previous`` in ``scheme`` (``previous`` ``O`` also stands
+    for the start of a sentence)."""
+    return _transition_problem(previous, tag, scheme) is None
+
+
+def may_end(tag: str, scheme: str) -> bool:
+    """Whether well-formed ``tag`` may end a sentence in ``scheme`` (BIOES closes every entity with E- or S-)."""
+    return not (scheme == "BIOES" and tag[0] in "BI")
+
+
+def transition_rules(tag_names: Sequence[str], scheme: str) -> tuple[list[bool], list[list[bool]], list[bool]]:
+    """The rules of ``scheme`` over the tags ``tag_names`` (tag id i is ``tag_names[i]``): which may start a
+    sentence (K,), which may follow which (K, K) [from, to], and which may end one (K,).
+
+    ``tag_names`` must be distinct, each ``O`` or ``PREFIX-TYPE`` with one of the scheme's prefixes (IOB1/IOB2:
+    B, I; BIOES: B, I, E, S): any other name (``"<pad>"``, ``"E-PER"`` in IOB2, ``"B-"``) is a ValueError.
+    """
+    check_scheme_name(scheme)
+    duplicates = sorted({name for name in tag_names if list(tag_names).count(name) > 1})
+    if duplicates:
+        raise ValueError(f"tag_names must be distinct, got {', '.join(map(repr, duplicates))} more than once")
+    for index, name in enumerate(tag_names):
+        prefix, dash, kind = name.partition("-")
+        if name != "O" and not (dash and kind and prefix in PREFIXES[scheme]):
+            expected = ", ".join(f"{p}-TYPE" for p in PREFIXES[scheme])
+            raise ValueError(f"tag {name!r} at index {index} is not valid in scheme {scheme}: expected O or {expected}")
+    start = [may_follow("O", name, scheme) for name in tag_names]
+    transitions = [[may_follow(previous, name, scheme) for name in tag_names] for previous in tag_names]
+    return start, transitions, [may_end(name, scheme) for name in tag_names]
 
 
 def _transition_problem(previous: str, tag: str, scheme: str) -> str | None:
@@ -163,3 +200,43 @@ def convert_tags(tags: Sequence[str], source: str, target: str) -> list[str]:
     if source == target:
         return list(tags)
     return spans_to_tags(tags_to_spans(tags), len(tags), target)
+
+
+Segment = tuple[int, int, list[int]]
+"""Tags of a stretch of a sentence: (sentence, first token, tag ids)."""
+
+
+def span_segments(spans: Sequence[Sequence[Span]], lengths: Sequence[int], tag_names: Sequence[str], scheme: str
+                  ) -> tuple[list[Segment], list[bool]]:
+    """The segments whose probabilities under a CRF in ``scheme`` (IOB2 or BIOES) give P(span is an entity of its
+    type) for sentence b's ``spans[b]`` (``lengths[b]`` tokens; tag id i is ``tag_names[i]``).
+
+    With BIOES the span's tags (``S-X`` or ``B-X I-X.. E-X``) determine it exactly: one segment. With IOB2 the
+    span is ``B-X I-X..`` not followed by ``I-X``, so a span that ends before its sentence does also needs the
+    segment followed by ``I-X`` (its probability is subtracted). Returns one segment per span (in span order),
+    then the followed segments (in span order), and whether each span has one.
+    """
+    if scheme not in ("IOB2", "BIOES"):
+        raise ValueError(f"span probabilities need scheme IOB2 or BIOES, got {scheme!r}")
+    if len(spans) != len(lengths):
+        raise ValueError(f"spans must list the spans of each of the {len(lengths)} sentences, got {len(spans)}")
+    tag_ids = {name: index for index, name in enumerate(tag_names)}
+    plain: list[Segment] = []
+    followed: list[Segment] = []
+    has_follower: list[bool] = []
+    for sentence, sentence_spans in enumerate(spans):
+        for kind, start, end in sentence_spans:
+            if not 0 <= start < end <= lengths[sentence]:
+                raise ValueError(f"span ({kind!r}, {start}, {end}) of sentence {sentence} must satisfy "
+                                 f"0 <= start < end <= {lengths[sentence]} (the sentence length)")
+            names = spans_to_tags([(kind, 0, end - start)], end - start, scheme)
+            follows = scheme == "IOB2" and end < lengths[sentence]
+            missing = [name for name in names + [f"I-{kind}"] * follows if name not in tag_ids]
+            if missing:
+                raise ValueError(f"span type {kind!r} needs tag {missing[0]!r}, which is not in tag_names")
+            ids = [tag_ids[name] for name in names]
+            plain.append((sentence, start, ids))
+            has_follower.append(follows)
+            if follows:
+                followed.append((sentence, start, ids + [tag_ids[f"I-{kind}"]]))
+    return plain + followed, has_follower

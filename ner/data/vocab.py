@@ -8,9 +8,10 @@ from collections import Counter
 from collections.abc import Container, Iterable, Sequence
 from pathlib import Path
 
-from ner.data.conll import Sentence, write_text_atomic
+from ner.data.conll import Sentence
 from ner.data.schemes import scheme_tags, tag_type
 from ner.errors import DataError, location
+from ner.fileio import write_text_atomic
 
 PAD = "<pad>"
 UNK = "<unk>"

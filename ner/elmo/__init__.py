@@ -1,5 +1,5 @@
 """ELMo in this repo: character ids, the biLM, published-weight import/export, the embedder and its cache,
-and language-model pretraining. ``ELMO_SPEC.md`` (in the shared folder) is the reference behaviour."""
+and language-model pretraining. ``docs/elmo.md`` describes the behaviour followed."""
 
 from ner.elmo.bilm import BiLM, BiLMOptions
 from ner.elmo.cache import ElmoCache

@@ -1,6 +1,6 @@
 """The ELMo bidirectional language model (biLM): character CNN -> L layers of LSTM per direction.
 
-Follows ``ELMO_SPEC.md`` sections 2-5 (AllenNLP's ``_ElmoBiLm``):
+Follows ``docs/elmo.md`` sections 2-5 and 7 (AllenNLP's ``_ElmoBiLm``):
 
 1. ``<S>`` and ``</S>`` are added around every sentence, so every activation has ``time + 2`` positions.
 2. A character CNN (filters, relu highways, projection to ``P``) gives a context-free vector per token.
@@ -29,7 +29,7 @@ from torch import nn
 
 from ner.elmo.chars import MAX_WORD_LENGTH, NUM_CHAR_IDS, add_sentence_boundaries
 from ner.errors import ConfigError, NerError, location
-from ner.fileio import atomic_write, write_text_atomic
+from ner.fileio import atomic_write, write_json_atomic
 from ner.nn.char_cnn import CharCNN
 from ner.nn.lstm import LSTM, reverse_padded
 
@@ -101,11 +101,6 @@ def read_options(path: str | Path) -> BiLMOptions:
     except json.JSONDecodeError as error:
         raise ConfigError(f"{location(path, error.lineno)}: invalid JSON: {error.msg}") from None
     return BiLMOptions.from_allennlp(raw, str(path))
-
-
-def write_json_atomic(path: Path, data: Any) -> None:
-    """Write ``data`` as indented JSON through a temporary file and a rename."""
-    write_text_atomic(path, json.dumps(data, indent=2) + "\n")
 
 
 class BiLM(nn.Module):

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -26,9 +25,10 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from ner.elmo.bilm import BiLM, write_json_atomic
+from ner.elmo.bilm import BiLM
 from ner.elmo.chars import batch_to_char_ids
 from ner.errors import NerError
+from ner.fileio import atomic_path, write_json_atomic
 
 CACHE_FORMAT = 1
 _DTYPES = {torch.float16: np.float16, torch.float32: np.float32}
@@ -103,31 +103,30 @@ class ElmoCache:
         lengths = np.array([len(s) for s in sentences], dtype=np.int64)
         offsets = np.concatenate([[0], np.cumsum(lengths + 2)])
         layers = bilm.options.num_layers + 1
-        tmp_data = path.with_name(path.name + ".tmp.npy")
         rows, numpy_dtype = int(offsets[-1]), _DTYPES[dtype]
         shape = (layers, rows, bilm.output_dim)
-        mapped = np.lib.format.open_memmap(tmp_data, mode="w+", dtype=numpy_dtype, shape=shape)  # writes the header
-        first_byte, row_bytes = mapped.offset, bilm.output_dim * np.dtype(numpy_dtype).itemsize  # values: below
-        del mapped
         order = np.argsort(lengths, kind="stable")
         was_training = bilm.training
         bilm.eval()
         bar = tqdm(total=int(lengths.sum()), unit="tok", desc="ELMo cache", disable=not progress)
-        with torch.no_grad(), bar, tmp_data.open("r+b") as data:
-            parameter = next(bilm.parameters())
-            for start in range(0, len(order), batch_size):
-                batch = order[start : start + batch_size]
-                char_ids = batch_to_char_ids([list(sentences[i]) for i in batch]).to(parameter.device)
-                outputs, _ = bilm(char_ids)
-                stacked = torch.stack(outputs).float().cpu().numpy()  # (L + 1, batch, time + 2, 2P)
-                for row, index in enumerate(batch):
-                    values = stacked[:, row, : lengths[index] + 2].astype(numpy_dtype)  # (L + 1, length + 2, 2P)
-                    for layer in range(layers):
-                        data.seek(first_byte + (layer * rows + int(offsets[index])) * row_bytes)
-                        data.write(values[layer].tobytes())
-                bar.update(int(lengths[batch].sum()))
+        with atomic_path(_sibling(path, ".npy")) as tmp_data:  # renamed into place once every row is written
+            mapped = np.lib.format.open_memmap(tmp_data, mode="w+", dtype=numpy_dtype, shape=shape)  # the header
+            first_byte, row_bytes = mapped.offset, bilm.output_dim * np.dtype(numpy_dtype).itemsize  # values: below
+            del mapped
+            with torch.no_grad(), bar, tmp_data.open("r+b") as data:
+                parameter = next(bilm.parameters())
+                for start in range(0, len(order), batch_size):
+                    batch = order[start : start + batch_size]
+                    char_ids = batch_to_char_ids([list(sentences[i]) for i in batch]).to(parameter.device)
+                    outputs, _ = bilm(char_ids)
+                    stacked = torch.stack(outputs).float().cpu().numpy()  # (L + 1, batch, time + 2, 2P)
+                    for row, index in enumerate(batch):
+                        values = stacked[:, row, : lengths[index] + 2].astype(numpy_dtype)  # (L + 1, length + 2, 2P)
+                        for layer in range(layers):
+                            data.seek(first_byte + (layer * rows + int(offsets[index])) * row_bytes)
+                            data.write(values[layer].tobytes())
+                    bar.update(int(lengths[batch].sum()))
         bilm.train(was_training)
-        os.replace(tmp_data, _sibling(path, ".npy"))
         write_json_atomic(_sibling(path, ".json"),
                           {"format": CACHE_FORMAT, "key": key, "dtype": str(dtype), "lengths": lengths.tolist()})
         return cls(path)

@@ -1,4 +1,4 @@
-"""ELMo character ids: every token becomes 50 ids built from its UTF-8 bytes (ELMO_SPEC.md section 1).
+"""ELMo character ids: every token becomes 50 ids built from its UTF-8 bytes (docs/elmo.md section 1).
 
 A word is laid out as ``[<begin word>, byte_1 .. byte_k, <end word>, <padding char> ...]`` with at most
 48 bytes, then **1 is added to every id** so that 0 is free for "no token": ids lie in 1..261, and a padded

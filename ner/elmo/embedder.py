@@ -1,6 +1,6 @@
 """The ELMo embedder: biLM -> scalar mix (+ optional batch layer norm) -> strip ``<S>``/``</S>`` -> dropout.
 
-This is AllenNLP's ``Elmo`` with one output representation (ELMO_SPEC.md section 6). The mix is applied to the
+This is AllenNLP's ``Elmo`` with one output representation (docs/elmo.md section 6). The mix is applied to the
 ``time + 2`` tensors, so its layer norm counts the boundary tokens, as in the reference. A frozen embedder can
 skip the biLM altogether: ``ElmoCache.layers_for`` returns the same ``(layers, mask)`` the biLM would, and
 ``Elmo.from_layers`` does the rest.

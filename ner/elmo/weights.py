@@ -1,4 +1,4 @@
-"""AllenNLP/bilm-tf ``weights.hdf5`` <-> ``BiLM`` state dict (ELMO_SPEC.md section 8).
+"""AllenNLP/bilm-tf ``weights.hdf5`` <-> ``BiLM`` state dict (docs/elmo.md section 8).
 
 TensorFlow conventions converted here:
 
@@ -15,13 +15,13 @@ TensorFlow conventions converted here:
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from ner.errors import NerError
+from ner.fileio import atomic_path
 
 TF_FORGET_BIAS = 1.0
 
@@ -60,11 +60,9 @@ def write_allennlp_weights(bilm: torch.nn.Module, path: str | Path) -> None:
 
     path = Path(path)
     state = {key: value.detach().cpu().float().numpy() for key, value in bilm.state_dict().items()}
-    tmp = path.with_name(path.name + ".tmp")
-    with h5py.File(tmp, "w") as h5:
+    with atomic_path(path) as temporary, h5py.File(temporary, "w") as h5:
         for name, array in _torch_to_tf(state, bilm.options).items():
             h5.create_dataset(name, data=np.ascontiguousarray(array, dtype=np.float32))
-    os.replace(tmp, path)
 
 
 def _lstm_cells(options) -> list[tuple[str, str]]:

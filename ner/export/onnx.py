@@ -4,7 +4,7 @@ for ``ner.runtime`` (onnxruntime + numpy; ``ner tag OUT_DIR ... --backend onnx``
 As DeLFT does for its BiLSTM-CRF, the graph stops at the emission scores and the CRF is decoded outside it. The
 graph ``model.onnx`` takes a batch as its V distinct words (``ner.runtime.encoding`` documents the inputs:
 ``word_ids``, ``casing_ids``, ``document_casing_ids``, ``char_ids`` per distinct word, ``rows`` (B, T) and
-``lengths`` (B,)), with dynamic V, W, B and T. Inside: the embedder of ``ner.model.Embedder`` (word vectors, with a
+``lengths`` (B,)), with dynamic V, W, B and T. Inside: the embedder of ``ner.network.Embedder`` (word vectors, with a
 pretrained table as an initializer; casing; document casing; character CNN), the rows gathered into (B, T, D), our
 BiLSTM as the ONNX ``LSTM``/``GRU`` operator per layer (reading each sentence within its length, zeros at padding;
 weights reordered to ONNX's gate order; the coupled cell as ONNX's ``input_forget``), then the emission layer.
@@ -34,11 +34,12 @@ import torch
 from torch import nn
 
 import ner
-from ner.data.conll import write_text_atomic
 from ner.data.features import DOCUMENT_CASING_CLASSES
 from ner.data.vocab import save_vocabularies
 from ner.errors import NerError
-from ner.model import CONFIG_FILE, Tagger, TaggerModel
+from ner.fileio import write_json_atomic, write_text_atomic
+from ner.model import Tagger
+from ner.network import TaggerModel
 from ner.runtime.tagger import (
     CRF_FILE,
     EXPORT_FORMAT,
@@ -49,6 +50,7 @@ from ner.runtime.tagger import (
     OnnxTagger,
     import_onnxruntime,
 )
+from ner.tagger_files import CONFIG_FILE
 
 OPSET = 17
 MAX_WORD_LENGTH = 50  # characters of a word the character CNN reads, as ``Tagger.encode``
@@ -177,7 +179,7 @@ def export_onnx(run_dir: str | Path, out_dir: str | Path) -> dict[str, Any]:
     try:
         meta = _write(tagger, run_dir, temporary)
         meta["check"] = _check(tagger, temporary, out_dir)
-        write_text_atomic(temporary / META_FILE, json.dumps(meta, indent=2) + "\n")
+        write_json_atomic(temporary / META_FILE, meta)
         os.replace(temporary, target)  # an empty out_dir is replaced whole
     finally:
         shutil.rmtree(temporary, ignore_errors=True)
@@ -250,7 +252,7 @@ def _write(tagger: Tagger, run_dir: Path, out: Path) -> dict[str, Any]:
                                 if config.document_context else None,
         "propagate_entities": config.propagate_entities, "crf": CRF_FILE, "tags": "tags.json", "config": CONFIG_FILE,
     }
-    write_text_atomic(out / META_FILE, json.dumps(meta, indent=2) + "\n")
+    write_json_atomic(out / META_FILE, meta)
     return meta
 
 

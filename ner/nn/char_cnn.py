@@ -77,8 +77,9 @@ class CharCNN(nn.Module):
         if mask.shape != leading:
             raise ValueError(f"mask shape {tuple(mask.shape)} does not match char_ids shape {tuple(leading)}")
         flat_mask = mask.reshape(-1)  # (tokens,)
-        out = flat_ids.new_zeros(flat_ids.size(0), self.output_dim, dtype=self.embedding.weight.dtype)
-        out[flat_mask] = self._encode_unique(flat_ids[flat_mask])
+        encoded = self._encode_unique(flat_ids[flat_mask])  # (kept tokens, output_dim), bf16 under autocast
+        out = encoded.new_zeros(flat_ids.size(0), self.output_dim)
+        out[flat_mask] = encoded
         return out.reshape(*leading, self.output_dim)
 
     def _encode_unique(self, ids: torch.Tensor) -> torch.Tensor:

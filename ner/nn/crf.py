@@ -21,7 +21,8 @@ under the CRF. With BIOES the tags inside a span (``S-X`` or ``B-X I-X.. E-X``) 
 exactly, so its probability is the segment probability P(y[s:e] = those tags). With IOB2 the span is
 ``B-X I-X..`` *not followed by* ``I-X``: P(y[s:e] = B-X I-X..) - P(y[s:e+1] = B-X I-X.. I-X) (no second
 term when the span ends the sentence). Both are exact when the CRF carries the constraints of the scheme
-(ill-formed sequences then have probability exp(-1e4) = 0).
+(ill-formed sequences then have probability exp(-1e4) = 0). The scheme rules, for the constraints and the
+segments of a span, are in ``ner.data.schemes``; the input checks in ``ner.nn.crf_checks``.
 """
 
 from __future__ import annotations
@@ -33,17 +34,14 @@ import torch
 import torchcrf
 from torch import nn
 
-SCHEMES = ("IOB1", "IOB2", "BIOES")
+from ner.data.schemes import span_segments, transition_rules
+from ner.nn.crf_checks import check_emissions, check_segments, check_tags
+
 # Score given to disallowed start/transition/end entries: exp(-1e4) is exactly 0 in float32 and float64.
 IMPOSSIBLE = -1e4
 REDUCTIONS = ("mean", "sum", "token_mean", "none")
 # Floor of the sums in _log_matmul_exp (float64): log(1e-300) = -690.8 relative to the best tag.
 _SUM_FLOOR = 1e-300
-
-# Entity-tag prefixes of each scheme, and which of them (with "O") may start and end a sentence.
-_PREFIXES = {"IOB1": ("B", "I"), "IOB2": ("B", "I"), "BIOES": ("B", "I", "E", "S")}
-_STARTS = {"IOB1": ("O", "I"), "IOB2": ("O", "B"), "BIOES": ("O", "B", "S")}
-_ENDS = {"IOB1": ("O", "B", "I"), "IOB2": ("O", "B", "I"), "BIOES": ("O", "E", "S")}
 
 
 class Constraints(NamedTuple):
@@ -52,30 +50,6 @@ class Constraints(NamedTuple):
     start: torch.Tensor  # (K,) bool
     transitions: torch.Tensor  # (K, K) bool, [from_tag, to_tag]
     end: torch.Tensor  # (K,) bool
-
-
-def _parse_tag(name: str, scheme: str, index: int) -> tuple[str, str | None]:
-    """Split ``"B-PER"`` into ``("B", "PER")`` and ``"O"`` into ``("O", None)``; ValueError otherwise."""
-    if name == "O":
-        return "O", None
-    prefix, dash, entity_type = name.partition("-")
-    if dash and entity_type and prefix in _PREFIXES[scheme]:
-        return prefix, entity_type
-    prefixes = ", ".join(f"{p}-TYPE" for p in _PREFIXES[scheme])
-    raise ValueError(f"tag {name!r} at index {index} is not valid in scheme {scheme}: expected O or {prefixes}")
-
-
-def _can_follow(previous: tuple[str, str | None], following: tuple[str, str | None], scheme: str) -> bool:
-    """Whether tag ``following`` may come right after tag ``previous`` in ``scheme``."""
-    (prev_prefix, prev_type), (next_prefix, next_type) = previous, following
-    continues_entity = prev_prefix in ("B", "I") and prev_type == next_type
-    if scheme == "IOB1":  # B-X only separates two adjacent X entities
-        return next_prefix != "B" or continues_entity
-    if scheme == "IOB2":  # I-X only continues an X entity
-        return next_prefix != "I" or continues_entity
-    if prev_prefix in ("B", "I"):  # BIOES: an open entity must go on (I) or close (E) with its own type
-        return next_prefix in ("I", "E") and continues_entity
-    return next_prefix in ("O", "B", "S")
 
 
 def allowed_transitions(tag_names: Sequence[str], scheme: str) -> Constraints:
@@ -89,18 +63,10 @@ def allowed_transitions(tag_names: Sequence[str], scheme: str) -> Constraints:
     BIOES: B-X/I-X -> only I-X/E-X; E/S/O -> only B-*/S-*/O; start in {B, S, O}; end in {E, S, O}.
     Returns ``Constraints(start (K,), transitions (K, K) [from, to], end (K,))`` bool tensors on the CPU.
     """
-    if scheme not in SCHEMES:
-        raise ValueError(f"scheme must be one of {', '.join(SCHEMES)}, got {scheme!r}")
-    duplicates = sorted({name for name in tag_names if list(tag_names).count(name) > 1})
-    if duplicates:
-        raise ValueError(f"tag_names must be distinct, got {', '.join(map(repr, duplicates))} more than once")
-    tags = [_parse_tag(name, scheme, index) for index, name in enumerate(tag_names)]
-    start = torch.tensor([prefix in _STARTS[scheme] for prefix, _ in tags], dtype=torch.bool)
-    end = torch.tensor([prefix in _ENDS[scheme] for prefix, _ in tags], dtype=torch.bool)
-    transitions = torch.tensor(
-        [[_can_follow(previous, following, scheme) for following in tags] for previous in tags], dtype=torch.bool
-    ).reshape(len(tags), len(tags))  # (K, K) even for K = 0
-    return Constraints(start, transitions, end)
+    start, transitions, end = transition_rules(tag_names, scheme)
+    return Constraints(torch.tensor(start, dtype=torch.bool),
+                       torch.tensor(transitions, dtype=torch.bool).reshape(len(start), len(start)),  # K = 0 too
+                       torch.tensor(end, dtype=torch.bool))
 
 
 def _log_matmul_exp(log_vectors: torch.Tensor, matrix: torch.Tensor) -> torch.Tensor:
@@ -112,15 +78,6 @@ def _log_matmul_exp(log_vectors: torch.Tensor, matrix: torch.Tensor) -> torch.Te
     """
     shift = log_vectors.amax(dim=1, keepdim=True).detach()  # (B, 1): the result does not depend on it
     return torch.log(((log_vectors - shift).exp() @ matrix).clamp(min=_SUM_FLOOR)) + shift
-
-
-def _span_tag_names(entity_type: str, length: int, scheme: str) -> list[str]:
-    """Tags of an entity of ``length`` tokens: IOB2 ``B I..``; BIOES ``S`` or ``B I.. E``."""
-    if scheme == "IOB2":
-        return [f"B-{entity_type}"] + [f"I-{entity_type}"] * (length - 1)
-    if length == 1:
-        return [f"S-{entity_type}"]
-    return [f"B-{entity_type}"] + [f"I-{entity_type}"] * (length - 2) + [f"E-{entity_type}"]
 
 
 class CRF(nn.Module):
@@ -183,8 +140,8 @@ class CRF(nn.Module):
         """
         if reduction not in REDUCTIONS:
             raise ValueError(f"reduction must be one of {', '.join(REDUCTIONS)}, got {reduction!r}")
-        mask = self._validate(emissions, mask)
-        self._validate_tags(tags, mask, "tags")
+        mask = check_emissions(emissions, mask, self.num_tags)
+        check_tags(tags, mask, self.num_tags, "tags")
         dtype = self._result_dtype(emissions)
         emissions, (start, transitions, end) = self._prepare(emissions, mask)
         lengths = mask.sum(dim=1)  # (B,)
@@ -205,7 +162,7 @@ class CRF(nn.Module):
 
         All in tensor ops (no per-step ``.item()``): one max per step forward, one gather per step back.
         """
-        mask = self._validate(emissions, mask)
+        mask = check_emissions(emissions, mask, self.num_tags)
         start, transitions, end = self.effective_scores(self._result_dtype(emissions))
         emissions = emissions.to(start.dtype)
         batch_size, seq_len, num_tags = emissions.shape
@@ -237,7 +194,7 @@ class CRF(nn.Module):
 
     def log_partition(self, emissions: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         """log Z, the log-sum-exp of the scores of all (allowed) paths: emissions (B, T, K) -> (B,)."""
-        mask = self._validate(emissions, mask)
+        mask = check_emissions(emissions, mask, self.num_tags)
         dtype = self._result_dtype(emissions)
         emissions, (start, transitions, end) = self._prepare(emissions, mask)
         return self._log_z(self._alpha(emissions, start, transitions), end, mask.sum(dim=1)).to(dtype)
@@ -253,13 +210,13 @@ class CRF(nn.Module):
         of transitions + emissions after t + end. So log_alpha + log_beta - log_Z = log P(y[t] = j).
         Both are 0 at padding positions.
         """
-        mask = self._validate(emissions, mask)
+        mask = check_emissions(emissions, mask, self.num_tags)
         dtype = self._result_dtype(emissions)
         return tuple(scores.to(dtype) for scores in self._forward_backward(*self._prepare(emissions, mask), mask))
 
     def marginals(self, emissions: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         """P(y[t] = j) for every step and tag: emissions (B, T, K) -> (B, T, K), 0 at padding positions."""
-        mask = self._validate(emissions, mask)
+        mask = check_emissions(emissions, mask, self.num_tags)
         dtype = self._result_dtype(emissions)
         log_alpha, log_beta, log_z = self._forward_backward(*self._prepare(emissions, mask), mask)
         probabilities = torch.exp(log_alpha + log_beta - log_z[:, None, None])  # (B, T, K)
@@ -279,11 +236,11 @@ class CRF(nn.Module):
         emissions (B, T, K), mask (B, T) or None, batch_index/start/end (N,) int64 (``end`` exclusive,
         ``0 <= start < end <= length``), path (B, T) int64 (e.g. ``decode``'s output) -> (N,).
         """
-        mask = self._validate(emissions, mask)
-        self._validate_segments(mask, batch_index, start, end)
+        mask = check_emissions(emissions, mask, self.num_tags)
+        check_segments(mask, batch_index, start, end)
         if path.shape != mask.shape:
             raise ValueError(f"path must have shape {tuple(mask.shape)} (batch, time), got {tuple(path.shape)}")
-        self._validate_tags(path, mask, "path")
+        check_tags(path, mask, self.num_tags, "path")
         dtype = self._result_dtype(emissions)
         emissions, scores = self._prepare(emissions, mask)
         seq_len = mask.size(1)
@@ -309,41 +266,12 @@ class CRF(nn.Module):
         ``"IOB2"`` or ``"BIOES"`` (see the module docstring for the formulas). Returns floats shaped as
         ``spans``.
         """
-        mask = self._validate(emissions, mask)
-        if scheme not in ("IOB2", "BIOES"):
-            raise ValueError(f"span probabilities need scheme IOB2 or BIOES, got {scheme!r}")
+        mask = check_emissions(emissions, mask, self.num_tags)
         if len(tag_names) != self.num_tags:
             raise ValueError(f"tag_names must name all {self.num_tags} tags, got {len(tag_names)}")
-        if len(spans) != mask.size(0):
-            raise ValueError(f"spans must list the spans of each of the {mask.size(0)} sentences, got {len(spans)}")
-        tag_ids = {name: index for index, name in enumerate(tag_names)}
-        lengths = mask.sum(dim=1).tolist()
-        # One segment per span (rows 0..n-1, in span order); for IOB2 spans that end before their sentence
-        # does, also that segment followed by I-X (rows n.., in span order).
-        plain: list[tuple[int, int, list[int]]] = []  # (sentence, start, tag ids)
-        followed: list[tuple[int, int, list[int]]] = []
-        has_follower: list[bool] = []
-        for sentence, sentence_spans in enumerate(spans):
-            for entity_type, span_start, span_end in sentence_spans:
-                if not 0 <= span_start < span_end <= lengths[sentence]:
-                    raise ValueError(
-                        f"span ({entity_type!r}, {span_start}, {span_end}) of sentence {sentence} must satisfy "
-                        f"0 <= start < end <= {lengths[sentence]} (the sentence length)"
-                    )
-                names = _span_tag_names(entity_type, span_end - span_start, scheme)
-                follows = scheme == "IOB2" and span_end < lengths[sentence]
-                needed = names + [f"I-{entity_type}"] if follows else names
-                missing = [name for name in needed if name not in tag_ids]
-                if missing:
-                    raise ValueError(f"span type {entity_type!r} needs tag {missing[0]!r}, which is not in tag_names")
-                ids = [tag_ids[name] for name in names]
-                plain.append((sentence, span_start, ids))
-                has_follower.append(follows)
-                if follows:
-                    followed.append((sentence, span_start, ids + [tag_ids[f"I-{entity_type}"]]))
-        if not plain:
+        rows, has_follower = span_segments(spans, mask.sum(dim=1).tolist(), tag_names, scheme)
+        if not rows:
             return [[] for _ in spans]
-        rows = plain + followed
         device = mask.device
         width = max(len(ids) for _, _, ids in rows)
         batch_index = torch.tensor([sentence for sentence, _, _ in rows], device=device)  # (N,)
@@ -353,9 +281,9 @@ class CRF(nn.Module):
         emissions, scores = self._prepare(emissions, mask)
         log_probs = self._segment_log_probs(emissions, scores, mask, batch_index, start, segment_tags, segment_len)
         log_probs = log_probs.clamp(max=0.0)  # (N,): rounding can put a probability of 1 a hair above
-        span_log_probs = log_probs[: len(plain)]  # (n,)
+        span_log_probs = log_probs[: len(has_follower)]  # (n,)
         follower_log_probs = torch.full_like(span_log_probs, float("-inf"))  # (n,): -inf = no I-X term
-        follower_log_probs[torch.tensor(has_follower, device=device)] = log_probs[len(plain) :]
+        follower_log_probs[torch.tensor(has_follower, device=device)] = log_probs[len(has_follower) :]
         # P(segment) - P(segment, I-X) = P(segment) * (1 - exp(log P(segment, I-X) - log P(segment)))
         ratio = (follower_log_probs - span_log_probs).clamp(max=0.0)  # (n,)
         probabilities = (torch.exp(span_log_probs) * -torch.expm1(ratio)).tolist()
@@ -370,73 +298,6 @@ class CRF(nn.Module):
     def _result_dtype(self, emissions: torch.Tensor) -> torch.dtype:
         """The wider of the emissions' and the parameters' dtype: that of results and of Viterbi's scores."""
         return torch.promote_types(emissions.dtype, self.crf.transitions.dtype)
-
-    def _validate(self, emissions: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-        """Check emissions and mask (whole left-aligned-prefix precondition); return the mask (all on if None)."""
-        if emissions.dim() != 3 or emissions.size(2) != self.num_tags:
-            raise ValueError(f"emissions must have shape (batch, time, {self.num_tags}), got {tuple(emissions.shape)}")
-        if emissions.dtype not in (torch.float32, torch.float64):
-            raise ValueError(f"emissions must be float32 or float64, got {emissions.dtype}")
-        if emissions.size(1) == 0:
-            raise ValueError(f"emissions must have at least one time step, got shape {tuple(emissions.shape)}")
-        if mask is None:
-            return emissions.new_ones(emissions.shape[:2], dtype=torch.bool)
-        if mask.dtype != torch.bool:
-            raise ValueError(f"mask must be a bool tensor, got {mask.dtype}")
-        if mask.shape != emissions.shape[:2]:
-            raise ValueError(
-                f"mask must have shape {tuple(emissions.shape[:2])} (batch, time) like emissions, "
-                f"got {tuple(mask.shape)}"
-            )
-        first_off = ~mask[:, 0]  # (B,)
-        on_after_off = mask[:, 1:] & ~mask[:, :-1]  # (B, T-1)
-        if (first_off | on_after_off.any(dim=1)).any():  # one device sync on the happy path
-            if first_off.any():
-                row = int(first_off.nonzero()[0, 0])
-                raise ValueError(f"mask must be on at the first time step of every sentence, got off in row {row}")
-            row, step = (int(index) for index in on_after_off.nonzero()[0])
-            raise ValueError(
-                f"mask must be left-aligned (on for a prefix of each row, then off), got on after off in row {row} "
-                f"at time step {step + 1}"
-            )
-        return mask
-
-    def _validate_tags(self, tags: torch.Tensor, mask: torch.Tensor, name: str) -> None:
-        """Check a (B, T) int64 tag tensor whose values are tag ids wherever the mask is on."""
-        if tags.dtype != torch.int64:
-            raise ValueError(f"{name} must be an int64 tensor, got {tags.dtype}")
-        if tags.shape != mask.shape:
-            raise ValueError(f"{name} must have shape {tuple(mask.shape)} (batch, time), got {tuple(tags.shape)}")
-        out_of_range = mask & ((tags < 0) | (tags >= self.num_tags))  # (B, T)
-        if out_of_range.any():
-            row, step = (int(index) for index in out_of_range.nonzero()[0])
-            raise ValueError(
-                f"{name} must be tag ids in [0, {self.num_tags}) where the mask is on, got {int(tags[row, step])} "
-                f"in row {row} at time step {step}"
-            )
-
-    def _validate_segments(
-        self, mask: torch.Tensor, batch_index: torch.Tensor, start: torch.Tensor, end: torch.Tensor
-    ) -> None:
-        """Check N segments: int64 (N,) tensors with 0 <= batch_index < B and 0 <= start < end <= length."""
-        for name, values in (("batch_index", batch_index), ("start", start), ("end", end)):
-            if values.dtype != torch.int64 or values.dim() != 1 or values.shape != batch_index.shape:
-                raise ValueError(
-                    f"{name} must be a 1-D int64 tensor of the same length as batch_index, "
-                    f"got {values.dtype} {tuple(values.shape)}"
-                )
-        bad_row = (batch_index < 0) | (batch_index >= mask.size(0))  # (N,)
-        if bad_row.any():
-            index = int(bad_row.nonzero()[0, 0])
-            raise ValueError(f"batch_index must be in [0, {mask.size(0)}), got {int(batch_index[index])} at {index}")
-        lengths = mask.sum(dim=1)[batch_index]  # (N,)
-        bad_range = (start < 0) | (start >= end) | (end > lengths)  # (N,)
-        if bad_range.any():
-            index = int(bad_range.nonzero()[0, 0])
-            raise ValueError(
-                f"segments must satisfy 0 <= start < end <= sentence length, got start {int(start[index])}, "
-                f"end {int(end[index])}, length {int(lengths[index])} at {index}"
-            )
 
     def _prepare(
         self, emissions: torch.Tensor, mask: torch.Tensor

@@ -18,6 +18,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ner.data.schemes import Segment, span_segments
+
 IMPOSSIBLE = -1e4  # ner.nn.crf.IMPOSSIBLE: the score of a disallowed start, transition or end
 _SUM_FLOOR = 1e-300  # ner.nn.crf._SUM_FLOOR
 SpanTuple = tuple[str, int, int]
@@ -110,52 +112,20 @@ def forward_backward(emissions: np.ndarray, lengths: np.ndarray, scores: CrfScor
     return np.where(padding, 0.0, log_alpha), np.where(padding, 0.0, log_beta), log_z
 
 
-def _span_tag_names(entity_type: str, length: int, scheme: str) -> list[str]:
-    """Tags of an entity of ``length`` tokens: IOB2 ``B I..``; BIOES ``S`` or ``B I.. E``."""
-    if scheme == "IOB2":
-        return [f"B-{entity_type}"] + [f"I-{entity_type}"] * (length - 1)
-    if length == 1:
-        return [f"S-{entity_type}"]
-    return [f"B-{entity_type}"] + [f"I-{entity_type}"] * (length - 2) + [f"E-{entity_type}"]
-
-
 def span_probabilities(emissions: np.ndarray, lengths: np.ndarray, spans: Sequence[Sequence[SpanTuple]],
                        tag_names: Sequence[str], scheme: str, scores: CrfScores) -> list[list[float]]:
     """P(each span is an entity of its type): emissions (B, T, K), lengths (B,), spans[b] sentence b's
     ``(type, start, end_exclusive)`` spans; ``tag_names[i]`` names tag id i; scheme ``IOB2`` or ``BIOES``.
     Returns floats shaped as ``spans``."""
-    if scheme not in ("IOB2", "BIOES"):
-        raise ValueError(f"span probabilities need scheme IOB2 or BIOES, got {scheme!r}")
     if len(tag_names) != scores.num_tags:
         raise ValueError(f"tag_names must name all {scores.num_tags} tags, got {len(tag_names)}")
-    if len(spans) != len(lengths):
-        raise ValueError(f"spans must list the spans of each of the {len(lengths)} sentences, got {len(spans)}")
-    tag_ids = {name: index for index, name in enumerate(tag_names)}
-    plain: list[tuple[int, int, list[int]]] = []  # (sentence, start, tag ids): one segment per span
-    followed: list[tuple[int, int, list[int]]] = []  # IOB2 spans ending early: the segment followed by I-X
-    has_follower: list[bool] = []
-    for sentence, sentence_spans in enumerate(spans):
-        for entity_type, span_start, span_end in sentence_spans:
-            if not 0 <= span_start < span_end <= lengths[sentence]:
-                raise ValueError(f"span ({entity_type!r}, {span_start}, {span_end}) of sentence {sentence} must "
-                                 f"satisfy 0 <= start < end <= {lengths[sentence]} (the sentence length)")
-            names = _span_tag_names(entity_type, span_end - span_start, scheme)
-            follows = scheme == "IOB2" and span_end < lengths[sentence]
-            needed = names + [f"I-{entity_type}"] if follows else names
-            missing = [name for name in needed if name not in tag_ids]
-            if missing:
-                raise ValueError(f"span type {entity_type!r} needs tag {missing[0]!r}, which is not in tag_names")
-            ids = [tag_ids[name] for name in names]
-            plain.append((sentence, span_start, ids))
-            has_follower.append(follows)
-            if follows:
-                followed.append((sentence, span_start, ids + [tag_ids[f"I-{entity_type}"]]))
-    if not plain:
+    rows, has_follower = span_segments(spans, [int(length) for length in lengths], tag_names, scheme)
+    if not rows:
         return [[] for _ in spans]
-    log_probs = np.minimum(_segment_log_probs(emissions, lengths, scores, plain + followed), 0.0)  # (N,)
-    span_log_probs = log_probs[:len(plain)]  # (n,)
+    log_probs = np.minimum(_segment_log_probs(emissions, lengths, scores, rows), 0.0)  # (N,)
+    span_log_probs = log_probs[:len(has_follower)]  # (n,)
     follower_log_probs = np.full_like(span_log_probs, -np.inf)  # -inf: no I-X term
-    follower_log_probs[np.array(has_follower)] = log_probs[len(plain):]
+    follower_log_probs[np.array(has_follower, dtype=bool)] = log_probs[len(has_follower):]
     # P(segment) - P(segment, I-X) = P(segment) * (1 - exp(log P(segment, I-X) - log P(segment)))
     ratio = np.minimum(follower_log_probs - span_log_probs, 0.0)
     probabilities = (np.exp(span_log_probs) * -np.expm1(ratio)).tolist()
@@ -167,7 +137,7 @@ def span_probabilities(emissions: np.ndarray, lengths: np.ndarray, spans: Sequen
 
 
 def _segment_log_probs(emissions: np.ndarray, lengths: np.ndarray, scores: CrfScores,
-                       rows: list[tuple[int, int, list[int]]]) -> np.ndarray:
+                       rows: list[Segment]) -> np.ndarray:
     """log P(y[start : start + len(ids)] == ids) (N,) for each (sentence, start, ids) row: log_alpha at the first
     step + transitions and emissions inside + log_beta at the last step - log Z."""
     log_alpha, log_beta, log_z = forward_backward(emissions, lengths, scores)

@@ -24,6 +24,7 @@ import numpy as np
 
 from ner.data.schemes import spans_to_tags, tags_to_spans
 from ner.data.vocab import Vocabulary, WordLookup
+from ner.entities import Span, checked_sentences, tag_text
 from ner.errors import NerError
 from ner.propagation import propagate_entities
 from ner.runtime.crf import CrfScores, span_probabilities, viterbi
@@ -36,7 +37,6 @@ HEAD_GRAPH = "emissions.onnx"  # document context only: states, context (B, T, 2
 CRF_FILE = "crf.json"
 TABLE_INDEX_FILE = "vectors.index.json"
 VOCABULARY_FILES = ("words.json", "chars.json", "tags.json")
-Span = tuple[str, int, int, float]
 
 
 def import_onnxruntime() -> Any:
@@ -97,7 +97,7 @@ class OnnxTagger:
                       document_ids: Sequence[int] | None = None) -> list[list[Span]]:
         """Entities of tokenised sentences as ``(type, start_token, end_token_exclusive, probability)``, as
         ``ner.model.Tagger.predict_spans``; ``document_ids`` (one per sentence) delimit documents."""
-        sentences = _checked(sentences)
+        sentences = checked_sentences(sentences)
         if document_ids is not None and len(document_ids) != len(sentences):
             raise ValueError(f"document_ids: expected one per sentence ({len(sentences)}), got {len(document_ids)}")
         result: list[list[Span]] = [[] for _ in sentences]
@@ -127,15 +127,13 @@ class OnnxTagger:
                   document_ids: Sequence[int] | None = None) -> list[np.ndarray]:
         """Emission scores (T_i, K) of each (non-empty) sentence, in input order."""
         result: list[np.ndarray] = [np.empty(0)] * len(sentences)
-        for batch, emissions in self._scored(_checked(sentences), document_ids, batch_size):
+        for batch, emissions in self._scored(checked_sentences(sentences), document_ids, batch_size):
             for index, length, scores in zip(batch.indices, batch.lengths, emissions):
                 result[index] = scores[:length]
         return result
 
     def tag(self, text: str) -> list[dict[str, Any]]:
         """Entities in raw text: ``[{"start", "end", "type", "text", "score"}, ...]`` with character offsets."""
-        from ner.tagging import tag_text
-
         return tag_text(self, text)
 
     # ------------------------------------------------------------------------------------------ internals
@@ -217,9 +215,3 @@ def _read_crf(path: Path, tags: Vocabulary, directory: Path) -> CrfScores:
     return CrfScores.from_parameters(arrays["start"], arrays["transitions"], arrays["end"], allowed["start"],
                                      allowed["transitions"], allowed["end"])
 
-
-def _checked(sentences: Sequence[Sequence[str]]) -> list[list[str]]:
-    """Token lists, refusing a bare string (pass [["EU", "rejects"]], not ["EU rejects"])."""
-    if isinstance(sentences, str) or any(isinstance(s, str) for s in sentences):
-        raise TypeError("expected a list of token lists, e.g. [['EU', 'rejects', 'German', 'call']]")
-    return [list(s) for s in sentences]

@@ -21,11 +21,11 @@ from functools import partial
 from typing import Any
 
 from ner.data.schemes import tag_type
+from ner.entities import tag_texts
 from ner.errors import NerError
 from ner.model import Tagger
 from ner.serve.batcher import Busy, MicroBatcher, Stopped
 from ner.serve.limits import Limits
-from ner.tagging import tag_texts
 from ner.web import service_page
 
 try:

@@ -19,7 +19,7 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 TagBatch = Callable[[list[str]], list[Any]]
-"""Tag a list of texts, one result per text (``ner.tagging.tag_texts`` with the tagger bound)."""
+"""Tag a list of texts, one result per text (``ner.entities.tag_texts`` with the tagger bound)."""
 
 
 class Busy(Exception):
