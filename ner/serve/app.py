@@ -176,5 +176,8 @@ def run_server(tagger: Tagger, listener: socket.socket, limits: Limits = DEFAULT
     print(f"serving {name} on http://{f'[{host}]' if ':' in host else host}:{port}/ (Ctrl+C stops)",
           file=sys.stderr, flush=True)
     config = uvicorn.Config(create_app(tagger, limits, name), log_level="warning", timeout_graceful_shutdown=5)
+    server = uvicorn.Server(config)
     with listener:
-        uvicorn.Server(config).run(sockets=[listener])
+        server.run(sockets=[listener])
+    if server.should_exit:  # stopped by a signal, whose re-raise asyncio.run can lose in a race: same end either way
+        raise KeyboardInterrupt
