@@ -31,4 +31,5 @@ quickstart: $(VENV)/.installed kernel
 
 test: $(VENV)/.installed kernel
 	$(VENV)/bin/ruff check ner tests bench train.py
+	$(VENV)/bin/ruff format --check ner tests bench train.py
 	$(VENV)/bin/python -m pytest

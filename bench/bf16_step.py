@@ -46,8 +46,9 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     config = load_config(args.config, [*args.overrides, "data.dev=", "data.test="])
     corpus = load_splits(config.data)["train"]
-    corpus = dataclasses.replace(corpus, sentences=corpus.sentences[: args.sentences],
-                                 gaps=corpus.gaps[: args.sentences])
+    corpus = dataclasses.replace(
+        corpus, sentences=corpus.sentences[: args.sentences], gaps=corpus.gaps[: args.sentences]
+    )
     torch.manual_seed(1)
     tagger = Tagger.build(config, corpus, device=args.device)
     data = tagger.encode_corpus(corpus)
@@ -66,11 +67,24 @@ def main() -> None:
             if repeat:  # the first pass of each warms up
                 rates[precision].append(len(data) / (time.perf_counter() - started))
     medians = {precision: round(statistics.median(values), 1) for precision, values in rates.items()}
-    print(f"{len(data)} sentences, {args.threads} thread(s), {args.device}: "
-          + ", ".join(f"{precision} {rate} sentences/s" for precision, rate in medians.items()))
+    print(
+        f"{len(data)} sentences, {args.threads} thread(s), {args.device}: "
+        + ", ".join(f"{precision} {rate} sentences/s" for precision, rate in medians.items())
+    )
     print("command: flock -x /tmp/ner-cpu.lock .venv/bin/python " + shlex.join(sys.argv))
-    print(json.dumps({"config": args.config, "sentences": len(data), "threads": args.threads, "device": args.device,
-                      "sentences_per_s": medians, "passes": rates, "last_loss": losses}))
+    print(
+        json.dumps(
+            {
+                "config": args.config,
+                "sentences": len(data),
+                "threads": args.threads,
+                "device": args.device,
+                "sentences_per_s": medians,
+                "passes": rates,
+                "last_loss": losses,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

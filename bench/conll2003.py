@@ -25,17 +25,21 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from ner.checkpoints import METRICS_FILE, METRICS_LOG  # noqa: E402
 from ner.data.conll import read_conll  # noqa: E402
 from ner.evaluation import score_corpus  # noqa: E402
 from ner.model import Tagger  # noqa: E402
-from ner.training import METRICS_FILE, METRICS_LOG, train_from_config  # noqa: E402
+from ner.training import train_from_config  # noqa: E402
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", default=str(REPO / "configs" / "conll2003.yaml"))
-    parser.add_argument("--data", default=str(REPO.parent / "shared" / "data" / "conll2003"),
-                        help="folder with train.txt, dev.txt, test.txt")
+    parser.add_argument(
+        "--data",
+        default=str(REPO.parent / "shared" / "data" / "conll2003"),
+        help="folder with train.txt, dev.txt, test.txt",
+    )
     parser.add_argument("--run", help="report on this existing run directory instead of training")
     parser.add_argument("--output", default=str(REPO / "runs" / "bench-conll2003"))
     parser.add_argument("--threads", type=int, default=2)
@@ -46,9 +50,17 @@ def main() -> None:
 
     run_dir = Path(args.run) if args.run else Path(args.output)
     if not args.run:
-        train_from_config(args.config, [f"data.train={data / 'train.txt'}", f"data.dev={data / 'dev.txt'}",
-                                        f"data.test={data / 'test.txt'}", f"output.dir={run_dir}",
-                                        f"training.threads={args.threads}", *args.overrides])
+        train_from_config(
+            args.config,
+            [
+                f"data.train={data / 'train.txt'}",
+                f"data.dev={data / 'dev.txt'}",
+                f"data.test={data / 'test.txt'}",
+                f"output.dir={run_dir}",
+                f"training.threads={args.threads}",
+                *args.overrides,
+            ],
+        )
     metrics = json.loads((run_dir / METRICS_FILE).read_text())
     epochs = [json.loads(line) for line in (run_dir / METRICS_LOG).read_text().splitlines()]
 

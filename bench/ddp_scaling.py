@@ -45,38 +45,86 @@ def main() -> None:
         train_file, dev_file = _subset(args.train_config, args.data_dir, args.train_sentences, Path(tmp))
         for processes in (1, args.processes):
             out = Path(tmp) / f"lm{processes}"
-            _run(processes, ["pretrain-lm", args.lm_config, f"output_dir={out}", f"training.max_steps={args.lm_steps}",
-                             f"training.eval_every={args.lm_steps}", "data.heldout_sentences=200",
-                             "training.progress=false", "training.threads=1", "training.device=cpu"])
+            _run(
+                processes,
+                [
+                    "pretrain-lm",
+                    args.lm_config,
+                    f"output_dir={out}",
+                    f"training.max_steps={args.lm_steps}",
+                    f"training.eval_every={args.lm_steps}",
+                    "data.heldout_sentences=200",
+                    "training.progress=false",
+                    "training.threads=1",
+                    "training.device=cpu",
+                ],
+            )
             history = json.loads((out / "metrics.json").read_text())["history"]
             results["pretrain_tokens_per_s"][str(processes)] = history[-1]["tokens_per_s"]
             out = Path(tmp) / f"tagger{processes}"
-            _run(processes, ["train", args.train_config, f"output.dir={out}", f"data.train={train_file}",
-                             f"data.dev={dev_file}", "data.test=", "training.epochs=1", "training.threads=1",
-                             "training.device=cpu", "output.progress=false"])
+            _run(
+                processes,
+                [
+                    "train",
+                    args.train_config,
+                    f"output.dir={out}",
+                    f"data.train={train_file}",
+                    f"data.dev={dev_file}",
+                    "data.test=",
+                    "training.epochs=1",
+                    "training.threads=1",
+                    "training.device=cpu",
+                    "output.progress=false",
+                ],
+            )
             epochs = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
             results["train_sentences_per_s"][str(processes)] = round(epochs[-1]["sentences_per_second"], 1)
-            print(f"{processes} process(es): {json.dumps({k: v[str(processes)] for k, v in results.items()})}",
-                  flush=True)
+            print(
+                f"{processes} process(es): {json.dumps({k: v[str(processes)] for k, v in results.items()})}", flush=True
+            )
         sizes = _parameters(args.lm_config, args.train_config, train_file)
     n = args.processes
-    for name, key in (("pretraining tokens/s", "pretrain_tokens_per_s"),
-                      ("training sentences/s", "train_sentences_per_s")):
+    for name, key in (
+        ("pretraining tokens/s", "pretrain_tokens_per_s"),
+        ("training sentences/s", "train_sentences_per_s"),
+    ):
         one, many = results[key]["1"], results[key][str(n)]
         results[key]["speedup"] = round(many / one, 2)
         print(f"{name:22s} 1 x 1 thread: {one:9.1f}   {n} x 1 thread: {many:9.1f}   x{many / one:.2f}")
     for name, count in sizes.items():
-        print(f"{name}: {count:,} trainable parameters, {4 * count / 2**20:.1f} MiB of float32 gradients "
-              f"all-reduced per step ({2 * (n - 1) / n * 4 * count / 2**20:.1f} MiB sent per process in a ring)")
+        print(
+            f"{name}: {count:,} trainable parameters, {4 * count / 2**20:.1f} MiB of float32 gradients "
+            f"all-reduced per step ({2 * (n - 1) / n * 4 * count / 2**20:.1f} MiB sent per process in a ring)"
+        )
     print("command: flock -x /tmp/ner-cpu.lock .venv/bin/python " + shlex.join(sys.argv))
-    print(json.dumps({"processes": n, **results, "parameters": sizes, "lm_steps": args.lm_steps,
-                      "train_sentences": args.train_sentences}))
+    print(
+        json.dumps(
+            {
+                "processes": n,
+                **results,
+                "parameters": sizes,
+                "lm_steps": args.lm_steps,
+                "train_sentences": args.train_sentences,
+            }
+        )
+    )
 
 
 def _run(processes: int, argv: list[str]) -> None:
     """``ner ARGV`` in one process, or under ``torchrun --standalone`` in ``processes``, one thread each."""
-    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={processes}",
-                "-m", "ner.cli"] if processes > 1 else [sys.executable, "-m", "ner.cli"]
+    launcher = (
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            f"--nproc-per-node={processes}",
+            "-m",
+            "ner.cli",
+        ]
+        if processes > 1
+        else [sys.executable, "-m", "ner.cli"]
+    )
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
     job = subprocess.run([*launcher, *argv], env=env, capture_output=True, text=True)
     if job.returncode != 0:
@@ -116,8 +164,10 @@ def _parameters(lm_config: str, train_config: str, train_file: Path) -> dict[str
     bilm = BiLanguageModel(lm.model, len(vocab))
     config = load_config(train_config, [f"data.train={train_file}", "data.dev=", "data.test="])
     tagger = Tagger.build(config, load_splits(config.data)["train"])
-    return {"biLM + softmax": sum(p.numel() for p in bilm.parameters()),
-            "tagger": sum(p.numel() for p in tagger.model.parameters() if p.requires_grad)}
+    return {
+        "biLM + softmax": sum(p.numel() for p in bilm.parameters()),
+        "tagger": sum(p.numel() for p in tagger.model.parameters() if p.requires_grad),
+    }
 
 
 if __name__ == "__main__":

@@ -62,11 +62,20 @@ def main() -> None:
             bilm(batch_to_char_ids([sentences[i] for i in indices]))
     uncached_epoch_s = (time.perf_counter() - start) / len(sample) * len(batches)
 
-    figures = {"sentences": len(sentences), "tokens": tokens, "elmo_dim": bilm.output_dim,
-               "threads": torch.get_num_threads(), "cache_build_s": round(build_s, 1), "cache_mb": round(size_mb),
-               "cached_epoch_overhead_s": round(epoch_s, 2), "uncached_epoch_bilm_s": round(uncached_epoch_s, 1)}
-    print(f"cache build {build_s:.1f} s ({tokens / build_s:.0f} tokens/s, {size_mb:.0f} MB float16); "
-          f"per epoch: cached read + mix {epoch_s:.2f} s vs running the frozen biLM {uncached_epoch_s:.0f} s")
+    figures = {
+        "sentences": len(sentences),
+        "tokens": tokens,
+        "elmo_dim": bilm.output_dim,
+        "threads": torch.get_num_threads(),
+        "cache_build_s": round(build_s, 1),
+        "cache_mb": round(size_mb),
+        "cached_epoch_overhead_s": round(epoch_s, 2),
+        "uncached_epoch_bilm_s": round(uncached_epoch_s, 1),
+    }
+    print(
+        f"cache build {build_s:.1f} s ({tokens / build_s:.0f} tokens/s, {size_mb:.0f} MB float16); "
+        f"per epoch: cached read + mix {epoch_s:.2f} s vs running the frozen biLM {uncached_epoch_s:.0f} s"
+    )
     print("command: flock -x /tmp/ner-cpu.lock .venv/bin/python " + " ".join(sys.argv))
     print(json.dumps(figures))
 

@@ -27,10 +27,14 @@ def model_sizes(tagger: Any) -> dict[str, Any]:
     model = tagger.config.model
     char_out = sum(count for _, count in model.char_cnn.filters) if model.char_cnn.dim else 0
     return {
-        "words": tagger.words.items[2:], "chars": tagger.chars.items[2:],
+        "words": tagger.words.items[2:],
+        "chars": tagger.chars.items[2:],
         "types": sorted({tag[2:] for tag in tagger.tags.items if tag[1:2] == "-"}),
-        "word_dim": model.embeddings.dim + model.embeddings.casing_dim, "char_dim": max(model.char_cnn.dim, 1),
-        "char_out": max(char_out, 2), "hidden_size": model.lstm.hidden_size, "num_layers": model.lstm.num_layers,
+        "word_dim": model.embeddings.dim + model.embeddings.casing_dim,
+        "char_dim": max(model.char_cnn.dim, 1),
+        "char_out": max(char_out, 2),
+        "hidden_size": model.lstm.hidden_size,
+        "num_layers": model.lstm.num_layers,
     }
 
 
@@ -66,12 +70,22 @@ def _build_tagger(job: dict[str, Any]) -> Any:
     types.span_labels = True
     for kind in job["types"]:
         types.add_item(kind)
-    embeddings = StackedEmbeddings([
-        OneHotEmbeddings(words, embedding_length=job["word_dim"]),
-        CharacterEmbeddings(chars, char_embedding_dim=job["char_dim"], hidden_size_char=job["char_out"] // 2),
-    ])
-    return SequenceTagger(embeddings, types, "ner", hidden_size=job["hidden_size"], rnn_layers=job["num_layers"],
-                          use_crf=True, reproject_embeddings=False, tag_format="BIOES")
+    embeddings = StackedEmbeddings(
+        [
+            OneHotEmbeddings(words, embedding_length=job["word_dim"]),
+            CharacterEmbeddings(chars, char_embedding_dim=job["char_dim"], hidden_size_char=job["char_out"] // 2),
+        ]
+    )
+    return SequenceTagger(
+        embeddings,
+        types,
+        "ner",
+        hidden_size=job["hidden_size"],
+        rnn_layers=job["num_layers"],
+        use_crf=True,
+        reproject_embeddings=False,
+        tag_format="BIOES",
+    )
 
 
 def predict_worker(job: dict[str, Any]) -> dict[str, Any]:
@@ -80,16 +94,22 @@ def predict_worker(job: dict[str, Any]) -> dict[str, Any]:
 
     tagger = _build_tagger(job)
     tagger.eval()
-    tagger.predict([Sentence(tokens) for tokens in job["sentences"][:job["warmup"]]], mini_batch_size=job["batch_size"])
+    tagger.predict(
+        [Sentence(tokens) for tokens in job["sentences"][: job["warmup"]]], mini_batch_size=job["batch_size"]
+    )
     started = time.perf_counter()
     sentences = [Sentence(tokens) for tokens in job["sentences"]]
     built = time.perf_counter()
     tagger.predict(sentences, mini_batch_size=job["batch_size"])
     predicted = time.perf_counter()
     tokens = sum(len(tokens) for tokens in job["sentences"])
-    return {"tokens": tokens, "sentence_seconds": built - started, "predict_seconds": predicted - built,
-            "predict_tokens_per_second": tokens / (predicted - built),
-            "parameters": sum(p.numel() for p in tagger.parameters())}
+    return {
+        "tokens": tokens,
+        "sentence_seconds": built - started,
+        "predict_seconds": predicted - built,
+        "predict_tokens_per_second": tokens / (predicted - built),
+        "parameters": sum(p.numel() for p in tagger.parameters()),
+    }
 
 
 def train_worker(job: dict[str, Any]) -> dict[str, Any]:
@@ -116,7 +136,7 @@ def train_worker(job: dict[str, Any]) -> dict[str, Any]:
         rng.shuffle(order)
         started = time.perf_counter()
         for start in range(0, len(order), job["batch_size"]):
-            batch = order[start:start + job["batch_size"]]
+            batch = order[start : start + job["batch_size"]]
             optimizer.zero_grad()
             loss, count = tagger.forward_loss(batch)
             (loss / count).backward()
@@ -127,9 +147,12 @@ def train_worker(job: dict[str, Any]) -> dict[str, Any]:
 
     one_pass()  # warm-up
     seconds = [one_pass() for _ in range(job["repeats"])]
-    return {"sentences": len(sentences), "pass_seconds": seconds,
-            "sentences_per_second": len(sentences) / statistics.median(seconds),
-            "parameters": sum(p.numel() for p in tagger.parameters())}
+    return {
+        "sentences": len(sentences),
+        "pass_seconds": seconds,
+        "sentences_per_second": len(sentences) / statistics.median(seconds),
+        "parameters": sum(p.numel() for p in tagger.parameters()),
+    }
 
 
 if __name__ == "__main__":

@@ -23,8 +23,10 @@ import tempfile
 import time
 from pathlib import Path
 
-WORDS = ("Maren Quist scored twice for Versk United against the Brisbane Lions in Oslo on Saturday , "
-         "said Reuters correspondent John Smith of the European Union ")
+WORDS = (
+    "Maren Quist scored twice for Versk United against the Brisbane Lions in Oslo on Saturday , "
+    "said Reuters correspondent John Smith of the European Union "
+)
 
 
 def write_line(path: Path, size: int) -> None:
@@ -39,8 +41,16 @@ def write_line(path: Path, size: int) -> None:
 def peak_rss_mb(run_dir: str, source: Path, output: Path) -> tuple[float, float]:
     """(peak RSS in MB, seconds) of ``ner tag RUN_DIR SOURCE -o OUTPUT`` in a fresh process."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-    command = [sys.executable, "-c", "import sys, torch; torch.set_num_threads(1); from ner.cli import main; "
-               "sys.exit(main(sys.argv[1:]))", "tag", run_dir, str(source), "-o", str(output)]
+    command = [
+        sys.executable,
+        "-c",
+        "import sys, torch; torch.set_num_threads(1); from ner.cli import main; sys.exit(main(sys.argv[1:]))",
+        "tag",
+        run_dir,
+        str(source),
+        "-o",
+        str(output),
+    ]
     started = time.perf_counter()
     process = subprocess.Popen(command, env=env, stderr=subprocess.DEVNULL)
     _, status, usage = os.wait4(process.pid, 0)
@@ -68,10 +78,19 @@ def main() -> None:
             write_line(source, size)
             peak, seconds = peak_rss_mb(args.run_dir, source, Path(folder) / "out.jsonl")
             per_byte = (peak - baseline) * 2**20 / size
-            print(f"{size_mb:g} MB line: peak RSS {peak:.0f} MB ({peak - baseline:+.0f} MB over the baseline, "
-                  f"{per_byte:.1f} bytes per input byte), {seconds:.0f} s")
-            results.append({"line_mb": size_mb, "peak_rss_mb": round(peak), "over_baseline_mb": round(peak - baseline),
-                            "bytes_per_input_byte": round(per_byte, 1), "seconds": round(seconds, 1)})
+            print(
+                f"{size_mb:g} MB line: peak RSS {peak:.0f} MB ({peak - baseline:+.0f} MB over the baseline, "
+                f"{per_byte:.1f} bytes per input byte), {seconds:.0f} s"
+            )
+            results.append(
+                {
+                    "line_mb": size_mb,
+                    "peak_rss_mb": round(peak),
+                    "over_baseline_mb": round(peak - baseline),
+                    "bytes_per_input_byte": round(per_byte, 1),
+                    "seconds": round(seconds, 1),
+                }
+            )
             source.unlink()
     print(json.dumps({"baseline_rss_mb": round(baseline), "lines": results}))
 

@@ -52,7 +52,7 @@ def main() -> None:
         events = prof.key_averages()
         total = sum(e.self_cpu_time_total for e in events)
         print(f"\n{case}: {args.calls} calls, {total / 1e3 / args.calls:.2f} ms of operator self time per call")
-        for event in sorted(events, key=lambda e: e.self_cpu_time_total, reverse=True)[:args.rows]:
+        for event in sorted(events, key=lambda e: e.self_cpu_time_total, reverse=True)[: args.rows]:
             share = 100 * event.self_cpu_time_total / total
             print(f"  {event.key:<40} {share:5.1f}%  {event.count / args.calls:6.1f} calls")
 

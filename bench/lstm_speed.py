@@ -93,8 +93,9 @@ def ours_call(ours: LSTM) -> Callable:
     return call
 
 
-def measure(calls: dict[str, Callable], batches: list[tuple], train: bool, repeats: int,
-            clock: Callable[[], float]) -> dict[str, float]:
+def measure(
+    calls: dict[str, Callable], batches: list[tuple], train: bool, repeats: int, clock: Callable[[], float]
+) -> dict[str, float]:
     """Median seconds per call of each implementation, calls interleaved batch by batch."""
     times: dict[str, list[float]] = {name: [] for name in calls}
 
@@ -112,8 +113,9 @@ def measure(calls: dict[str, Callable], batches: list[tuple], train: bool, repea
     for _ in range(repeats):
         for x, mask, lengths in batches:
             for name, call in calls.items():
-                times[name].append(timed(lambda call=call, x=x, mask=mask, lengths=lengths:
-                                         step(call, x, mask, lengths), clock))
+                times[name].append(
+                    timed(lambda call=call, x=x, mask=mask, lengths=lengths: step(call, x, mask, lengths), clock)
+                )
     return {name: statistics.median(values) for name, values in times.items()}
 
 
@@ -124,8 +126,12 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=60, help="batches per case (each timed once per repeat)")
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--clock", choices=sorted(CLOCKS), default="wall",
-                        help="wall clock, or the process's CPU time (1 thread on a loaded machine)")
+    parser.add_argument(
+        "--clock",
+        choices=sorted(CLOCKS),
+        default="wall",
+        help="wall clock, or the process's CPU time (1 thread on a loaded machine)",
+    )
     args = parser.parse_args()
     print("command:", shlex.join([sys.executable, *sys.argv]))
     torch.set_num_threads(args.threads)
@@ -134,8 +140,10 @@ def main() -> None:
     if not args.data.is_file():
         sys.exit(f"{args.data}: no such file (pass --data PATH to a CoNLL-2003 training file)")
     lengths = sentence_lengths(args.data)
-    print(f"{len(lengths)} sentences from {args.data}: mean length {statistics.mean(lengths):.1f}, "
-          f"max {max(lengths)}; torch {torch.__version__}, {torch.get_num_threads()} threads, {args.clock} clock")
+    print(
+        f"{len(lengths)} sentences from {args.data}: mean length {statistics.mean(lengths):.1f}, "
+        f"max {max(lengths)}; torch {torch.__version__}, {torch.get_num_threads()} threads, {args.clock} clock"
+    )
     path = "C++ kernel" if lstm_kernel.available() else "PyTorch path (kernel not built or NER_LSTM_KERNEL=0)"
     print(f"ours: {path}")
 
@@ -153,29 +161,49 @@ def main() -> None:
         "elmo_lstmp_train_b32": (elmo, elmo_reference, 32, True),
     }
     results = {}
-    print(f"{'case':<22}{'ours ms':>10}{'torch padded':>14}{'torch packed':>14}{'ours/padded':>13}"
-          f"{'ours/packed':>13}{'ratio':>8}")
+    print(
+        f"{'case':<22}{'ours ms':>10}{'torch padded':>14}{'torch packed':>14}{'ours/padded':>13}"
+        f"{'ours/packed':>13}{'ratio':>8}"
+    )
     for index, (case, (module, torch_module, batch, train)) in enumerate(cases.items()):
         calls = args.calls if case != "elmo_lstmp_train_b32" else max(5, args.calls // 4)  # the slow case
         batches = make_batches(lengths, batch, calls, module.input_size, args.seed + index)
-        implementations = {"ours": ours_call(module), "torch_padded": torch_call(torch_module, packed=False),
-                           "torch_packed": torch_call(torch_module, packed=True)}
+        implementations = {
+            "ours": ours_call(module),
+            "torch_padded": torch_call(torch_module, packed=False),
+            "torch_packed": torch_call(torch_module, packed=True),
+        }
         medians = measure(implementations, batches, train, args.repeats, CLOCKS[args.clock])
         result = {f"{name}_ms": round(seconds * 1e3, 3) for name, seconds in medians.items()}
         result["ratio"] = round(medians["ours"] / min(medians["torch_padded"], medians["torch_packed"]), 3)
         result["ratio_padded"] = round(medians["ours"] / medians["torch_padded"], 3)
         result["ratio_packed"] = round(medians["ours"] / medians["torch_packed"], 3)
         results[case] = result
-        print(f"{case:<22}{result['ours_ms']:>10.2f}{result['torch_padded_ms']:>14.2f}"
-              f"{result['torch_packed_ms']:>14.2f}{result['ratio_padded']:>13.3f}{result['ratio_packed']:>13.3f}"
-              f"{result['ratio']:>8.3f}")
+        print(
+            f"{case:<22}{result['ours_ms']:>10.2f}{result['torch_padded_ms']:>14.2f}"
+            f"{result['torch_packed_ms']:>14.2f}{result['ratio_padded']:>13.3f}{result['ratio_packed']:>13.3f}"
+            f"{result['ratio']:>8.3f}"
+        )
     for case, result in results.items():
         faster = min(("padded", "packed"), key=lambda way: result[f"torch_{way}_ms"])
-        print(f"{case}: ours {result['ours_ms']:.2f} ms, faster torch path {faster} "
-              f"{result[f'torch_{faster}_ms']:.2f} ms, ratio {result['ratio']:.3f} "
-              f"({'within' if result['ratio'] <= 0.9 else 'above'} the 0.9 target)")
-    print(json.dumps({"benchmark": "lstm_speed", "threads": args.threads, "calls": args.calls, "clock": args.clock,
-                      "kernel": lstm_kernel.available(), "torch": torch.__version__, "cases": results}))
+        print(
+            f"{case}: ours {result['ours_ms']:.2f} ms, faster torch path {faster} "
+            f"{result[f'torch_{faster}_ms']:.2f} ms, ratio {result['ratio']:.3f} "
+            f"({'within' if result['ratio'] <= 0.9 else 'above'} the 0.9 target)"
+        )
+    print(
+        json.dumps(
+            {
+                "benchmark": "lstm_speed",
+                "threads": args.threads,
+                "calls": args.calls,
+                "clock": args.clock,
+                "kernel": lstm_kernel.available(),
+                "torch": torch.__version__,
+                "cases": results,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -37,13 +37,27 @@ sys.path.insert(0, str(REPO))
 def status() -> dict[str, float]:
     """VmRSS and VmHWM (the peak so far) of this process, in MB."""
     with open("/proc/self/status", encoding="ascii") as lines:
-        return {line.split(":")[0]: int(line.split()[1]) / 1024 for line in lines
-                if line.startswith(("VmRSS:", "VmHWM:"))}
+        return {
+            line.split(":")[0]: int(line.split()[1]) / 1024 for line in lines if line.startswith(("VmRSS:", "VmHWM:"))
+        }
 
 
 class _MallInfo2(ctypes.Structure):
-    _fields_ = [(name, ctypes.c_size_t) for name in ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks",
-                                                     "fsmblks", "uordblks", "fordblks", "keepcost")]
+    _fields_ = [
+        (name, ctypes.c_size_t)
+        for name in (
+            "arena",
+            "ordblks",
+            "smblks",
+            "hblks",
+            "hblkhd",
+            "usmblks",
+            "fsmblks",
+            "uordblks",
+            "fordblks",
+            "keepcost",
+        )
+    ]
 
 
 def malloc_mb() -> tuple[float, float]:
@@ -86,8 +100,12 @@ def phases(argv: list[str]) -> dict[str, Any]:
     def mark(label: str) -> None:
         now, (in_use, free) = status(), malloc_mb()
         log.append({"phase": label, "rss_mb": round(now["VmRSS"], 1), "peak_mb": round(now["VmHWM"], 1)})
-        print(f"[memory] {label:<34} rss {now['VmRSS']:7.1f}  peak {now['VmHWM']:7.1f}  "
-              f"malloc in use {in_use:6.1f} free {free:6.1f}", file=sys.stderr, flush=True)
+        print(
+            f"[memory] {label:<34} rss {now['VmRSS']:7.1f}  peak {now['VmHWM']:7.1f}  "
+            f"malloc in use {in_use:6.1f} free {free:6.1f}",
+            file=sys.stderr,
+            flush=True,
+        )
 
     def logged(function: Callable[..., Any], label: str) -> Callable[..., Any]:
         @functools.wraps(function)
@@ -96,6 +114,7 @@ def phases(argv: list[str]) -> dict[str, Any]:
             result = function(*args, **kwargs)
             mark(f"after {label}")
             return result
+
         return wrapper
 
     for name in ("load_splits", "train_epoch", "score_corpus", "_final_scores"):
@@ -129,8 +148,11 @@ def peak(command: list[str]) -> dict[str, Any]:
     if code != 0:
         raise SystemExit(f"{command[0]} failed (exit {code})")
     print(f"peak RSS {usage.ru_maxrss / 1024:.0f} MB, {seconds:.1f} s, {usage.ru_utime:.1f} s user CPU")
-    return {"peak_rss_mb": round(usage.ru_maxrss / 1024), "seconds": round(seconds, 1),
-            "user_cpu_s": round(usage.ru_utime, 1)}
+    return {
+        "peak_rss_mb": round(usage.ru_maxrss / 1024),
+        "seconds": round(seconds, 1),
+        "user_cpu_s": round(usage.ru_utime, 1),
+    }
 
 
 def main() -> None:

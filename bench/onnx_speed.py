@@ -73,19 +73,21 @@ def timed(run: Callable[[], None], reset: Callable[[], None]) -> float:
     return time.perf_counter() - clock
 
 
-def measure(backends: dict[str, Any], reset: dict[str, Callable[[], None]], docs: list, args: argparse.Namespace
-            ) -> dict[str, dict[str, float]]:
+def measure(
+    backends: dict[str, Any], reset: dict[str, Callable[[], None]], docs: list, args: argparse.Namespace
+) -> dict[str, dict[str, float]]:
     """Per backend: tokens/s at the batch size and batch-1 latency (ms), medians over the repeats."""
     tokens = sum(len(s) for sentences, _ in docs for s in sentences)
-    singles = [s for sentences, _ in docs for s in sentences][:args.latency_sentences]
+    singles = [s for sentences, _ in docs for s in sentences][: args.latency_sentences]
     throughput: dict[str, list[float]] = {name: [] for name in backends}
     latency: dict[str, list[float]] = {name: [] for name in backends}
     for tagger in backends.values():  # warm-up: sessions, kernels, shapes
         tagger.predict_spans(docs[0][0], args.batch_size, docs[0][1])
     for _ in range(args.repeats):
         for name, tagger in backends.items():
-            seconds = timed(lambda tagger=tagger: [tagger.predict_spans(s, args.batch_size, d) for s, d in docs],
-                                     reset[name])
+            seconds = timed(
+                lambda tagger=tagger: [tagger.predict_spans(s, args.batch_size, d) for s, d in docs], reset[name]
+            )
             throughput[name].append(tokens / seconds)
             reset[name]()
             calls = []
@@ -94,10 +96,15 @@ def measure(backends: dict[str, Any], reset: dict[str, Callable[[], None]], docs
                 tagger.predict_spans([sentence], 1)
                 calls.append(time.perf_counter() - clock)
             latency[name].append(1000 * statistics.median(calls))
-    return {name: {"tokens_per_second": statistics.median(throughput[name]),
-                   "latency_ms": statistics.median(latency[name]),
-                   "tokens_per_second_runs": [round(x) for x in throughput[name]],
-                   "latency_ms_runs": [round(x, 3) for x in latency[name]]} for name in backends}
+    return {
+        name: {
+            "tokens_per_second": statistics.median(throughput[name]),
+            "latency_ms": statistics.median(latency[name]),
+            "tokens_per_second_runs": [round(x) for x in throughput[name]],
+            "latency_ms_runs": [round(x, 3) for x in latency[name]],
+        }
+        for name in backends
+    }
 
 
 def check(backends: dict[str, Any], docs: list, batch_size: int) -> dict[str, Any]:
@@ -112,8 +119,12 @@ def check(backends: dict[str, Any], docs: list, batch_size: int) -> dict[str, An
                 mismatches += 1
                 continue
             difference = max([difference, *(abs(x[3] - y[3]) for x, y in zip(a, b))])
-    return {"sentences": sum(len(s) for s, _ in docs), "entities": entities,
-            "sentences_with_entity_mismatch": mismatches, "max_score_difference": difference}
+    return {
+        "sentences": sum(len(s) for s, _ in docs),
+        "entities": entities,
+        "sentences_with_entity_mismatch": mismatches,
+        "max_score_difference": difference,
+    }
 
 
 def main() -> None:
@@ -123,8 +134,9 @@ def main() -> None:
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides for --untrained")
     parser.add_argument("--untrained", metavar="CONFIG", help="time a fresh model built from this config instead")
     default_data = SHARED / "data" / "conll2003" / "test.txt"
-    parser.add_argument("--data", default=str(default_data if default_data.is_file()
-                                              else REPO / "data" / "sample" / "test.txt"))
+    parser.add_argument(
+        "--data", default=str(default_data if default_data.is_file() else REPO / "data" / "sample" / "test.txt")
+    )
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--latency-sentences", type=int, default=300, help="sentences timed one by one")
     parser.add_argument("--repeats", type=int, default=5)
@@ -155,26 +167,37 @@ def main() -> None:
         backends = {"onnx": OnnxTagger.load(exported, threads=args.threads), "pytorch": tagger}
         docs = documents(Path(args.data))
         tokens = sum(len(s) for sentences, _ in docs for s in sentences)
-        print(f"data: {args.data}: {len(docs)} documents, {sum(len(s) for s, _ in docs)} sentences, {tokens} tokens; "
-              f"threads {args.threads}, torch {torch.__version__}, onnxruntime "
-              f"{__import__('onnxruntime').__version__}")
-        result: dict[str, Any] = {"data": args.data, "tokens": tokens, "threads": args.threads,
-                                  "batch_size": args.batch_size}
+        print(
+            f"data: {args.data}: {len(docs)} documents, {sum(len(s) for s, _ in docs)} sentences, {tokens} tokens; "
+            f"threads {args.threads}, torch {torch.__version__}, onnxruntime "
+            f"{__import__('onnxruntime').__version__}"
+        )
+        result: dict[str, Any] = {
+            "data": args.data,
+            "tokens": tokens,
+            "threads": args.threads,
+            "batch_size": args.batch_size,
+        }
         if args.check:
             result["check"] = check(backends, docs, args.batch_size)
             c = result["check"]
-            print(f"check: {c['sentences']} sentences, {c['entities']} entities (PyTorch): "
-                  f"{c['sentences_with_entity_mismatch']} sentences whose entities differ, max score difference "
-                  f"{c['max_score_difference']:.2e}")
+            print(
+                f"check: {c['sentences']} sentences, {c['entities']} entities (PyTorch): "
+                f"{c['sentences_with_entity_mismatch']} sentences whose entities differ, max score difference "
+                f"{c['max_score_difference']:.2e}"
+            )
         else:
+
             def empty_cache() -> None:
                 tagger.input_cache = TokenInputCache()
 
             figures = measure(backends, {"onnx": lambda: None, "pytorch": empty_cache}, docs, args)
             for name, values in figures.items():
-                print(f"{name:8s} batch {args.batch_size}: {values['tokens_per_second']:>9,.0f} tokens/s   "
-                      f"batch 1: {values['latency_ms']:.2f} ms per sentence (median of {args.repeats} runs; "
-                      f"runs {values['tokens_per_second_runs']} tokens/s, {values['latency_ms_runs']} ms)")
+                print(
+                    f"{name:8s} batch {args.batch_size}: {values['tokens_per_second']:>9,.0f} tokens/s   "
+                    f"batch 1: {values['latency_ms']:.2f} ms per sentence (median of {args.repeats} runs; "
+                    f"runs {values['tokens_per_second_runs']} tokens/s, {values['latency_ms_runs']} ms)"
+                )
             ratio = figures["onnx"]["tokens_per_second"] / figures["pytorch"]["tokens_per_second"]
             latency = figures["pytorch"]["latency_ms"] / figures["onnx"]["latency_ms"]
             print(f"onnx / pytorch: throughput x{ratio:.2f}; batch-1 latency pytorch / onnx x{latency:.2f}")

@@ -28,23 +28,36 @@ def main() -> None:
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        overrides = [*args.overrides, f"training.max_steps={args.steps}", f"training.eval_every={args.steps}",
-                     "data.heldout_sentences=200", "training.progress=false", f"output_dir={tmp}"]
+        overrides = [
+            *args.overrides,
+            f"training.max_steps={args.steps}",
+            f"training.eval_every={args.steps}",
+            "data.heldout_sentences=200",
+            "training.progress=false",
+            f"output_dir={tmp}",
+        ]
         config = load_lm_config(args.config, overrides)
         result = pretrain_lm(config)
     train_tokens = sum(len(s) + 1 for s in read_sentences(Path(config.data.train)))
     hours_per_epoch = train_tokens / result["tokens_per_s"] / 3600
     params = _count_parameters(config)
     figures = {
-        "config": args.config, "overrides": args.overrides, "threads": torch.get_num_threads(),
-        "steps": result["step"], "tokens": result["tokens"], "tokens_per_s": result["tokens_per_s"],
+        "config": args.config,
+        "overrides": args.overrides,
+        "threads": torch.get_num_threads(),
+        "steps": result["step"],
+        "tokens": result["tokens"],
+        "tokens_per_s": result["tokens_per_s"],
         "seconds_per_step": round(result["train_seconds"] / result["step"], 3),
-        "hours_per_epoch": round(hours_per_epoch, 2), "bilm_parameters": params,
+        "hours_per_epoch": round(hours_per_epoch, 2),
+        "bilm_parameters": params,
         "train_loss": result["train_loss"],
     }
-    print(f"{params / 1e6:.2f} M biLM parameters, {torch.get_num_threads()} threads: "
-          f"{result['tokens_per_s']:.0f} tokens/s, {figures['seconds_per_step']} s/step, "
-          f"{hours_per_epoch:.2f} h/epoch ({train_tokens} tokens)")
+    print(
+        f"{params / 1e6:.2f} M biLM parameters, {torch.get_num_threads()} threads: "
+        f"{result['tokens_per_s']:.0f} tokens/s, {figures['seconds_per_step']} s/step, "
+        f"{hours_per_epoch:.2f} h/epoch ({train_tokens} tokens)"
+    )
     print("command: flock -x /tmp/ner-cpu.lock .venv/bin/python " + " ".join(sys.argv))
     print(json.dumps(figures))
 

@@ -41,8 +41,7 @@ def raw_text(lines: int, out: Path) -> str:
                 sink.write(detokenize(line.split())[0] + "\n")
         return f"{REUTERS.name}, first {lines} lines, detokenized"
     sample = (REPO / "data" / "sample" / "raw.txt").read_text(encoding="utf-8").splitlines()
-    out.write_text("".join(line + "\n" for line in itertools.islice(itertools.cycle(sample), lines)),
-                   encoding="utf-8")
+    out.write_text("".join(line + "\n" for line in itertools.islice(itertools.cycle(sample), lines)), encoding="utf-8")
     return f"data/sample/raw.txt repeated to {lines} lines"
 
 
@@ -68,8 +67,9 @@ def main() -> None:
         tagger = Tagger.load(args.run_dir, device="cpu")
         local = tag_files(tagger, [str(text)], output=str(local_out), workers=args.workers)
         clock = time.perf_counter()
-        ray.init(num_cpus=args.workers, include_dashboard=False, logging_level="WARNING",
-                 _system_config=LOCAL_RAY)  # as ner tag --engine ray starts it
+        ray.init(
+            num_cpus=args.workers, include_dashboard=False, logging_level="WARNING", _system_config=LOCAL_RAY
+        )  # as ner tag --engine ray starts it
         init_seconds = time.perf_counter() - clock
         try:
             on_ray = tag_files_on_ray(args.run_dir, [str(text)], output=str(ray_out), workers=args.workers)
@@ -79,7 +79,9 @@ def main() -> None:
     to_first = on_ray["seconds_to_first_record"]
     steady = on_ray["seconds"] - to_first
     figures = {
-        "text": source, "tokens": int(local["tokens"]), "workers": args.workers,
+        "text": source,
+        "tokens": int(local["tokens"]),
+        "workers": args.workers,
         "local_tokens_per_second": round(local["tokens_per_second"], 1),
         "local_seconds": round(local["seconds"], 2),
         "ray_init_seconds": round(init_seconds, 2),
@@ -91,12 +93,16 @@ def main() -> None:
     }
     print(f"command: {' '.join([Path(sys.executable).name, *sys.argv])}")
     print(f"text: {source}, {figures['tokens']:,} tokens")
-    print(f"ner tag --workers {args.workers}: {figures['local_tokens_per_second']:,.0f} tokens/s "
-          f"({figures['local_seconds']} s, model loaded before)")
-    print(f"ner tag --engine ray --workers {args.workers}: {figures['ray_tokens_per_second']:,.0f} tokens/s "
-          f"({figures['ray_seconds']} s, of which {figures['ray_seconds_to_first_record']} s to the first record: "
-          f"actors started, model loaded in each; after it {figures['ray_steady_tokens_per_second']} tokens/s); "
-          f"ray.init {figures['ray_init_seconds']} s apart")
+    print(
+        f"ner tag --workers {args.workers}: {figures['local_tokens_per_second']:,.0f} tokens/s "
+        f"({figures['local_seconds']} s, model loaded before)"
+    )
+    print(
+        f"ner tag --engine ray --workers {args.workers}: {figures['ray_tokens_per_second']:,.0f} tokens/s "
+        f"({figures['ray_seconds']} s, of which {figures['ray_seconds_to_first_record']} s to the first record: "
+        f"actors started, model loaded in each; after it {figures['ray_steady_tokens_per_second']} tokens/s); "
+        f"ray.init {figures['ray_init_seconds']} s apart"
+    )
     print(f"identical output: {same}")
     print(json.dumps(figures))
 

@@ -39,8 +39,9 @@ REQUEST_TIMEOUT = 60.0
 @contextmanager
 def served(run_dir: str, *options: str, timeout: float = 120.0) -> Iterator[str]:
     """Run ``ner serve RUN_DIR --port 0 OPTIONS`` and yield its URL; stop it (SIGINT, then kill) afterwards."""
-    process = subprocess.Popen([sys.executable, "-m", "ner.cli", "serve", run_dir, "--port", "0", *options],
-                               stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "ner.cli", "serve", run_dir, "--port", "0", *options], stderr=subprocess.PIPE, text=True
+    )
     try:
         with selectors.DefaultSelector() as selector:
             selector.register(process.stderr, selectors.EVENT_READ)
@@ -72,8 +73,11 @@ class Connection:
         if self.writer is None:
             self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
         assert self.reader is not None
-        self.writer.write(f"{method} {path} HTTP/1.1\r\nHost: {self.host}\r\nContent-Type: application/json\r\n"
-                          f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
+        self.writer.write(
+            f"{method} {path} HTTP/1.1\r\nHost: {self.host}\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n".encode()
+            + body
+        )
         head = await self.reader.readuntil(b"\r\n\r\n")
         lines = head.decode("latin-1").split("\r\n")
         headers = dict(line.lower().split(": ", 1) for line in lines[1:] if ": " in line)
@@ -100,8 +104,9 @@ async def load(url: str, texts: list[str], tokens: list[int], clients: int, seco
             index += 1
             started = time.perf_counter()
             try:
-                status, body = await asyncio.wait_for(connection.request("POST", "/tag", bodies[text_index]),
-                                                      REQUEST_TIMEOUT)
+                status, body = await asyncio.wait_for(
+                    connection.request("POST", "/tag", bodies[text_index]), REQUEST_TIMEOUT
+                )
                 ok = status == 200 and "entities" in json.loads(body)
             except (OSError, asyncio.TimeoutError, asyncio.IncompleteReadError, ValueError, KeyError):
                 ok = False
@@ -120,12 +125,16 @@ async def load(url: str, texts: list[str], tokens: list[int], clients: int, seco
     health = json.loads((await probe.request("GET", "/health"))[1])
     probe.close()
     latencies.sort()
-    return {"requests": len(latencies), "seconds": round(elapsed, 2),
-            "requests_per_second": round(len(latencies) / elapsed, 1),
-            "p50_ms": round(1000 * statistics.median(latencies), 1),
-            "p99_ms": round(1000 * latencies[min(len(latencies) - 1, int(0.99 * len(latencies)))], 1),
-            "errors": errors, "tokens_per_second": round(done_tokens / elapsed),
-            "mean_batch_texts": round(health["texts"] / max(health["batches"], 1), 2)}
+    return {
+        "requests": len(latencies),
+        "seconds": round(elapsed, 2),
+        "requests_per_second": round(len(latencies) / elapsed, 1),
+        "p50_ms": round(1000 * statistics.median(latencies), 1),
+        "p99_ms": round(1000 * latencies[min(len(latencies) - 1, int(0.99 * len(latencies)))], 1),
+        "errors": errors,
+        "tokens_per_second": round(done_tokens / elapsed),
+        "mean_batch_texts": round(health["texts"] / max(health["batches"], 1), 2),
+    }
 
 
 def tag_command_speed(run_dir: str, texts: list[str], threads: int, repeat: int) -> float:
@@ -164,15 +173,19 @@ def main() -> None:
     print(f"{len(texts)} texts of {statistics.mean(tokens):.1f} tokens on average, from {args.texts}")
     with served(args.run_dir, "--threads", str(args.threads), "--batch-wait-ms", str(args.batch_wait_ms)) as url:
         figures = asyncio.run(load(url, texts, tokens, args.clients, args.seconds))
-    figures["tag_command_tokens_per_second"] = round(tag_command_speed(
-        args.run_dir, texts, args.threads, repeat=max(1, 20_000 // max(sum(tokens), 1))))
-    print(f"ner serve, {args.clients} clients for {figures['seconds']} s: {figures['requests']} requests, "
-          f"{figures['requests_per_second']} requests/s, p50 {figures['p50_ms']} ms, p99 {figures['p99_ms']} ms, "
-          f"{figures['errors']} errors, {figures['tokens_per_second']} tokens/s "
-          f"(mean batch {figures['mean_batch_texts']} texts)")
+    figures["tag_command_tokens_per_second"] = round(
+        tag_command_speed(args.run_dir, texts, args.threads, repeat=max(1, 20_000 // max(sum(tokens), 1)))
+    )
+    print(
+        f"ner serve, {args.clients} clients for {figures['seconds']} s: {figures['requests']} requests, "
+        f"{figures['requests_per_second']} requests/s, p50 {figures['p50_ms']} ms, p99 {figures['p99_ms']} ms, "
+        f"{figures['errors']} errors, {figures['tokens_per_second']} tokens/s "
+        f"(mean batch {figures['mean_batch_texts']} texts)"
+    )
     print(f"ner tag on the same texts: {figures['tag_command_tokens_per_second']} tokens/s")
-    print(json.dumps({"clients": args.clients, "threads": args.threads, "batch_wait_ms": args.batch_wait_ms,
-                      **figures}))
+    print(
+        json.dumps({"clients": args.clients, "threads": args.threads, "batch_wait_ms": args.batch_wait_ms, **figures})
+    )
 
 
 if __name__ == "__main__":

@@ -37,19 +37,36 @@ def main() -> None:
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
     if chromium is None:
         raise SystemExit("chromium is not installed (apt-get install chromium)")
-    text = "\n".join(Path(args.text).read_text(encoding="utf-8").splitlines()[:args.lines])
+    text = "\n".join(Path(args.text).read_text(encoding="utf-8").splitlines()[: args.lines])
     out = Path(args.out).resolve()
     out.parent.mkdir(parents=True, exist_ok=True)
     print(f"command: {shlex.join([Path(sys.executable).name, *sys.argv])}")
     with served(args.run_dir, "--threads", "1") as url, tempfile.TemporaryDirectory() as profile:
-        subprocess.run([chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                        "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                        "--hide-scrollbars", f"--user-data-dir={profile}", "--virtual-time-budget=10000",
-                        f"--window-size={args.size}", f"--screenshot={out}",
-                        f"{url}/?text={urllib.parse.quote(text)}"],
-                       check=True, capture_output=True, timeout=120)
-    print(f"screenshot of {url}/?text=... ({args.lines} lines of {args.text}) saved to {out}, "
-          f"{out.stat().st_size} bytes")
+        subprocess.run(
+            [
+                chromium,
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-quic",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--hide-scrollbars",
+                f"--user-data-dir={profile}",
+                "--virtual-time-budget=10000",
+                f"--window-size={args.size}",
+                f"--screenshot={out}",
+                f"{url}/?text={urllib.parse.quote(text)}",
+            ],
+            check=True,
+            capture_output=True,
+            timeout=120,
+        )
+    print(
+        f"screenshot of {url}/?text=... ({args.lines} lines of {args.text}) saved to {out}, {out.stat().st_size} bytes"
+    )
     print(json.dumps({"out": str(out), "bytes": out.stat().st_size, "lines": args.lines}))
 
 

@@ -96,35 +96,55 @@ def main() -> None:
         raw = Path(folder) / "raw.txt"
         lines = raw_text(Path(args.text), args.lines, raw)
         texts = raw.read_text(encoding="utf-8").splitlines()
-        tag_text(tagger, "\n".join(texts[:args.warmup]))
-        stats = tag_files(tagger, [str(raw)], output=str(Path(folder) / "out.jsonl"), batch_size=args.batch_size,
-                          workers=args.threads)
+        tag_text(tagger, "\n".join(texts[: args.warmup]))
+        stats = tag_files(
+            tagger, [str(raw)], output=str(Path(folder) / "out.jsonl"), batch_size=args.batch_size, workers=args.threads
+        )
         ours = stats["tokens_per_second"]
         work = sum(stats[f"{stage}_seconds"] for stage in STAGES)  # summed over the worker processes
         shares = {stage: stats[f"{stage}_seconds"] / work for stage in STAGES}
-        print(f"ours: {lines} lines, {stats['sentences']:.0f} sentences, {stats['tokens']:.0f} tokens in "
-              f"{stats['seconds']:.2f} s with {args.threads} worker processes: {ours:,.0f} tokens/s (tagging stage "
-              f"alone {stats['tokens'] / stats['tag_seconds']:,.0f} tokens/s per worker)")
+        print(
+            f"ours: {lines} lines, {stats['sentences']:.0f} sentences, {stats['tokens']:.0f} tokens in "
+            f"{stats['seconds']:.2f} s with {args.threads} worker processes: {ours:,.0f} tokens/s (tagging stage "
+            f"alone {stats['tokens'] / stats['tag_seconds']:,.0f} tokens/s per worker)"
+        )
         print("  share of the work: " + ", ".join(f"{stage} {100 * share:.1f}%" for stage, share in shares.items()))
         parameters = sum(p.numel() for p in tagger.model.parameters())
         print(f"  ours: {parameters:,} parameters")
-        result = {"lines": lines, "tokens": stats["tokens"], "threads": args.threads, "batch_size": args.batch_size,
-                  "ours_parameters": parameters,
-                  "ours_tokens_per_second": round(ours), "ours_seconds": round(stats["seconds"], 3),
-                  "ours_tag_stage_tokens_per_second": round(stats["tokens"] / stats["tag_seconds"]),
-                  "stage_shares": {stage: round(share, 4) for stage, share in shares.items()}}
+        result = {
+            "lines": lines,
+            "tokens": stats["tokens"],
+            "threads": args.threads,
+            "batch_size": args.batch_size,
+            "ours_parameters": parameters,
+            "ours_tokens_per_second": round(ours),
+            "ours_seconds": round(stats["seconds"], 3),
+            "ours_tag_stage_tokens_per_second": round(stats["tokens"] / stats["tag_seconds"]),
+            "stage_shares": {stage: round(share, 4) for stage, share in shares.items()},
+        }
         if not args.no_flair:
             sentences = [[token.text for token in sentence] for text in texts for sentence in split_sentences(text)]
-            flair = run_flair(args.flair_python, "predict", {
-                **model_sizes(tagger), "sentences": sentences, "threads": args.threads,
-                "batch_size": args.batch_size, "warmup": args.warmup}, Path(folder))
+            flair = run_flair(
+                args.flair_python,
+                "predict",
+                {
+                    **model_sizes(tagger),
+                    "sentences": sentences,
+                    "threads": args.threads,
+                    "batch_size": args.batch_size,
+                    "warmup": args.warmup,
+                },
+                Path(folder),
+            )
             if flair is None:
                 result["flair"] = None
             else:
                 speed_up = ours / flair["predict_tokens_per_second"]
-                print(f"flair SequenceTagger.predict: {flair['tokens']} tokens in {flair['predict_seconds']:.2f} s: "
-                      f"{flair['predict_tokens_per_second']:,.0f} tokens/s (building Sentence objects "
-                      f"{flair['sentence_seconds']:.2f} s more; {flair['parameters']:,} parameters)")
+                print(
+                    f"flair SequenceTagger.predict: {flair['tokens']} tokens in {flair['predict_seconds']:.2f} s: "
+                    f"{flair['predict_tokens_per_second']:,.0f} tokens/s (building Sentence objects "
+                    f"{flair['sentence_seconds']:.2f} s more; {flair['parameters']:,} parameters)"
+                )
                 print(f"ours (whole pipeline) / flair (predict only): {speed_up:.1f}x")
                 result["flair_predict_tokens_per_second"] = round(flair["predict_tokens_per_second"])
                 result["flair_sentence_seconds"] = round(flair["sentence_seconds"], 3)

@@ -133,11 +133,20 @@ def main() -> None:
     print("most frequent disagreements (gold-only -> ours-only):")
     for (missed, made), count in confusions.most_common(15):
         print(f"  {count:4d}  {missed!r} -> {made!r}")
-    print(json.dumps({
-        "file": args.conll, "sentences": n, "tokens": gold,
-        "exact_sentence_pct": round(100 * exact / n, 2), "one_sentence_pct": round(100 * one_sentence / n, 2),
-        "span_precision": round(precision, 2), "span_recall": round(recall, 2), "span_f1": round(score, 2),
-    }))
+    print(
+        json.dumps(
+            {
+                "file": args.conll,
+                "sentences": n,
+                "tokens": gold,
+                "exact_sentence_pct": round(100 * exact / n, 2),
+                "one_sentence_pct": round(100 * one_sentence / n, 2),
+                "span_precision": round(precision, 2),
+                "span_recall": round(recall, 2),
+                "span_f1": round(score, 2),
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -48,17 +48,28 @@ from ner.training import make_optimizer, train_epoch  # noqa: E402
 class Trainee:
     """One of our taggers, built from a config, with its encoded sample and optimiser."""
 
-    def __init__(self, config_path: str, train: str, corpus: Corpus, sample: list[Sentence],
-                 document_ids: list[int], cache_dir: Path | None = None) -> None:
-        self.config = load_config(config_path, [f"data.train={train}", "data.dev=null", "data.test=null",
-                                                "output.progress=false"])
+    def __init__(
+        self,
+        config_path: str,
+        train: str,
+        corpus: Corpus,
+        sample: list[Sentence],
+        document_ids: list[int],
+        cache_dir: Path | None = None,
+    ) -> None:
+        self.config = load_config(
+            config_path, [f"data.train={train}", "data.dev=null", "data.test=null", "output.progress=false"]
+        )
         torch.manual_seed(self.config.training.seed)
         self.tagger = Tagger.build(self.config, corpus, device="cpu")
         started = time.perf_counter()
         scheme = self.config.model.scheme
         self.data: EncodedSentences = self.tagger.encode(
-            [s.tokens for s in sample], [convert_tags(s.tags, corpus.scheme, scheme) for s in sample], cache_dir,
-            document_ids)
+            [s.tokens for s in sample],
+            [convert_tags(s.tags, corpus.scheme, scheme) for s in sample],
+            cache_dir,
+            document_ids,
+        )
         self.encode_seconds = time.perf_counter() - started
         self.tagger.count_training_words(corpus)
         self.optimizer = make_optimizer(self.tagger.model, self.config.training)
@@ -66,8 +77,7 @@ class Trainee:
 
     def one_pass(self) -> None:
         started = time.perf_counter()
-        train_epoch(self.tagger, self.data, self.optimizer, self.config.training, len(self.seconds) + 1,
-                    progress=False)
+        train_epoch(self.tagger, self.data, self.optimizer, self.config.training, len(self.seconds) + 1, progress=False)
         self.seconds.append(time.perf_counter() - started)
 
     def sentences_per_second(self) -> float:
@@ -107,34 +117,54 @@ def main() -> None:
         if not args.no_elmo:
             elmo = Trainee(args.elmo_config, args.train, corpus, sample, document_ids, Path(folder) / "elmo_cache")
             trainees.append(elmo)
-            print(f"ELMo cache of the sample built in {elmo.encode_seconds:.1f} s "
-                  f"({tokens / elmo.encode_seconds:,.0f} tokens/s)")
+            print(
+                f"ELMo cache of the sample built in {elmo.encode_seconds:.1f} s "
+                f"({tokens / elmo.encode_seconds:,.0f} tokens/s)"
+            )
         for _ in range(args.repeats + 1):
             for trainee in trainees:  # interleaved, so both see the same machine
                 trainee.one_pass()
         ours = plain.sentences_per_second()
-        print(f"ours: {len(sample)} sentences ({tokens} tokens), batch {plain.config.training.batch_size}, passes "
-              f"{', '.join(f'{s:.2f}' for s in plain.seconds[1:])} s: {ours:,.1f} sentences/s")
+        print(
+            f"ours: {len(sample)} sentences ({tokens} tokens), batch {plain.config.training.batch_size}, passes "
+            f"{', '.join(f'{s:.2f}' for s in plain.seconds[1:])} s: {ours:,.1f} sentences/s"
+        )
         result.update(batch_size=plain.config.training.batch_size, ours_sentences_per_second=round(ours, 1))
         if not args.no_elmo:
             with_elmo = elmo.sentences_per_second()
-            print(f"ours + ELMo (cached): passes {', '.join(f'{s:.2f}' for s in elmo.seconds[1:])} s: "
-                  f"{with_elmo:,.1f} sentences/s; ELMo epoch / plain epoch: {ours / with_elmo:.2f}")
+            print(
+                f"ours + ELMo (cached): passes {', '.join(f'{s:.2f}' for s in elmo.seconds[1:])} s: "
+                f"{with_elmo:,.1f} sentences/s; ELMo epoch / plain epoch: {ours / with_elmo:.2f}"
+            )
             result.update(elmo_sentences_per_second=round(with_elmo, 1), elmo_epoch_ratio=round(ours / with_elmo, 3))
 
         if not args.no_flair:
             spans = [[[start, end, kind] for kind, start, end in tags_to_spans(s.tags)] for s in sample]
             train_cfg = plain.config.training
-            flair = run_flair(args.flair_python, "train", {
-                **model_sizes(plain.tagger), "sentences": [[s.tokens, sp] for s, sp in zip(sample, spans)],
-                "threads": args.threads, "batch_size": train_cfg.batch_size, "lr": train_cfg.lr,
-                "momentum": train_cfg.momentum, "repeats": args.repeats}, Path(folder))
+            flair = run_flair(
+                args.flair_python,
+                "train",
+                {
+                    **model_sizes(plain.tagger),
+                    "sentences": [[s.tokens, sp] for s, sp in zip(sample, spans)],
+                    "threads": args.threads,
+                    "batch_size": train_cfg.batch_size,
+                    "lr": train_cfg.lr,
+                    "momentum": train_cfg.momentum,
+                    "repeats": args.repeats,
+                },
+                Path(folder),
+            )
             if flair is not None:
-                print(f"flair: passes {', '.join(f'{s:.2f}' for s in flair['pass_seconds'])} s: "
-                      f"{flair['sentences_per_second']:,.1f} sentences/s")
+                print(
+                    f"flair: passes {', '.join(f'{s:.2f}' for s in flair['pass_seconds'])} s: "
+                    f"{flair['sentences_per_second']:,.1f} sentences/s"
+                )
                 print(f"ours / flair (training sentences/s): {ours / flair['sentences_per_second']:.2f}x")
-                result.update(flair_sentences_per_second=round(flair["sentences_per_second"], 1),
-                              speed_up=round(ours / flair["sentences_per_second"], 2))
+                result.update(
+                    flair_sentences_per_second=round(flair["sentences_per_second"], 1),
+                    speed_up=round(ours / flair["sentences_per_second"], 2),
+                )
     print(json.dumps(result))
 
 

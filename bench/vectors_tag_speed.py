@@ -63,8 +63,17 @@ def main() -> None:
         print(f"{name}: {tokens / seconds:,.0f} tokens/s (median of {args.rounds}: {seconds:.2f} s)")
     ratio = median["vectors"] / median["none"]
     print(f"time with vectors / without: {ratio:.3f}")
-    print(json.dumps({"tokens": tokens, "rounds": args.rounds, "threads": args.threads, "ratio": round(ratio, 3),
-                      **{f"{name}_tokens_per_s": round(tokens / s) for name, s in median.items()}}))
+    print(
+        json.dumps(
+            {
+                "tokens": tokens,
+                "rounds": args.rounds,
+                "threads": args.threads,
+                "ratio": round(ratio, 3),
+                **{f"{name}_tokens_per_s": round(tokens / s) for name, s in median.items()},
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -94,9 +94,11 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     print("command:", " ".join([Path(sys.executable).name, *sys.argv]), flush=True)
     lengths, source = train_lengths()
-    print(f"torch {torch.__version__}, pytorch-crf {torchcrf.__version__}, threads {args.threads}, K {len(TAGS)}, "
-          f"lengths from {source} ({len(lengths)} sentences, mean {statistics.mean(lengths):.1f}, max {max(lengths)}), "
-          f"load average {os.getloadavg()[0]:.2f} (other processes skew timings)")
+    print(
+        f"torch {torch.__version__}, pytorch-crf {torchcrf.__version__}, threads {args.threads}, K {len(TAGS)}, "
+        f"lengths from {source} ({len(lengths)} sentences, mean {statistics.mean(lengths):.1f}, max {max(lengths)}), "
+        f"load average {os.getloadavg()[0]:.2f} (other processes skew timings)"
+    )
 
     torch.manual_seed(0)
     ours = CRF(len(TAGS), allowed_transitions(TAGS, "BIOES"))
@@ -131,7 +133,10 @@ def main() -> None:
             decode_ms = median_ms({"ours": our_decode, "theirs": their_decode}, batches, args.rounds)
             loss_ms = median_ms({"ours": our_loss, "theirs": their_loss}, batches, args.rounds)
             ours_ms, theirs_ms, ours_loss_ms, theirs_loss_ms = (
-                decode_ms["ours"], decode_ms["theirs"], loss_ms["ours"], loss_ms["theirs"]
+                decode_ms["ours"],
+                decode_ms["theirs"],
+                loss_ms["ours"],
+                loss_ms["theirs"],
             )
             mean_time = statistics.mean(int(mask.size(1)) for _, mask, _ in batches)
             row = {
@@ -146,14 +151,28 @@ def main() -> None:
                 "mean_padded_time": mean_time,
             }
             results[setting] = {key: round(value, 3) for key, value in row.items()}
-            print(f"{setting:22s} T~{mean_time:5.1f}  decode: ours {row['decode_ours_ms']:.2f} ms, pytorch-crf "
-                  f"{row['decode_torchcrf_ms']:.2f} ms (median/batch), speed-up {row['decode_speedup']:.2f}x, "
-                  f"{row['decode_ours_sent_per_s']:.0f} vs {row['decode_torchcrf_sent_per_s']:.0f} sent/s | "
-                  f"loss fwd+bwd: ours {row['loss_ours_ms']:.2f} ms, pytorch-crf {row['loss_torchcrf_ms']:.2f} ms, "
-                  f"speed-up {row['loss_speedup']:.2f}x", flush=True)
-    print(json.dumps({"bench": "viterbi_speed", "threads": args.threads, "num_tags": len(TAGS),
-                      "load_average_end": round(os.getloadavg()[0], 2),
-                      "lengths": source, "batches": args.batches, "rounds": args.rounds, "results": results}))
+            print(
+                f"{setting:22s} T~{mean_time:5.1f}  decode: ours {row['decode_ours_ms']:.2f} ms, pytorch-crf "
+                f"{row['decode_torchcrf_ms']:.2f} ms (median/batch), speed-up {row['decode_speedup']:.2f}x, "
+                f"{row['decode_ours_sent_per_s']:.0f} vs {row['decode_torchcrf_sent_per_s']:.0f} sent/s | "
+                f"loss fwd+bwd: ours {row['loss_ours_ms']:.2f} ms, pytorch-crf {row['loss_torchcrf_ms']:.2f} ms, "
+                f"speed-up {row['loss_speedup']:.2f}x",
+                flush=True,
+            )
+    print(
+        json.dumps(
+            {
+                "bench": "viterbi_speed",
+                "threads": args.threads,
+                "num_tags": len(TAGS),
+                "load_average_end": round(os.getloadavg()[0], 2),
+                "lengths": source,
+                "batches": args.batches,
+                "rounds": args.rounds,
+                "results": results,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

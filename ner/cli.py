@@ -52,12 +52,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     train = _add(commands, "train", "train a tagger from a YAML config", _train)
     train.add_argument("config", nargs="?", help="YAML config, e.g. configs/sample.yaml (optional with --resume)")
-    train.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
-                       help="config overrides, e.g. training.epochs=3 model.lstm.hidden_size=64")
+    train.add_argument(
+        "overrides",
+        nargs="*",
+        metavar="KEY=VALUE",
+        help="config overrides, e.g. training.epochs=3 model.lstm.hidden_size=64",
+    )
     train.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its last checkpoint")
     train.add_argument("--seeds", metavar="1,2,3", help="one run per seed in RUN/seed-N, then RUN/summary.json")
-    train.add_argument("--parallel", type=int, default=1, metavar="N",
-                       help="with --seeds: train N seeds side by side, one thread each")
+    train.add_argument(
+        "--parallel", type=int, default=1, metavar="N", help="with --seeds: train N seeds side by side, one thread each"
+    )
 
     evaluate = _add(commands, "evaluate", "score a trained tagger on a labelled CoNLL file", _evaluate)
     evaluate.add_argument("run_dir", help="run directory written by `ner train` (of a multi-seed run: every seed)")
@@ -68,18 +73,38 @@ def build_parser() -> argparse.ArgumentParser:
     tag.add_argument("run_dir", help="run directory written by `ner train` (with --backend onnx: of `ner export`)")
     tag.add_argument("inputs", nargs="+", metavar="INPUT", help="text files, directories of *.txt, or - for stdin")
     tag.add_argument("-o", "--output", help="output file (default: standard output)")
-    tag.add_argument("--format", choices=["jsonl", "conll", "inline", "html"], default="jsonl",
-                     help="html: a self-contained page, entities highlighted as on the page of `ner serve`")
+    tag.add_argument(
+        "--format",
+        choices=["jsonl", "conll", "inline", "html"],
+        default="jsonl",
+        help="html: a self-contained page, entities highlighted as on the page of `ner serve`",
+    )
     tag.add_argument("--batch-size", type=int, default=64)
     tag.add_argument("--min-score", type=float, default=0.0, help="drop entities below this probability")
-    tag.add_argument("--workers", type=int, default=1,
-                     help="processes that tag side by side, one thread each (e.g. the number of cores)")
-    tag.add_argument("--backend", choices=["pytorch", "onnx"], default="pytorch",
-                     help="onnx: run a `ner export` directory with onnxruntime (the onnx extra)")
-    tag.add_argument("--engine", choices=["local", "ray"], default="local",
-                     help="ray: tag in Ray actors (--workers of them), JSONL only (the ray extra)")
-    tag.add_argument("--address", metavar="ADDR", help="with --engine ray: a running Ray cluster (HOST:PORT of its "
-                     "head, or auto); default: a Ray started on this machine")
+    tag.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="processes that tag side by side, one thread each (e.g. the number of cores)",
+    )
+    tag.add_argument(
+        "--backend",
+        choices=["pytorch", "onnx"],
+        default="pytorch",
+        help="onnx: run a `ner export` directory with onnxruntime (the onnx extra)",
+    )
+    tag.add_argument(
+        "--engine",
+        choices=["local", "ray"],
+        default="local",
+        help="ray: tag in Ray actors (--workers of them), JSONL only (the ray extra)",
+    )
+    tag.add_argument(
+        "--address",
+        metavar="ADDR",
+        help="with --engine ray: a running Ray cluster (HOST:PORT of its "
+        "head, or auto); default: a Ray started on this machine",
+    )
 
     export = _add(commands, "export", "export a trained tagger as ONNX graphs + CRF for onnxruntime", _export)
     export.add_argument("run_dir", help="run directory written by `ner train`")
@@ -87,16 +112,28 @@ def build_parser() -> argparse.ArgumentParser:
 
     serve = _add(commands, "serve", "serve a tagger over HTTP: POST /tag, GET /health, a page at /", _serve)
     serve.add_argument("run_dir", help="run directory written by `ner train`")
-    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s, this "
-                       "machine only; 0.0.0.0 for every interface)")
+    serve.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to listen on (default: %(default)s, this machine only; 0.0.0.0 for every interface)",
+    )
     serve.add_argument("--port", type=int, default=8000, help="port (default: %(default)s; 0: any free port)")
     serve.add_argument("--threads", type=int, help="torch threads for tagging (default: torch's choice)")
     for field in dataclasses.fields(Limits):
-        serve.add_argument("--" + field.name.replace("_", "-"), type=int if field.type == "int" else float,
-                           default=field.default, metavar="N", help=field.metadata["help"] + " (default: %(default)s)")
+        serve.add_argument(
+            "--" + field.name.replace("_", "-"),
+            type=int if field.type == "int" else float,
+            default=field.default,
+            metavar="N",
+            help=field.metadata["help"] + " (default: %(default)s)",
+        )
 
-    report = _add(commands, "report", "write RUN_DIR/report.html: training curves, per-type scores, "
-                  "entity-type confusion on dev/test", _report)
+    report = _add(
+        commands,
+        "report",
+        "write RUN_DIR/report.html: training curves, per-type scores, entity-type confusion on dev/test",
+        _report,
+    )
     report.add_argument("run_dir", help="run directory written by `ner train` (or a multi-seed run's folder)")
     report.add_argument("-o", "--output", help="where to write the page (default: RUN_DIR/report.html)")
 
@@ -107,8 +144,9 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _add(commands: argparse._SubParsersAction, name: str, help_text: str,
-         run: Callable[[argparse.Namespace], None]) -> argparse.ArgumentParser:
+def _add(
+    commands: argparse._SubParsersAction, name: str, help_text: str, run: Callable[[argparse.Namespace], None]
+) -> argparse.ArgumentParser:
     sub = commands.add_parser(name, help=help_text, description=help_text)
     sub.set_defaults(run=run)
     return sub
@@ -132,8 +170,10 @@ def _evaluate(args: argparse.Namespace) -> None:
 
     if is_multi_seed(Path(args.run_dir)):
         if args.output:
-            raise NerError(f"--output: {args.run_dir} holds several seeds; give one seed's folder "
-                           f"({args.run_dir}/seed-N) to write its predictions")
+            raise NerError(
+                f"--output: {args.run_dir} holds several seeds; give one seed's folder "
+                f"({args.run_dir}/seed-N) to write its predictions"
+            )
         evaluate_seeds(Path(args.run_dir), args.data_file, verbose=True)
         return
     evaluate_run(args.run_dir, args.data_file, predictions_path=args.output, verbose=True)
@@ -158,18 +198,36 @@ def _tag(args: argparse.Namespace) -> None:
         tagger = OnnxTagger.load(args.run_dir, threads=1 if args.workers > 1 else None)
     else:
         tagger = Tagger.load(args.run_dir)
-    tag_files(tagger, args.inputs, output=args.output, fmt=args.format, batch_size=args.batch_size,
-              min_score=args.min_score, progress=True, workers=args.workers)
+    tag_files(
+        tagger,
+        args.inputs,
+        output=args.output,
+        fmt=args.format,
+        batch_size=args.batch_size,
+        min_score=args.min_score,
+        progress=True,
+        workers=args.workers,
+    )
 
 
 def _tag_on_ray(args: argparse.Namespace) -> None:
     from ner.ray_tagging import tag_files_on_ray
 
     if args.format != "jsonl" or args.backend != "pytorch":
-        raise NerError(f"--engine ray: writes --format jsonl with --backend pytorch, got --format {args.format} "
-                       f"--backend {args.backend}")
-    tag_files_on_ray(args.run_dir, args.inputs, output=args.output, batch_size=args.batch_size,
-                     min_score=args.min_score, workers=args.workers, address=args.address, progress=True)
+        raise NerError(
+            f"--engine ray: writes --format jsonl with --backend pytorch, got --format {args.format} "
+            f"--backend {args.backend}"
+        )
+    tag_files_on_ray(
+        args.run_dir,
+        args.inputs,
+        output=args.output,
+        batch_size=args.batch_size,
+        min_score=args.min_score,
+        workers=args.workers,
+        address=args.address,
+        progress=True,
+    )
 
 
 def _export(args: argparse.Namespace) -> None:
@@ -177,9 +235,11 @@ def _export(args: argparse.Namespace) -> None:
 
     meta = export_onnx(args.run_dir, args.out_dir)
     graphs = ", ".join(name for name in meta["graphs"].values() if name)
-    print(f"exported {args.run_dir} to {args.out_dir}: {graphs}, {meta['crf']}, vocabularies; onnxruntime's "
-          f"emissions within {meta['check']['max_abs_emission_difference']:.1e} of PyTorch's on "
-          f"{meta['check']['sentences']} check sentences")
+    print(
+        f"exported {args.run_dir} to {args.out_dir}: {graphs}, {meta['crf']}, vocabularies; onnxruntime's "
+        f"emissions within {meta['check']['max_abs_emission_difference']:.1e} of PyTorch's on "
+        f"{meta['check']['sentences']} check sentences"
+    )
 
 
 def _serve(args: argparse.Namespace) -> None:

@@ -234,6 +234,7 @@ def _resolve_paths(config: Config, base_dir: Path, overridden: set[str]) -> None
 
     With ``data.source: hf`` the split keys are split names, not paths, and stay as they are.
     """
+
     def visit(section: Any, prefix: str) -> None:
         for f in dataclasses.fields(section):
             value = getattr(section, f.name)
@@ -262,7 +263,8 @@ MAX_SEED = 2**63 - 1
 
 def _filters(value: list[list[int]]) -> bool:
     return len(value) <= MAX_LAYERS and all(
-        len(f) == 2 and 1 <= f[0] <= MAX_FILTER_WIDTH and 1 <= f[1] <= MAX_SIZE for f in value)
+        len(f) == 2 and 1 <= f[0] <= MAX_FILTER_WIDTH and 1 <= f[1] <= MAX_SIZE for f in value
+    )
 
 
 def _seeds(value: list[int]) -> bool:
@@ -276,8 +278,10 @@ RANGES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "model.embeddings.document_casing_dim": int_range(0, MAX_SIZE),
     "model.embeddings.min_count": int_range(1),
     "model.char_cnn.dim": int_range(0, MAX_SIZE),
-    "model.char_cnn.filters": (_filters, f"at most {MAX_LAYERS} [width, count] pairs, width in "
-                                         f"[1, {MAX_FILTER_WIDTH}], count in [1, {MAX_SIZE}]"),
+    "model.char_cnn.filters": (
+        _filters,
+        f"at most {MAX_LAYERS} [width, count] pairs, width in [1, {MAX_FILTER_WIDTH}], count in [1, {MAX_SIZE}]",
+    ),
     "model.char_cnn.highway": int_range(0, MAX_LAYERS),
     "model.lstm.hidden_size": int_range(1, MAX_SIZE),
     "model.lstm.num_layers": int_range(1, MAX_LAYERS),
@@ -311,18 +315,36 @@ def _check_values(config: Config, origin: Callable[[str], str], errors: list[str
             errors.append(f"{origin(key)}: {key}: expected {expected}, got {short_repr(value)}")
     model = config.model
     checks = [
-        (config.version == CONFIG_VERSION, "version",
-         f"config version {config.version} is not supported by this ner (expected {CONFIG_VERSION})"),
-        (model.attention.heads == 0 or 2 * model.lstm.hidden_size % model.attention.heads == 0,
-         "model.attention.heads", "expected 0 (off) or a divisor of 2 * model.lstm.hidden_size"),
-        (model.char_cnn.dim == 0 or bool(model.char_cnn.filters), "model.char_cnn.filters",
-         "expected at least one [width, count] pair (or model.char_cnn.dim: 0, no character features)"),
-        (config.data.source != "hf" or config.data.hf_dataset is not None, "data.hf_dataset",
-         "required when data.source is hf"),
-        (bool(model.elmo.options_file) == bool(model.elmo.weights_file), "model.elmo",
-         "options_file and weights_file go together"),
-        (not model.embeddings.freeze or model.embeddings.pretrained is not None,
-         "model.embeddings.freeze", "freezes pretrained vectors: set model.embeddings.pretrained too"),
+        (
+            config.version == CONFIG_VERSION,
+            "version",
+            f"config version {config.version} is not supported by this ner (expected {CONFIG_VERSION})",
+        ),
+        (
+            model.attention.heads == 0 or 2 * model.lstm.hidden_size % model.attention.heads == 0,
+            "model.attention.heads",
+            "expected 0 (off) or a divisor of 2 * model.lstm.hidden_size",
+        ),
+        (
+            model.char_cnn.dim == 0 or bool(model.char_cnn.filters),
+            "model.char_cnn.filters",
+            "expected at least one [width, count] pair (or model.char_cnn.dim: 0, no character features)",
+        ),
+        (
+            config.data.source != "hf" or config.data.hf_dataset is not None,
+            "data.hf_dataset",
+            "required when data.source is hf",
+        ),
+        (
+            bool(model.elmo.options_file) == bool(model.elmo.weights_file),
+            "model.elmo",
+            "options_file and weights_file go together",
+        ),
+        (
+            not model.embeddings.freeze or model.embeddings.pretrained is not None,
+            "model.embeddings.freeze",
+            "freezes pretrained vectors: set model.embeddings.pretrained too",
+        ),
     ]
     for ok, key, message in checks:
         if not ok:

@@ -82,8 +82,10 @@ def select_device(name: str, context: Context) -> torch.device:
     if not context.distributed:
         return torch.device("cuda")
     if context.local_rank >= torch.cuda.device_count():
-        raise NerError(f"LOCAL_RANK={context.local_rank}: this machine has {torch.cuda.device_count()} GPU(s); "
-                       f"start at most that many processes per node (--nproc-per-node)")
+        raise NerError(
+            f"LOCAL_RANK={context.local_rank}: this machine has {torch.cuda.device_count()} GPU(s); "
+            f"start at most that many processes per node (--nproc-per-node)"
+        )
     torch.cuda.set_device(context.local_rank)
     return torch.device("cuda", context.local_rank)
 
@@ -99,14 +101,16 @@ def process_group(device_name: str) -> Iterator[tuple[Context, torch.device]]:
     backend = "nccl" if device.type == "cuda" else "gloo"
     address = f"{os.environ.get('MASTER_ADDR', '?')}:{os.environ.get('MASTER_PORT', '?')}"
     try:
-        torch.distributed.init_process_group(backend, rank=context.rank, world_size=context.world_size,
-                                             timeout=COLLECTIVE_TIMEOUT)
+        torch.distributed.init_process_group(
+            backend, rank=context.rank, world_size=context.world_size, timeout=COLLECTIVE_TIMEOUT
+        )
     except Exception as error:  # torch raises DistNetworkError, RuntimeError, ValueError from the store
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         if "EADDRINUSE" in str(error) or "address already in use" in str(error).lower():
             reason = "the port is already in use (choose another --master-port, or --standalone)"
-        raise NerError(f"torch.distributed: rank {context.rank} cannot join the {backend} process group at "
-                       f"{address}: {reason}") from None
+        raise NerError(
+            f"torch.distributed: rank {context.rank} cannot join the {backend} process group at {address}: {reason}"
+        ) from None
     if not context.main:
         log.setLevel(logging.WARNING)  # rank 0 logs the job's progress; the others only their warnings
     try:
@@ -238,8 +242,9 @@ def keep_float32(model: nn.Module, kind: type[nn.Module] | tuple[type[nn.Module]
 _SUSPENDED: list[str] = []  # per float32 module being run: the device type whose autocast it turned off, or ""
 
 
-def _enter_float32(module: nn.Module, args: tuple[object, ...],
-                   kwargs: dict[str, object]) -> tuple[tuple[object, ...], dict[str, object]] | None:
+def _enter_float32(
+    module: nn.Module, args: tuple[object, ...], kwargs: dict[str, object]
+) -> tuple[tuple[object, ...], dict[str, object]] | None:
     tensors = [value for value in (*args, *kwargs.values()) if isinstance(value, torch.Tensor)]
     kind = tensors[0].device.type if tensors else "cpu"
     if not torch.is_autocast_enabled(kind):

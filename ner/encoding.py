@@ -27,9 +27,14 @@ class EncodedSentences:
     whole documents and carry each token's mention group: its lowercased spelling within its document.
     """
 
-    def __init__(self, batcher: Batcher, elmo_cache: ElmoCache | None = None,
-                 has_document_casing: bool = False, document_ids: Sequence[int] | None = None,
-                 document_context: bool = False) -> None:
+    def __init__(
+        self,
+        batcher: Batcher,
+        elmo_cache: ElmoCache | None = None,
+        has_document_casing: bool = False,
+        document_ids: Sequence[int] | None = None,
+        document_context: bool = False,
+    ) -> None:
         self.batcher = batcher
         self.document_ids = document_ids  # one per sentence; None: all one document
         self.has_document_casing = has_document_casing
@@ -40,23 +45,30 @@ class EncodedSentences:
         self.lowercase_table: torch.Tensor | None = None  # (rows,) id of each row's lowercased spelling, 0: padding
         if self.documents is not None:
             self.sentence_documents = torch.repeat_interleave(
-                torch.arange(len(self.documents)), torch.tensor([len(d) for d in self.documents]))
+                torch.arange(len(self.documents)), torch.tensor([len(d) for d in self.documents])
+            )
             lowercase: dict[str, int] = {}
             self.lowercase_table = torch.tensor(
-                [0] + [lowercase.setdefault(word.lower(), len(lowercase) + 1) for word in batcher.distinct])
+                [0] + [lowercase.setdefault(word.lower(), len(lowercase) + 1) for word in batcher.distinct]
+            )
 
     def __len__(self) -> int:
         return len(self.batcher)
 
-    def batches(self, batch_size: int, shuffle: bool = False, seed: int = 0, whole_documents: bool = True,
-                select: Callable[[list[list[int]]], list[int]] | None = None) -> Iterator[TaggerBatch]:
+    def batches(
+        self,
+        batch_size: int,
+        shuffle: bool = False,
+        seed: int = 0,
+        whole_documents: bool = True,
+        select: Callable[[list[list[int]]], list[int]] | None = None,
+    ) -> Iterator[TaggerBatch]:
         """Batches grouped by length; ``shuffle`` orders them by ``seed`` alone. With document context and
         ``whole_documents`` (training) they hold whole documents and carry their tokens' mention groups;
         without, they are grouped by length alone and ``other_mentions`` gathers the context across them.
         ``select``: this process's part of each batch (``Batcher.batches``)."""
         documents = self.documents if whole_documents else None
-        for batch in self.batcher.batches(batch_size, shuffle=shuffle, seed=seed, documents=documents,
-                                          select=select):
+        for batch in self.batcher.batches(batch_size, shuffle=shuffle, seed=seed, documents=documents, select=select):
             casing = self.casing_table[batch.rows]  # (B, T), 0 on padding
             document_casing = self.batcher.row_features[batch.rows] if self.has_document_casing else None  # (B, T)
             layers = None

@@ -38,16 +38,18 @@ def checked_sentences(sentences: Sequence[Sequence[str]]) -> list[list[str]]:
     return checked
 
 
-def tag_sentences(tagger: SpanPredictor, sentences: list[list[Token]], batch_size: int,
-                  document_ids: list[int] | None = None) -> list[list[Span]]:
+def tag_sentences(
+    tagger: SpanPredictor, sentences: list[list[Token]], batch_size: int, document_ids: list[int] | None = None
+) -> list[list[Span]]:
     """Entity spans of each sentence (empty sentences have none and are not sent to the tagger); with
     ``document_ids`` (one per sentence) the tagger takes them as ``predict_spans(..., document_ids=...)``."""
     spans: list[list[Span]] = [[] for _ in sentences]
     nonempty = [index for index, tokens in enumerate(sentences) if tokens]
     if nonempty:
         documents = {} if document_ids is None else {"document_ids": [document_ids[i] for i in nonempty]}
-        predicted = tagger.predict_spans([[token.text for token in sentences[i]] for i in nonempty], batch_size,
-                                         **documents)
+        predicted = tagger.predict_spans(
+            [[token.text for token in sentences[i]] for i in nonempty], batch_size, **documents
+        )
         for index, sentence_spans in zip(nonempty, predicted):
             spans[index] = sentence_spans
     return spans
@@ -77,13 +79,16 @@ def tag_text(tagger: SpanPredictor, text: str, batch_size: int = 64, min_score: 
     return entity_dicts(text, sentences, tag_sentences(tagger, sentences, batch_size), min_score)
 
 
-def tag_texts(tagger: SpanPredictor, texts: list[str], batch_size: int = 64, min_score: float = 0.0
-              ) -> list[list[dict]]:
+def tag_texts(
+    tagger: SpanPredictor, texts: list[str], batch_size: int = 64, min_score: float = 0.0
+) -> list[list[dict]]:
     """``tag_text`` of each text, in one call to the tagger (its batches mix the texts' sentences), each text
     its own document; the tagger's ``predict_spans`` takes ``document_ids`` (as ``ner.model.Tagger``'s does)."""
     split = [split_sentences(text) for text in texts]
     sentences = [sentence for text_sentences in split for sentence in text_sentences]
     documents = [number for number, text_sentences in enumerate(split) for _ in text_sentences]
     spans = iter(tag_sentences(tagger, sentences, batch_size, documents))
-    return [entity_dicts(text, text_sentences, [next(spans) for _ in text_sentences], min_score)
-            for text, text_sentences in zip(texts, split)]
+    return [
+        entity_dicts(text, text_sentences, [next(spans) for _ in text_sentences], min_score)
+        for text, text_sentences in zip(texts, split)
+    ]

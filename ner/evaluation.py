@@ -36,8 +36,9 @@ def score(gold: Sequence[Sequence[str]], predicted: Sequence[Sequence[str]], sch
     return {"default": report(gold_iob2, pred_iob2)}
 
 
-def score_corpus(tagger: Tagger, corpus: Corpus, encoded: EncodedSentences | None = None,
-                 batch_size: int = 64) -> tuple[dict[str, Any], list[list[str]]]:
+def score_corpus(
+    tagger: Tagger, corpus: Corpus, encoded: EncodedSentences | None = None, batch_size: int = 64
+) -> tuple[dict[str, Any], list[list[str]]]:
     """Scores of ``tagger`` on a labelled corpus, and its predictions (in the corpus's scheme).
 
     ``encoded`` is the corpus already encoded (e.g. with its ELMo cache), to reuse across epochs.
@@ -50,8 +51,9 @@ def score_corpus(tagger: Tagger, corpus: Corpus, encoded: EncodedSentences | Non
     return score(gold, predicted, scheme), [convert_tags(p, scheme, corpus.scheme) for p in predicted]
 
 
-def evaluate_run(run_dir: str | Path, data_file: str | Path, predictions_path: str | Path | None = None,
-                 verbose: bool = False) -> dict[str, Any]:
+def evaluate_run(
+    run_dir: str | Path, data_file: str | Path, predictions_path: str | Path | None = None, verbose: bool = False
+) -> dict[str, Any]:
     """Score the tagger in ``run_dir`` on a CoNLL file (read with the run's column settings).
 
     Writes ``RUN_DIR/evaluate/<file stem>/metrics.json`` and, on request, ``token gold predicted`` lines.
@@ -74,8 +76,10 @@ def evaluate_run(run_dir: str | Path, data_file: str | Path, predictions_path: s
         write_predictions(predictions_path, corpus.sentences, predicted)
     if verbose:
         print(f"{data_file}: {len(corpus.sentences)} sentences\n{format_table(scores)}")
-        print(f"metrics written to {out_dir / 'metrics.json'}" +
-              (f", predictions to {predictions_path}" if predictions_path else ""))
+        print(
+            f"metrics written to {out_dir / 'metrics.json'}"
+            + (f", predictions to {predictions_path}" if predictions_path else "")
+        )
     return scores
 
 
@@ -87,6 +91,8 @@ def format_table(scores: dict[str, Any]) -> str:
     lines = [header, "-" * len(header)]
     for name in names:
         row = default[name]
-        lines.append(f"{name:<8} {row['support']:>7} | {100 * row['precision']:6.2f} {100 * row['recall']:6.2f} "
-                     f"{100 * row['f1']:6.2f}")
+        lines.append(
+            f"{name:<8} {row['support']:>7} | {100 * row['precision']:6.2f} {100 * row['recall']:6.2f} "
+            f"{100 * row['f1']:6.2f}"
+        )
     return "\n".join(lines)

@@ -91,8 +91,9 @@ def check_output(path: str | os.PathLike[str], inputs: Iterable[str | os.PathLik
         raise NerError(f"{target}: cannot write there: {target.parent} is {what}")
     for source in inputs:
         if str(source) != "-" and _same_file(target, Path(source)):
-            raise NerError(f"{target}: is also an input ({source}): refusing to overwrite it; choose another "
-                           f"output path")
+            raise NerError(
+                f"{target}: is also an input ({source}): refusing to overwrite it; choose another output path"
+            )
 
 
 def _same_file(first: Path, second: Path) -> bool:
@@ -110,8 +111,10 @@ def refuse_links_out(root: Path, paths: Iterable[Path]) -> None:
         for depth in range(1, len(relative.parts) + 1):
             candidate = root.joinpath(*relative.parts[:depth])
             if candidate.is_symlink() and not candidate.resolve().is_relative_to(base):
-                raise NerError(f"{candidate}: a symbolic link out of the run directory (to "
-                               f"{os.readlink(candidate)}): refusing to write through it")
+                raise NerError(
+                    f"{candidate}: a symbolic link out of the run directory (to "
+                    f"{os.readlink(candidate)}): refusing to write through it"
+                )
 
 
 def remove_temporaries(folder: Path, names: Iterable[str]) -> None:
@@ -119,7 +122,7 @@ def remove_temporaries(folder: Path, names: Iterable[str]) -> None:
     killed (call it holding the folder's lock)."""
     for name in names:
         for path in folder.glob(f".{name}.*.tmp"):
-            if path.is_file() and not path.is_symlink() and path.name[len(name) + 2:-len(".tmp")].isdigit():
+            if path.is_file() and not path.is_symlink() and path.name[len(name) + 2 : -len(".tmp")].isdigit():
                 path.unlink()
 
 
@@ -141,8 +144,10 @@ def run_lock(run_dir: Path) -> Iterator[None]:
             fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             holder = os.pread(descriptor, 200, 0).decode("utf-8", errors="replace").strip() or "another process"
-            raise NerError(f"{run_dir}: in use by another `ner train` ({holder}); wait for it to finish or "
-                           f"choose another output.dir") from None
+            raise NerError(
+                f"{run_dir}: in use by another `ner train` ({holder}); wait for it to finish or "
+                f"choose another output.dir"
+            ) from None
         os.ftruncate(descriptor, 0)
         os.pwrite(descriptor, f"pid {os.getpid()} on {socket.gethostname()}\n".encode(), 0)
         try:

@@ -89,11 +89,13 @@ def piece(fmt: str, line: Line, part: Part, header: str, min_score: float, sever
     if fmt == "jsonl":
         start = {"file": line.file, "line": line.number} if several_files else {"line": line.number}
         head = (to_json(start)[:-1] + ', "text": "' if part.first else "") + json_string_body(line.text)
-        tail = ", ".join(to_json({**entity, "start": entity["start"] + part.offset,
-                                  "end": entity["end"] + part.offset}) for entity in entities)
+        tail = ", ".join(
+            to_json({**entity, "start": entity["start"] + part.offset, "end": entity["end"] + part.offset})
+            for entity in entities
+        )
     elif fmt == "html":
         opening = f'<p class="line" data-line="{line.number}">'
-        body = line_html(line.text, entities, line.number)[len(opening):-len("</p>")]
+        body = line_html(line.text, entities, line.number)[len(opening) : -len("</p>")]
         heading = _html(line, min_score, several_files).split(opening)[0]
         head = (heading + opening if part.first else "") + body
     else:

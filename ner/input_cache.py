@@ -36,8 +36,9 @@ class TokenInputCache:
         self.table: torch.Tensor | None = None  # (2, allocated, G); column 0 is padding (zeros)
         self.weights_key: tuple | None = None
 
-    def lookup(self, keys: Sequence[Hashable], parts: InputParts, model: nn.Module
-               ) -> tuple[torch.Tensor, torch.Tensor]:
+    def lookup(
+        self, keys: Sequence[Hashable], parts: InputParts, model: nn.Module
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """A table (2, C, G) and the column (rows,) of each of a call's distinct words in it (0 for padding).
 
         ``keys`` are the words' spellings (or (spelling, document casing class) pairs), row r + 1 of the call's
@@ -97,7 +98,7 @@ class TokenInputCache:
             size = min(self.capacity + 1, max(needed, 2 * (0 if self.table is None else self.table.shape[1])))
             grown = inputs.new_zeros(inputs.shape[0], size, inputs.shape[2])
             if self.table is not None:
-                grown[:, :self.table.shape[1]] = self.table
+                grown[:, : self.table.shape[1]] = self.table
             self.table = grown
         self.table[:, columns.to(inputs.device)] = inputs
 

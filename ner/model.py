@@ -10,7 +10,6 @@ Shape letters: B sentences, T tokens, K tags, G gate inputs per direction (``ner
 
 from __future__ import annotations
 
-import dataclasses
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from functools import partial
@@ -21,13 +20,13 @@ import torch
 
 from ner.config import Config
 from ner.data.batching import Batch, Batcher
-from ner.data.conll import Corpus, Sentence
+from ner.data.conll import Corpus
 from ner.data.features import documents_casing
 from ner.data.schemes import convert_tags, spans_to_tags, tags_to_spans
-from ner.data.vectors import VectorTable, load_vectors
-from ner.data.vocab import Vocabulary, WordLookup, build_vocabularies, save_vocabularies
+from ner.data.vectors import VectorTable
+from ner.data.vocab import Vocabulary, WordLookup, save_vocabularies
 from ner.distributed import Context, select_device
-from ner.elmo import BiLM, ElmoCache, batch_to_char_ids, load_bilm
+from ner.elmo import BiLM, ElmoCache, batch_to_char_ids
 from ner.encoding import EncodedSentences, TaggerBatch
 from ner.entities import checked_sentences, tag_text
 from ner.errors import NerError
@@ -36,6 +35,7 @@ from ner.input_cache import TokenInputCache
 from ner.network import TaggerModel
 from ner.propagation import propagate_entities
 from ner.rundir import best_seed_dir, is_multi_seed
+from ner.tagger_build import initialise_word_rows, new_tagger_parts
 from ner.tagger_files import META_FILE, MODEL_FORMAT, VECTORS_FILE, WEIGHTS_FILE, read_tagger_files
 
 
@@ -46,9 +46,17 @@ class Tagger:
     works in ``config.model.scheme``.
     """
 
-    def __init__(self, config: Config, words: Vocabulary, chars: Vocabulary, tags: Vocabulary,
-                 data_scheme: str, device: torch.device | str = "cpu", bilm: BiLM | None = None,
-                 vectors: VectorTable | None = None) -> None:
+    def __init__(
+        self,
+        config: Config,
+        words: Vocabulary,
+        chars: Vocabulary,
+        tags: Vocabulary,
+        data_scheme: str,
+        device: torch.device | str = "cpu",
+        bilm: BiLM | None = None,
+        vectors: VectorTable | None = None,
+    ) -> None:
         self.config, self.words, self.chars, self.tags = config, words, chars, tags
         self.data_scheme = data_scheme
         self.device = torch.device(device)
@@ -70,41 +78,23 @@ class Tagger:
         use the fixed table and only the training words outside it get learned rows); the learned rows of
         words outside the table start from N(0, s^2), s the standard deviation of the table's values.
         """
-        model_scheme = config.model.scheme
-        sentences = [_with_tags(s, convert_tags(s.tags, train.scheme, model_scheme)) for s in train.sentences]
-        emb = config.model.embeddings
-        vectors = load_vectors(emb.pretrained, emb.dim, emb.lowercase) if emb.pretrained else None
-        keep = vectors.index if vectors else ()
-        words, chars, tags = build_vocabularies(sentences, emb.min_count, emb.lowercase, model_scheme, keep)
-        if vectors and emb.freeze:
-            words = Vocabulary([w for w in words.items[2:] if w not in vectors.index], lowercase=emb.lowercase)
-        bilm = None
-        if config.model.elmo.enabled:
-            elmo = config.model.elmo
-            bilm = load_bilm(elmo.pretrained_dir, elmo.options_file, elmo.weights_file)
+        words, chars, tags, bilm, vectors = new_tagger_parts(config, train)
         tagger = cls(config, words, chars, tags, train.scheme, device, bilm, vectors)
         if vectors:
-            tagger._initialise_word_rows(vectors)
+            initialise_word_rows(tagger.model.embedder.words.weight, words, vectors)
         return tagger
-
-    @torch.no_grad()
-    def _initialise_word_rows(self, vectors: VectorTable) -> None:
-        """Learned word rows: the table's vector where it has the word, else N(0, s^2) on the table's scale."""
-        weight = self.model.embedder.words.weight  # (num_words, dim)
-        weight.mul_(float(vectors.vectors.std()))
-        found = [(i, vectors.index[w]) for i, w in enumerate(self.words.items) if i > 1 and w in vectors.index]
-        if found:
-            ids, rows = zip(*found)
-            weight[torch.tensor(ids)] = torch.from_numpy(vectors.vectors[list(rows)]).to(weight.device)
-        weight[0] = 0.0  # padding
 
     def save_vocabularies(self, run_dir: Path) -> None:
         """Write the vocabularies and ``model.json`` (formats and schemes) into ``run_dir``."""
         save_vocabularies(run_dir, self.words, self.chars, self.tags)
         if self.vectors is not None:
             write_json_atomic(run_dir / VECTORS_FILE, self.vectors.reference())
-        meta = {"format": MODEL_FORMAT, "data_scheme": self.data_scheme, "model_scheme": self.config.model.scheme,
-                "elmo_options": self.model.elmo.bilm.options.to_allennlp() if self.model.elmo else None}
+        meta = {
+            "format": MODEL_FORMAT,
+            "data_scheme": self.data_scheme,
+            "model_scheme": self.config.model.scheme,
+            "elmo_options": self.model.elmo.bilm.options.to_allennlp() if self.model.elmo else None,
+        }
         write_json_atomic(run_dir / META_FILE, meta)
 
     def save_weights(self, run_dir: Path) -> None:
@@ -124,15 +114,28 @@ class Tagger:
         saved = read_tagger_files(run_dir)
         config = saved.config
         device = resolve_device(config.training.device) if device is None else device
-        tagger = cls(config, saved.words, saved.chars, saved.tags, saved.data_scheme, device,
-                     BiLM(saved.bilm_options) if saved.bilm_options else None, saved.vectors)
+        tagger = cls(
+            config,
+            saved.words,
+            saved.chars,
+            saved.tags,
+            saved.data_scheme,
+            device,
+            BiLM(saved.bilm_options) if saved.bilm_options else None,
+            saved.vectors,
+        )
         tagger.model.load_state_dict(saved.state)
         tagger.model.eval()
         return tagger
 
     # ------------------------------------------------------------------------------------------ batches
-    def encode(self, token_seqs: Sequence[Sequence[str]], tag_seqs: Sequence[Sequence[str]] | None = None,
-               elmo_cache_dir: Path | None = None, document_ids: Sequence[int] | None = None) -> EncodedSentences:
+    def encode(
+        self,
+        token_seqs: Sequence[Sequence[str]],
+        tag_seqs: Sequence[Sequence[str]] | None = None,
+        elmo_cache_dir: Path | None = None,
+        document_ids: Sequence[int] | None = None,
+    ) -> EncodedSentences:
         """Ids of sentences (tags, if given, in the model's scheme).
 
         With ``elmo_cache_dir`` and a frozen biLM, the biLM layers of these sentences are computed once and
@@ -144,22 +147,33 @@ class Tagger:
         has_document_casing = bool(self.config.model.embeddings.document_casing_dim)
         features = documents_casing(token_seqs, document_ids) if has_document_casing else None
         tags = self.tags if tag_seqs is not None else None
-        batcher = Batcher(token_seqs, self.word_lookup, self.chars, tag_seqs, tags,
-                          token_features=features, min_word_length=widest, max_word_length=50)
+        batcher = Batcher(
+            token_seqs,
+            self.word_lookup,
+            self.chars,
+            tag_seqs,
+            tags,
+            token_features=features,
+            min_word_length=widest,
+            max_word_length=50,
+        )
         elmo, cache = self.model.elmo, None
         if elmo is not None and not elmo.fine_tune and elmo_cache_dir is not None:
             dtype = getattr(torch, self.config.model.elmo.cache_dtype)
-            cache = ElmoCache.for_sentences(elmo.bilm, batcher.tokens, elmo_cache_dir, dtype=dtype,
-                                            progress=self.config.output.progress)
-        return EncodedSentences(batcher, cache, has_document_casing, document_ids,
-                                self.config.model.document_context)
+            cache = ElmoCache.for_sentences(
+                elmo.bilm, batcher.tokens, elmo_cache_dir, dtype=dtype, progress=self.config.output.progress
+            )
+        return EncodedSentences(batcher, cache, has_document_casing, document_ids, self.config.model.document_context)
 
     def encode_corpus(self, corpus: Corpus, elmo_cache_dir: Path | None = None) -> EncodedSentences:
         """A labelled corpus, its tags converted to the model's scheme."""
         scheme = self.config.model.scheme
-        return self.encode([s.tokens for s in corpus.sentences],
-                           [convert_tags(s.tags, corpus.scheme, scheme) for s in corpus.sentences], elmo_cache_dir,
-                           corpus.document_ids())
+        return self.encode(
+            [s.tokens for s in corpus.sentences],
+            [convert_tags(s.tags, corpus.scheme, scheme) for s in corpus.sentences],
+            elmo_cache_dir,
+            corpus.document_ids(),
+        )
 
     def count_training_words(self, corpus: Corpus) -> None:
         """Set the training-time <unk> chances: ``model.word_dropout`` for every word, plus
@@ -168,8 +182,9 @@ class Tagger:
         counts = Counter(self.word_lookup.encode(token for sentence in corpus.sentences for token in sentence.tokens))
         singletons = [i for i, n in counts.items() if n == 1 and i != self.words.unk_id]
         self.unk_probability.fill_(model.word_dropout)
-        self.unk_probability[torch.tensor(singletons, dtype=torch.long, device=self.device)] = \
-            min(1.0, model.word_dropout + model.singleton_unk)
+        self.unk_probability[torch.tensor(singletons, dtype=torch.long, device=self.device)] = min(
+            1.0, model.word_dropout + model.singleton_unk
+        )
 
     def emissions(self, item: TaggerBatch, unk_probability: torch.Tensor | None = None) -> torch.Tensor:
         """Emission scores (B, T, K) of a batch from ``batches`` (whole documents, for the document context);
@@ -183,12 +198,18 @@ class Tagger:
         if unk_probability is not None:
             dropped = torch.rand(word_ids.shape, device=self.device) < unk_probability[word_ids]  # (B, T)
             word_ids = word_ids.masked_fill(dropped & (word_ids > 0), self.words.unk_id)
-        return self.model.states(word_ids, item.casing_ids.to(self.device), batch.char_ids.to(self.device),
-                                 batch.mask.to(self.device), self._elmo_features(item),
-                                 _to(item.document_casing_ids, self.device))
+        return self.model.states(
+            word_ids,
+            item.casing_ids.to(self.device),
+            batch.char_ids.to(self.device),
+            batch.mask.to(self.device),
+            self._elmo_features(item),
+            _to(item.document_casing_ids, self.device),
+        )
 
-    def token_input_parts(self, encoded: EncodedSentences, rows: torch.Tensor, chunk: int = 2048
-                          ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    def token_input_parts(
+        self, encoded: EncodedSentences, rows: torch.Tensor, chunk: int = 2048
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """The first-layer gate inputs of the distinct words at ``rows`` (n,) of ``encoded``'s word table, in chunks
         of words of similar length: positions in ``rows`` (m,) and their inputs (2, m, G), so a caller can store
         them where it keeps them. Eval mode without ELMo only (see ``TaggerModel.token_inputs``)."""
@@ -198,10 +219,15 @@ class Tagger:
             part_rows = rows[positions]
             width = max(int(batcher.word_lengths[part_rows[-1]]), 1)
             document_casing = batcher.row_features[part_rows].to(self.device) if encoded.has_document_casing else None
-            yield positions, self.model.token_inputs(batcher.word_table[part_rows].to(self.device),
-                                                     encoded.casing_table[part_rows].to(self.device),
-                                                     batcher.char_table[part_rows, :width].to(self.device),
-                                                     document_casing)  # (2, m, G)
+            yield (
+                positions,
+                self.model.token_inputs(
+                    batcher.word_table[part_rows].to(self.device),
+                    encoded.casing_table[part_rows].to(self.device),
+                    batcher.char_table[part_rows, :width].to(self.device),
+                    document_casing,
+                ),
+            )  # (2, m, G)
 
     def _elmo_features(self, item: TaggerBatch) -> torch.Tensor | None:
         """Mixed ELMo features (B, T, 2P) from the cached layers, or by running the biLM; None without ELMo."""
@@ -220,16 +246,18 @@ class Tagger:
         """Mean negative log-likelihood of the batch's gold tags (training mode: dropout, <unk> replacement),
         plus the ELMo scalar-mix L2 penalty when configured."""
         emissions = self.emissions(item, self.unk_probability).float()  # (B, T, K): bf16 under autocast
-        loss = self.model.crf.neg_log_likelihood(emissions, item.batch.tag_ids.to(self.device),
-                                                 item.batch.mask.to(self.device))
+        loss = self.model.crf.neg_log_likelihood(
+            emissions, item.batch.tag_ids.to(self.device), item.batch.mask.to(self.device)
+        )
         if self.model.elmo is not None and self.config.model.elmo.l2:
             loss = loss + self.model.elmo.penalty()
         return loss
 
     # ------------------------------------------------------------------------------------------ predicting
     @torch.no_grad()
-    def predict_encoded(self, encoded: EncodedSentences, batch_size: int = 64, with_scores: bool = False
-                        ) -> list[list[str]] | tuple[list[list[str]], list[list[tuple[str, int, int, float]]]]:
+    def predict_encoded(
+        self, encoded: EncodedSentences, batch_size: int = 64, with_scores: bool = False
+    ) -> list[list[str]] | tuple[list[list[str]], list[list[tuple[str, int, int, float]]]]:
         """Tags in the model's scheme for every encoded sentence (in input order), optionally scored spans.
 
         With ``model.propagate_entities`` the decoded entities are propagated within each document
@@ -241,25 +269,26 @@ class Tagger:
         for batch, emissions in scored:
             paths = self.model.crf.decode(emissions, batch.mask.to(self.device)).tolist()  # (B, T)
             for index, path, tokens in zip(batch.indices, paths, batch.tokens):
-                tags[index] = self.tags.decode(path[:len(tokens)])
+                tags[index] = self.tags.decode(path[: len(tokens)])
         if self.config.model.propagate_entities:
-            propagated = propagate_entities(encoded.batcher.tokens, [tags_to_spans(t) for t in tags],
-                                            encoded.document_ids)
+            propagated = propagate_entities(
+                encoded.batcher.tokens, [tags_to_spans(t) for t in tags], encoded.document_ids
+            )
             tags = [spans_to_tags(sentence_spans, len(t), scheme) for sentence_spans, t in zip(propagated, tags)]
         if not with_scores:
             return tags
         spans: list[list[tuple[str, int, int, float]]] = [[] for _ in range(len(encoded))]
         for batch, emissions in scored:
             batch_spans = [tags_to_spans(tags[index]) for index in batch.indices]
-            probabilities = self.model.crf.span_probabilities(emissions, batch.mask.to(self.device), batch_spans,
-                                                              self.tags.items, scheme)
+            probabilities = self.model.crf.span_probabilities(
+                emissions, batch.mask.to(self.device), batch_spans, self.tags.items, scheme
+            )
             for index, sentence_spans, probs in zip(batch.indices, batch_spans, probabilities):
                 spans[index] = [(kind, start, end, p) for (kind, start, end), p in zip(sentence_spans, probs)]
         return tags, spans
 
     @torch.no_grad()
-    def inference_emissions(self, encoded: EncodedSentences, batch_size: int = 64
-                            ) -> list[tuple[Batch, torch.Tensor]]:
+    def inference_emissions(self, encoded: EncodedSentences, batch_size: int = 64) -> list[tuple[Batch, torch.Tensor]]:
         """Each batch of ``encoded`` (grouped by length) with its emission scores (B, T, K), in eval mode.
 
         Without ELMo everything before the recurrence depends on the spelling alone: it is computed once per
@@ -267,8 +296,11 @@ class Tagger:
         hold whole documents (as training's do) and pad little.
         """
         self.model.eval()
-        table, columns = (None, None) if self.model.elmo is not None else \
-            self.input_cache.lookup(encoded.batcher.keys, partial(self.token_input_parts, encoded), self.model)
+        table, columns = (
+            (None, None)
+            if self.model.elmo is not None
+            else self.input_cache.lookup(encoded.batcher.keys, partial(self.token_input_parts, encoded), self.model)
+        )
         items = list(encoded.batches(batch_size, whole_documents=False))
         states = []
         for item in items:
@@ -278,13 +310,15 @@ class Tagger:
                 rows = columns[item.batch.rows.to(self.device)]  # (B, T)
                 states.append(self.model.states_from_inputs(table, rows, item.batch.mask.to(self.device)))
         batches = [item.batch for item in items]
-        contexts = (encoded.other_mentions(batches, states) if self.model.document_context
-                    else [None] * len(items))
-        return [(batch, self.model.emit_with_context(hidden, context))
-                for batch, hidden, context in zip(batches, states, contexts)]
+        contexts = encoded.other_mentions(batches, states) if self.model.document_context else [None] * len(items)
+        return [
+            (batch, self.model.emit_with_context(hidden, context))
+            for batch, hidden, context in zip(batches, states, contexts)
+        ]
 
-    def predict(self, sentences: Sequence[Sequence[str]], batch_size: int = 64,
-                document_ids: Sequence[int] | None = None) -> list[list[str]]:
+    def predict(
+        self, sentences: Sequence[Sequence[str]], batch_size: int = 64, document_ids: Sequence[int] | None = None
+    ) -> list[list[str]]:
         """Tags for tokenised sentences, in the scheme of the training files. For a model with the document
         casing feature, ``document_ids`` (one per sentence) delimit documents; by default a call is one document.
 
@@ -299,8 +333,9 @@ class Tagger:
                 result[i] = convert_tags(tags, self.config.model.scheme, self.data_scheme)
         return result
 
-    def predict_spans(self, sentences: Sequence[Sequence[str]], batch_size: int = 64,
-                      document_ids: Sequence[int] | None = None) -> list[list[tuple[str, int, int, float]]]:
+    def predict_spans(
+        self, sentences: Sequence[Sequence[str]], batch_size: int = 64, document_ids: Sequence[int] | None = None
+    ) -> list[list[tuple[str, int, int, float]]]:
         """Entities of tokenised sentences as ``(type, start_token, end_token_exclusive, probability)``;
         ``document_ids`` as in ``predict``."""
         sentences = checked_sentences(sentences)
@@ -312,8 +347,9 @@ class Tagger:
                 result[i] = sentence_spans
         return result
 
-    def _encode_nonempty(self, sentences: list[list[str]], document_ids: Sequence[int] | None
-                         ) -> tuple[list[int], EncodedSentences | None]:
+    def _encode_nonempty(
+        self, sentences: list[list[str]], document_ids: Sequence[int] | None
+    ) -> tuple[list[int], EncodedSentences | None]:
         """The positions of the non-empty sentences and their encoding (None if there are none)."""
         if document_ids is not None and len(document_ids) != len(sentences):
             raise ValueError(f"document_ids: expected one per sentence ({len(sentences)}), got {len(document_ids)}")
@@ -342,7 +378,3 @@ def batch_mask_with_boundaries(mask: torch.Tensor) -> torch.Tensor:
 def resolve_device(name: str) -> torch.device:
     """``auto`` -> CUDA when available, else CPU; ``cuda`` without a GPU is a clear error."""
     return select_device(name, Context())
-
-
-def _with_tags(sentence: Sentence, tags: list[str]) -> Sentence:
-    return dataclasses.replace(sentence, tags=tags)

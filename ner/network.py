@@ -35,8 +35,9 @@ class Embedder(nn.Module):
     CNN sees the original spelling.
     """
 
-    def __init__(self, config: ModelConfig, num_words: int, num_chars: int, elmo_dim: int = 0,
-                 table: torch.Tensor | None = None) -> None:
+    def __init__(
+        self, config: ModelConfig, num_words: int, num_chars: int, elmo_dim: int = 0, table: torch.Tensor | None = None
+    ) -> None:
         super().__init__()
         emb, cnn = config.embeddings, config.char_cnn
         self.words = nn.Embedding(num_words, emb.dim, padding_idx=0)
@@ -44,15 +45,30 @@ class Embedder(nn.Module):
         # Not saved with the weights: the run directory records which table it is (vectors.json).
         self.register_buffer("table", table, persistent=False)
         self.casing = nn.Embedding(len(CASING_CLASSES), emb.casing_dim, padding_idx=0) if emb.casing_dim else None
-        self.document_casing = nn.Embedding(len(DOCUMENT_CASING_CLASSES), emb.document_casing_dim, padding_idx=0) \
-            if emb.document_casing_dim else None
-        self.chars = CharCNN(num_chars, cnn.dim, [tuple(f) for f in cnn.filters], highway_layers=cnn.highway,
-                             boundary_windows=True) if cnn.dim else None
-        self.output_dim = emb.dim + emb.casing_dim + emb.document_casing_dim + \
-            (self.chars.output_dim if self.chars else 0) + elmo_dim
+        self.document_casing = (
+            nn.Embedding(len(DOCUMENT_CASING_CLASSES), emb.document_casing_dim, padding_idx=0)
+            if emb.document_casing_dim
+            else None
+        )
+        self.chars = (
+            CharCNN(
+                num_chars, cnn.dim, [tuple(f) for f in cnn.filters], highway_layers=cnn.highway, boundary_windows=True
+            )
+            if cnn.dim
+            else None
+        )
+        self.output_dim = (
+            emb.dim + emb.casing_dim + emb.document_casing_dim + (self.chars.output_dim if self.chars else 0) + elmo_dim
+        )
 
-    def forward(self, word_ids: torch.Tensor, casing_ids: torch.Tensor, char_ids: torch.Tensor,
-                elmo: torch.Tensor | None = None, document_casing_ids: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self,
+        word_ids: torch.Tensor,
+        casing_ids: torch.Tensor,
+        char_ids: torch.Tensor,
+        elmo: torch.Tensor | None = None,
+        document_casing_ids: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """word_ids, casing_ids, document_casing_ids (B, T), char_ids (B, T, W), elmo (B, T, E) -> (B, T, D)."""
         features = [self.word_vectors(word_ids)]  # (B, T, word_dim)
         if self.casing is not None:
@@ -86,44 +102,74 @@ class TaggerModel(nn.Module):
     With ``bilm`` the embedder also gets ELMo features: the biLM's layers, scalar-mixed (``self.elmo``).
     """
 
-    def __init__(self, config: ModelConfig, num_words: int, num_chars: int, tag_names: Sequence[str],
-                 bilm: BiLM | None = None, table: torch.Tensor | None = None) -> None:
+    def __init__(
+        self,
+        config: ModelConfig,
+        num_words: int,
+        num_chars: int,
+        tag_names: Sequence[str],
+        bilm: BiLM | None = None,
+        table: torch.Tensor | None = None,
+    ) -> None:
         super().__init__()
         elmo = config.elmo
-        self.elmo = Elmo(bilm, dropout=elmo.dropout, do_layer_norm=elmo.layer_norm, fine_tune=elmo.fine_tune,
-                         l2_coef=elmo.l2) if bilm is not None else None
+        self.elmo = (
+            Elmo(bilm, dropout=elmo.dropout, do_layer_norm=elmo.layer_norm, fine_tune=elmo.fine_tune, l2_coef=elmo.l2)
+            if bilm is not None
+            else None
+        )
         self.embedder = Embedder(config, num_words, num_chars, self.elmo.output_dim if self.elmo else 0, table)
         self.dropout = nn.Dropout(config.dropout)
         lstm = config.lstm
         recurrent = GRU if lstm.variant == "gru" else LSTM
         options: dict[str, Any] = {} if lstm.variant == "gru" else {"variant": lstm.variant}
-        self.encoder = recurrent(self.embedder.output_dim, lstm.hidden_size, num_layers=lstm.num_layers,
-                                 bidirectional=True, dropout=config.dropout if lstm.num_layers > 1 else 0.0,
-                                 layer_norm=lstm.layer_norm, residual=lstm.residual, **options)
+        self.encoder = recurrent(
+            self.embedder.output_dim,
+            lstm.hidden_size,
+            num_layers=lstm.num_layers,
+            bidirectional=True,
+            dropout=config.dropout if lstm.num_layers > 1 else 0.0,
+            layer_norm=lstm.layer_norm,
+            residual=lstm.residual,
+            **options,
+        )
         attention = config.attention
-        self.attention = StateAttention(2 * lstm.hidden_size, attention.heads, attention.dropout) \
-            if attention.heads else None
+        self.attention = (
+            StateAttention(2 * lstm.hidden_size, attention.heads, attention.dropout) if attention.heads else None
+        )
         self.document_context = config.document_context
         self.emissions = nn.Linear(2 * lstm.hidden_size * (2 if config.document_context else 1), len(tag_names))
         self.crf = CRF(len(tag_names), allowed_transitions(tag_names, config.scheme))
 
-    def states(self, word_ids: torch.Tensor, casing_ids: torch.Tensor, char_ids: torch.Tensor,
-               mask: torch.Tensor, elmo: torch.Tensor | None = None,
-               document_casing_ids: torch.Tensor | None = None) -> torch.Tensor:
+    def states(
+        self,
+        word_ids: torch.Tensor,
+        casing_ids: torch.Tensor,
+        char_ids: torch.Tensor,
+        mask: torch.Tensor,
+        elmo: torch.Tensor | None = None,
+        document_casing_ids: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """Encoder states (B, T, 2H) of the batch's tokens, zero at padding."""
         x = self.dropout(self.embedder(word_ids, casing_ids, char_ids, elmo, document_casing_ids))  # (B, T, D)
         hidden, _ = self.encoder(x, mask)  # (B, T, 2H)
         return self.attention(hidden, mask) if self.attention is not None else hidden
 
-    def token_inputs(self, word_ids: torch.Tensor, casing_ids: torch.Tensor, char_ids: torch.Tensor,
-                     document_casing_ids: torch.Tensor | None = None) -> torch.Tensor:
+    def token_inputs(
+        self,
+        word_ids: torch.Tensor,
+        casing_ids: torch.Tensor,
+        char_ids: torch.Tensor,
+        document_casing_ids: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """The BiLSTM's first-layer gate inputs of V tokens taken one by one: word_ids, casing_ids,
         document_casing_ids (V,), char_ids (V, W) -> (2, V, G). In eval mode without ELMo they depend on the
         token's spelling (and document casing class) alone, so inference computes them once per distinct
         spelling (``states_from_inputs`` continues from them)."""
         document_casing = None if document_casing_ids is None else document_casing_ids[:, None]  # (V, 1)
-        features = self.embedder(word_ids[:, None], casing_ids[:, None], char_ids[:, None],
-                                 document_casing_ids=document_casing)  # (V, 1, D)
+        features = self.embedder(
+            word_ids[:, None], casing_ids[:, None], char_ids[:, None], document_casing_ids=document_casing
+        )  # (V, 1, D)
         return self.encoder.input_projection(features[:, 0])  # (2, V, G)
 
     def states_from_inputs(self, table: torch.Tensor, rows: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

@@ -16,8 +16,9 @@ from ner.data.features import document_ranges
 Span = tuple[str, int, int]
 
 
-def propagate_entities(sentences: Sequence[Sequence[str]], spans: Sequence[Sequence[Span]],
-                       document_ids: Sequence[int] | None = None) -> list[list[Span]]:
+def propagate_entities(
+    sentences: Sequence[Sequence[str]], spans: Sequence[Sequence[Span]], document_ids: Sequence[int] | None = None
+) -> list[list[Span]]:
     """``spans`` of each sentence plus the propagated ones, in order; consecutive sentences with the same
     ``document_ids`` entry form a document (None: all one document).
 
@@ -29,7 +30,7 @@ def propagate_entities(sentences: Sequence[Sequence[str]], spans: Sequence[Seque
         raise ValueError(f"spans: expected one list per sentence ({len(sentences)}), got {len(spans)}")
     result = [sorted(sentence_spans, key=_start) for sentence_spans in spans]
     for document in document_ranges(len(sentences), document_ids):
-        _propagate_in_document(sentences[document.start:document.stop], result[document.start:document.stop])
+        _propagate_in_document(sentences[document.start : document.stop], result[document.start : document.stop])
     return result
 
 

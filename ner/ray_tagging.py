@@ -113,8 +113,10 @@ class _WindowTagger(_Actor):
     def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
         records, tokens, entities = [], [], []
         for name, first, text, several in zip(batch["file"], batch["line"], batch["text"], batch["several"]):
-            lines = [Line(str(name), number, line, split_sentences(line))
-                     for number, line in enumerate(str(text).split("\n"), int(first))]
+            lines = [
+                Line(str(name), number, line, split_sentences(line))
+                for number, line in enumerate(str(text).split("\n"), int(first))
+            ]
             before = self.tagger.tokens
             spans = iter(tag_sentences(self.tagger, [s for line in lines for s in line.sentences], self.batch_size))
             for line in lines:
@@ -129,8 +131,15 @@ class _WindowTagger(_Actor):
 # Tagging a dataset
 
 
-def tag_dataset(dataset: ray.data.Dataset, run_dir: str | Path, *, batch_size: int = 64, min_score: float = 0.0,
-                actors: int = 2, rows_per_call: int = 64) -> ray.data.Dataset:
+def tag_dataset(
+    dataset: ray.data.Dataset,
+    run_dir: str | Path,
+    *,
+    batch_size: int = 64,
+    min_score: float = 0.0,
+    actors: int = 2,
+    rows_per_call: int = 64,
+) -> ray.data.Dataset:
     """``dataset`` (rows with a ``text`` column, e.g. ``ray.data.read_text``) with an ``entities`` column added:
     per row, its entities as ``ner tag`` writes them, each row one document. ``actors`` actors of one CPU each
     load the model once and tag ``rows_per_call`` rows per call (their sentences batched together,
@@ -139,10 +148,17 @@ def tag_dataset(dataset: ray.data.Dataset, run_dir: str | Path, *, batch_size: i
     ray = _ray()
     _check_options(batch_size, min_score, actors)
     tagged = dataset.map_batches(
-        _TextTagger, fn_constructor_kwargs={"run_dir": str(Path(run_dir).resolve()), "batch_size": batch_size,
-                                            "min_score": min_score},
-        batch_size=rows_per_call, batch_format="numpy", num_cpus=1,
-        compute=ray.data.ActorPoolStrategy(size=actors))
+        _TextTagger,
+        fn_constructor_kwargs={
+            "run_dir": str(Path(run_dir).resolve()),
+            "batch_size": batch_size,
+            "min_score": min_score,
+        },
+        batch_size=rows_per_call,
+        batch_format="numpy",
+        num_cpus=1,
+        compute=ray.data.ActorPoolStrategy(size=actors),
+    )
     tagged.context.execution_options.preserve_order = True
     return tagged
 
@@ -167,8 +183,10 @@ def _lines(path: str, name: str) -> Iterator[tuple[int, str]]:
     with open(path, "rb") as stream:
         for number, text, more in read_lines(stream, name, stats):
             if more:
-                raise DataError(f"{location(name, number)}: a line longer than {MAX_LINE_BYTES:,} bytes; the Ray "
-                                f"engine reads lines up to that length (ner tag without --engine ray reads any)")
+                raise DataError(
+                    f"{location(name, number)}: a line longer than {MAX_LINE_BYTES:,} bytes; the Ray "
+                    f"engine reads lines up to that length (ner tag without --engine ray reads any)"
+                )
             yield number, text
 
 
@@ -195,18 +213,23 @@ def _file_windows(row: dict[str, Any]) -> Iterator[dict[str, Any]]:
 def _reachable(address: str) -> None:
     """Refuse, within ``CONNECT_SECONDS``, a ``HOST:PORT`` nothing listens on."""
     if address.startswith("ray://"):
-        raise NerError(f"--address {address}: Ray Client addresses are not supported (the input files are read where "
-                       f"ner tag runs): run it on a node of the cluster with --address HOST:PORT of the head")
+        raise NerError(
+            f"--address {address}: Ray Client addresses are not supported (the input files are read where "
+            f"ner tag runs): run it on a node of the cluster with --address HOST:PORT of the head"
+        )
     host, _, port = address.rpartition(":")
     if not host or not port.isdigit():
-        raise NerError(f"--address: expected HOST:PORT of a Ray cluster's head (e.g. 10.0.0.5:6379) or auto, "
-                       f"got {address!r}")
+        raise NerError(
+            f"--address: expected HOST:PORT of a Ray cluster's head (e.g. 10.0.0.5:6379) or auto, got {address!r}"
+        )
     try:
         socket.create_connection((host.strip("[]"), int(port)), timeout=CONNECT_SECONDS).close()
     except OSError as error:
         reason = "timed out" if isinstance(error, socket.timeout) else error.strerror or str(error)
-        raise NerError(f"--address {address}: no Ray cluster reachable there ({reason}); start one with "
-                       f"`ray start --head` or leave --address out to run on this machine") from None
+        raise NerError(
+            f"--address {address}: no Ray cluster reachable there ({reason}); start one with "
+            f"`ray start --head` or leave --address out to run on this machine"
+        ) from None
 
 
 @contextlib.contextmanager
@@ -220,8 +243,7 @@ def _connected(ray: Any, address: str | None, workers: int) -> Iterator[None]:
         if address:
             ray.init(address=address, logging_level=logging.WARNING)
         else:
-            ray.init(num_cpus=workers, include_dashboard=False, logging_level=logging.WARNING,
-                     _system_config=LOCAL_RAY)
+            ray.init(num_cpus=workers, include_dashboard=False, logging_level=logging.WARNING, _system_config=LOCAL_RAY)
     except (ConnectionError, RuntimeError, ValueError) as error:
         ray.shutdown()
         where = f"--address {address}: cannot connect to a Ray cluster" if address else "cannot start Ray here"
@@ -261,9 +283,16 @@ def _user_error(error: BaseException) -> NerError | None:
     return None
 
 
-def tag_files_on_ray(run_dir: str | Path, inputs: list[str], output: str | None = None, batch_size: int = 64,
-                     min_score: float = 0.0, workers: int = 2, address: str | None = None,
-                     progress: bool = False) -> dict[str, float]:
+def tag_files_on_ray(
+    run_dir: str | Path,
+    inputs: list[str],
+    output: str | None = None,
+    batch_size: int = 64,
+    min_score: float = 0.0,
+    workers: int = 2,
+    address: str | None = None,
+    progress: bool = False,
+) -> dict[str, float]:
     """``ner tag RUN_DIR INPUT... --engine ray``: JSONL records of the input files, as ``ner.tagging.tag_files``
     writes them, tagged by ``workers`` Ray actors; into ``output`` (written under a temporary name, renamed at the
     end) or standard output. Returns counts, ``tokens_per_second`` and ``seconds_to_first_record`` (the actors'
@@ -287,21 +316,32 @@ def tag_files_on_ray(run_dir: str | Path, inputs: list[str], output: str | None 
         here = {"ray.io/node-id": ray.get_runtime_context().get_node_id()}  # the input files are on this machine
         # A block per window (so the actors share a file's windows), in input order, no progress bars of Ray's:
         # the datasets keep these settings, the application's context gets its own back.
-        with _settings(ray.data.DataContext.get_current(), target_max_block_size=1, enable_progress_bars=False,
-                       preserve_order=True):
-            windows = ray.data.from_items([{"file": name, "path": str(Path(name).resolve()), "several": len(files) > 1}
-                                           for name in files]).flat_map(_file_windows, num_cpus=0, label_selector=here)
+        with _settings(
+            ray.data.DataContext.get_current(), target_max_block_size=1, enable_progress_bars=False, preserve_order=True
+        ):
+            windows = ray.data.from_items(
+                [{"file": name, "path": str(Path(name).resolve()), "several": len(files) > 1} for name in files]
+            ).flat_map(_file_windows, num_cpus=0, label_selector=here)
             tagged = windows.map_batches(
-                _WindowTagger, fn_constructor_kwargs={"run_dir": str(Path(run_dir).resolve()), "batch_size": batch_size,
-                                                      "min_score": min_score},
-                batch_size=1, num_cpus=1, compute=ray.data.ActorPoolStrategy(size=workers))
+                _WindowTagger,
+                fn_constructor_kwargs={
+                    "run_dir": str(Path(run_dir).resolve()),
+                    "batch_size": batch_size,
+                    "min_score": min_score,
+                },
+                batch_size=1,
+                num_cpus=1,
+                compute=ray.data.ActorPoolStrategy(size=workers),
+            )
         try:
-            with (atomic_stream(output) if output else contextlib.nullcontext(sys.stdout.buffer)) as sink, \
-                    tqdm(desc="tagging", unit=" tokens", unit_scale=True, disable=not progress,
-                         file=sys.stderr) as bar:
+            with (
+                atomic_stream(output) if output else contextlib.nullcontext(sys.stdout.buffer) as sink,
+                tqdm(desc="tagging", unit=" tokens", unit_scale=True, disable=not progress, file=sys.stderr) as bar,
+            ):
                 for row in tagged.iter_rows():
-                    stats["seconds_to_first_record"] = stats.get("seconds_to_first_record",
-                                                                 time.perf_counter() - started)
+                    stats["seconds_to_first_record"] = stats.get(
+                        "seconds_to_first_record", time.perf_counter() - started
+                    )
                     sink.write(row["records"].encode("utf-8"))
                     stats["lines"] += row["records"].count("\n")
                     stats["tokens"] += row["tokens"]

@@ -34,8 +34,9 @@ try:
     from matplotlib.figure import Figure
     from matplotlib.ticker import MaxNLocator
 except ModuleNotFoundError as missing:
-    raise NerError(f"`ner report` needs the report extra ({missing.name} is not installed): "
-                   f"pip install 'ner[report]'") from None
+    raise NerError(
+        f"`ner report` needs the report extra ({missing.name} is not installed): pip install 'ner[report]'"
+    ) from None
 
 REPORT_FILE = "report.html"
 SPLITS = ("dev", "test")
@@ -75,11 +76,13 @@ class Confusion:
     def summary(self) -> dict[str, int]:
         """Totals: correct, wrong type, missed (of them overlapping a prediction: boundary), spurious."""
         right = sum(n for (gold, pred), n in self.counts.items() if gold == pred)
-        return {"correct": right,
-                "wrong type": sum(n for (g, p), n in self.counts.items() if NONE not in (g, p) and g != p),
-                "missed": sum(n for (g, p), n in self.counts.items() if p == NONE),
-                "of which boundary": self.boundary,
-                "spurious": sum(n for (g, p), n in self.counts.items() if g == NONE)}
+        return {
+            "correct": right,
+            "wrong type": sum(n for (g, p), n in self.counts.items() if NONE not in (g, p) and g != p),
+            "missed": sum(n for (g, p), n in self.counts.items() if p == NONE),
+            "of which boundary": self.boundary,
+            "spurious": sum(n for (g, p), n in self.counts.items() if g == NONE),
+        }
 
 
 @dataclass
@@ -218,13 +221,20 @@ def confusion_plot(confusion: Confusion, title: str) -> str:
     grid[-1][-1] = 0  # no gold, no prediction: not counted
     figure = Figure(figsize=(1.0 * len(columns) + 1.6, 0.75 * len(rows) + 1.2))
     axes = figure.subplots()
-    axes.imshow([[count ** 0.5 for count in row] for row in grid], cmap="Blues")  # square root: small counts show
+    axes.imshow([[count**0.5 for count in row] for row in grid], cmap="Blues")  # square root: small counts show
     largest = max(map(max, grid)) or 1
     for r, row in enumerate(grid):
         for c, count in enumerate(row):
             if not (r == len(rows) - 1 and c == len(columns) - 1):
-                axes.text(c, r, str(count), ha="center", va="center", fontsize=9,
-                          color="white" if count ** 0.5 > 0.6 * largest ** 0.5 else "black")
+                axes.text(
+                    c,
+                    r,
+                    str(count),
+                    ha="center",
+                    va="center",
+                    fontsize=9,
+                    color="white" if count**0.5 > 0.6 * largest**0.5 else "black",
+                )
     axes.set_xticks(range(len(columns)), [*types, "missed"])
     axes.set_yticks(range(len(rows)), [*types, "spurious"])
     axes.set(xlabel="predicted", ylabel="gold", title=title)
@@ -248,13 +258,17 @@ def render(run_dir: Path, runs: list[RunResult]) -> str:
         results = {run.name: run.splits[split] for run in runs if split in run.splits}
         if results:
             parts.append(_split_section(split, results))
-    style = ("body{font:14px/1.45 system-ui,sans-serif;max-width:72rem;margin:0 auto;padding:1rem 1.5rem}"
-             "table{border-collapse:collapse;margin:.5rem 0 1rem}td,th{padding:.2rem .7rem;text-align:right;"
-             "border-bottom:1px solid #ddd}th:first-child,td:first-child{text-align:left}"
-             ".row{display:flex;flex-wrap:wrap;gap:1rem;align-items:flex-start}.skipped{color:#a04000}"
-             "img{max-width:100%}")
-    return (f'<!doctype html>\n<html lang="en"><head><meta charset="utf-8"><title>ner report</title>'
-            f"<style>{style}</style></head><body>\n" + "\n".join(parts) + "\n</body></html>\n")
+    style = (
+        "body{font:14px/1.45 system-ui,sans-serif;max-width:72rem;margin:0 auto;padding:1rem 1.5rem}"
+        "table{border-collapse:collapse;margin:.5rem 0 1rem}td,th{padding:.2rem .7rem;text-align:right;"
+        "border-bottom:1px solid #ddd}th:first-child,td:first-child{text-align:left}"
+        ".row{display:flex;flex-wrap:wrap;gap:1rem;align-items:flex-start}.skipped{color:#a04000}"
+        "img{max-width:100%}"
+    )
+    return (
+        f'<!doctype html>\n<html lang="en"><head><meta charset="utf-8"><title>ner report</title>'
+        f"<style>{style}</style></head><body>\n" + "\n".join(parts) + "\n</body></html>\n"
+    )
 
 
 def _split_section(split: str, results: dict[str, SplitResult]) -> str:
@@ -264,25 +278,40 @@ def _split_section(split: str, results: dict[str, SplitResult]) -> str:
     types = sorted({t for result in results.values() for t in result.scores["default"] if t != "micro"})
     if len(results) == 1:
         report = first.scores["default"]
-        series = {name: [report.get(t, {}).get(key, 0.0) for t in types]
-                  for name, key in (("precision", "precision"), ("recall", "recall"), ("F1", "f1"))}
-        parts.append(f'<div class="row">{bars_plot(types, series, f"{split}: per-type scores (%)")}'
-                     f"{_scores_table(report, types)}</div>")
+        series = {
+            name: [report.get(t, {}).get(key, 0.0) for t in types]
+            for name, key in (("precision", "precision"), ("recall", "recall"), ("F1", "f1"))
+        }
+        parts.append(
+            f'<div class="row">{bars_plot(types, series, f"{split}: per-type scores (%)")}'
+            f"{_scores_table(report, types)}</div>"
+        )
     else:
-        series = {name: [result.scores["default"].get(t, {}).get("f1", 0.0) for t in types]
-                  for name, result in results.items()}
+        series = {
+            name: [result.scores["default"].get(t, {}).get("f1", 0.0) for t in types]
+            for name, result in results.items()
+        }
         parts.append(bars_plot(types, series, f"{split}: per-type F1 (%) by seed"))
     parts.append("<h3>Entity types: found, confused, missed, spurious</h3>")
-    parts.append('<div class="row">' + "".join(
-        f"<div>{confusion_plot(result.confusion, f'{split}: {name}')}{_summary_table(result.confusion)}</div>"
-        for name, result in results.items()) + "</div>")
+    parts.append(
+        '<div class="row">'
+        + "".join(
+            f"<div>{confusion_plot(result.confusion, f'{split}: {name}')}{_summary_table(result.confusion)}</div>"
+            for name, result in results.items()
+        )
+        + "</div>"
+    )
     return "\n".join(parts)
 
 
 def _scores_table(report: dict[str, dict[str, float]], types: list[str]) -> str:
-    rows = "".join(f"<tr><td>{html.escape(t)}</td><td>{report[t]['support']}</td>"
-                   + "".join(f"<td>{100 * report[t][k]:.2f}</td>" for k in ("precision", "recall", "f1"))
-                   + "</tr>" for t in [*types, "micro"] if t in report)
+    rows = "".join(
+        f"<tr><td>{html.escape(t)}</td><td>{report[t]['support']}</td>"
+        + "".join(f"<td>{100 * report[t][k]:.2f}</td>" for k in ("precision", "recall", "f1"))
+        + "</tr>"
+        for t in [*types, "micro"]
+        if t in report
+    )
     return "<table><tr><th>type</th><th>support</th><th>P</th><th>R</th><th>F1</th></tr>" + rows + "</table>"
 
 
@@ -309,6 +338,9 @@ def _seed_table(runs: list[RunResult]) -> str:
         rows.append(f"<tr><td>{html.escape(run.name)}</td><td>{len(run.epochs)}</td>{''.join(cells)}</tr>")
     summary = "".join(
         f"<td>{statistics.mean(values):.2f} ± {statistics.stdev(values) if len(values) > 1 else 0.0:.2f}</td>"
-        if values else "<td>n/a</td>" for values in columns.values())
+        if values
+        else "<td>n/a</td>"
+        for values in columns.values()
+    )
     rows.append(f"<tr><th>mean ± std</th><td></td>{summary}</tr>")
     return f"<table>{header}{''.join(rows)}</table>"

@@ -24,15 +24,18 @@ def seed_dir(run_dir: Path, seed: int) -> Path:
 
 def is_multi_seed(run_dir: Path) -> bool:
     """A folder of ``seed-N`` run directories (with no model of its own)."""
-    return (run_dir.is_dir() and not (run_dir / "model.pt").exists()
-            and any(path.is_dir() for path in run_dir.glob(f"{SEED_PREFIX}*")))
+    return (
+        run_dir.is_dir()
+        and not (run_dir / "model.pt").exists()
+        and any(path.is_dir() for path in run_dir.glob(f"{SEED_PREFIX}*"))
+    )
 
 
 def seed_dirs(run_dir: Path) -> dict[int, Path]:
     """The ``seed-N`` folders of a multi-seed run by seed, in seed order."""
     found = {}
     for path in run_dir.glob(f"{SEED_PREFIX}*"):
-        number = path.name[len(SEED_PREFIX):]
+        number = path.name[len(SEED_PREFIX) :]
         if path.is_dir() and number.isdigit():
             found[int(number)] = path
     return dict(sorted(found.items()))
@@ -60,6 +63,12 @@ def best_seed_dir(run_dir: Path) -> Path:
     if not finished:
         raise NerError(f"{run_dir}: no seed has finished training (expected {SEED_PREFIX}N/metrics.json)")
     best = max(finished, key=lambda seed: (finished[seed], -seed))
-    log.info("%s: using %s%d, the best of %d finished seeds on dev (F1 %.2f)", run_dir, SEED_PREFIX, best,
-             len(finished), 100 * finished[best])
+    log.info(
+        "%s: using %s%d, the best of %d finished seeds on dev (F1 %.2f)",
+        run_dir,
+        SEED_PREFIX,
+        best,
+        len(finished),
+        100 * finished[best],
+    )
     return seed_dir(run_dir, best)

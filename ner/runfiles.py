@@ -38,8 +38,9 @@ def read_json_object(path: Path) -> dict[str, Any]:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as error:
-        raise NerError(f"{location(path, getattr(error, 'lineno', None))}: not a JSON file written by "
-                       f"`ner train`: {error}") from None
+        raise NerError(
+            f"{location(path, getattr(error, 'lineno', None))}: not a JSON file written by `ner train`: {error}"
+        ) from None
     except OSError as error:
         raise NerError(f"{path}: cannot read: {error.strerror}") from None
     if not isinstance(data, dict):
@@ -52,13 +53,17 @@ def read_meta(path: Path, model_format: int, model_scheme: str) -> dict[str, Any
     biLM's options (a mapping, or null)."""
     meta = read_json_object(path)
     if meta.get("format") != model_format:
-        raise NerError(f"{path}: model format {meta.get('format')!r} is not supported by this ner (expected "
-                       f"{model_format}); retrain the model with this version")
+        raise NerError(
+            f"{path}: model format {meta.get('format')!r} is not supported by this ner (expected "
+            f"{model_format}); retrain the model with this version"
+        )
     if meta.get("data_scheme") not in SCHEMES:
         raise NerError(f"{path}: data_scheme: expected one of {', '.join(SCHEMES)}, got {meta.get('data_scheme')!r}")
     if meta.get("model_scheme") != model_scheme:
-        raise NerError(f"{path}: model_scheme: expected {model_scheme!r} (model.scheme of config.yaml), got "
-                       f"{meta.get('model_scheme')!r}")
+        raise NerError(
+            f"{path}: model_scheme: expected {model_scheme!r} (model.scheme of config.yaml), got "
+            f"{meta.get('model_scheme')!r}"
+        )
     if not isinstance(meta.get("elmo_options"), (dict, type(None))):
         raise NerError(f"{path}: elmo_options: expected an object or null, got {type(meta['elmo_options']).__name__}")
     return meta
@@ -72,8 +77,9 @@ def load_weights(path: Path) -> dict[str, torch.Tensor]:
     except Exception as error:  # an untrusted file: torch and pickle raise many kinds on damaged input
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise NerError(f"{path}: not a weights file written by `ner train` ({reason})") from None
-    if not isinstance(state, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
-                                              for k, v in state.items()):
+    if not isinstance(state, dict) or not all(
+        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()
+    ):
         raise NerError(f"{path}: expected a state dict (tensor names to tensors), got {_describe(state)}")
     size = path.stat().st_size
     if sum(tensor.numel() * tensor.element_size() for tensor in state.values()) > size:
@@ -89,8 +95,10 @@ def check_plausible(path: Path, state: dict[str, torch.Tensor], num_tags: int, m
     fit in the weights, so describing the model costs no more than the file's size."""
     numbers = sum(tensor.numel() for tensor in state.values())
     if num_tags * num_tags > numbers or modules > len(state):
-        raise NerError(f"{path}: holds {len(state)} tensors of {numbers} numbers in all, too few for the model "
-                       f"that config.yaml, model.json and tags.json describe ({num_tags} tags, {modules} layers)")
+        raise NerError(
+            f"{path}: holds {len(state)} tensors of {numbers} numbers in all, too few for the model "
+            f"that config.yaml, model.json and tags.json describe ({num_tags} tags, {modules} layers)"
+        )
 
 
 _INITIALISATIONS = {"normal_", "uniform_", "fill_", "zero_", "copy_", "erfinv_", "mul_", "add_", "clamp_"}
@@ -124,8 +132,10 @@ def check_fits(path: Path, state: dict[str, torch.Tensor], expected: dict[str, t
         if name not in state:
             raise NerError(f"{path}: weights do not fit {described}: tensor {name!r} is missing")
         if state[name].shape != shape:
-            raise NerError(f"{path}: weights do not fit {described}: tensor {name!r} has shape "
-                           f"{tuple(state[name].shape)}, expected {tuple(shape)}")
+            raise NerError(
+                f"{path}: weights do not fit {described}: tensor {name!r} has shape "
+                f"{tuple(state[name].shape)}, expected {tuple(shape)}"
+            )
     for name in state:
         if name not in expected:
             raise NerError(f"{path}: weights do not fit {described}: tensor {name!r} has no place in it")
@@ -140,7 +150,13 @@ def check_same(path: Path, state: dict[str, torch.Tensor], computed: dict[str, t
 
 def _describe(value: object) -> str:
     if isinstance(value, dict):
-        odd = next((f"{k!r}: {type(v).__name__}" for k, v in value.items()
-                    if not isinstance(k, str) or not isinstance(v, torch.Tensor)), "")
+        odd = next(
+            (
+                f"{k!r}: {type(v).__name__}"
+                for k, v in value.items()
+                if not isinstance(k, str) or not isinstance(v, torch.Tensor)
+            ),
+            "",
+        )
         return f"a dict holding {odd}"
     return type(value).__name__

@@ -61,11 +61,17 @@ def default_entities(sequences: Iterable[Sequence[str]]) -> list[Entity]:
 
 def _ends(prev_tag: str, tag: str, prev_type: str, kind: str) -> bool:
     """seqeval's ``end_of_chunk``: a chunk ended before this tag."""
-    return (prev_tag in ("E", "S") or (prev_tag in ("B", "I") and tag in ("B", "S", "O"))
-            or (prev_tag not in ("O", ".") and prev_type != kind))
+    return (
+        prev_tag in ("E", "S")
+        or (prev_tag in ("B", "I") and tag in ("B", "S", "O"))
+        or (prev_tag not in ("O", ".") and prev_type != kind)
+    )
 
 
 def _starts(prev_tag: str, tag: str, prev_type: str, kind: str) -> bool:
     """seqeval's ``start_of_chunk``: a chunk starts at this tag."""
-    return (tag in ("B", "S") or (prev_tag in ("E", "S", "O") and tag in ("E", "I"))
-            or (tag not in ("O", ".") and prev_type != kind))
+    return (
+        tag in ("B", "S")
+        or (prev_tag in ("E", "S", "O") and tag in ("E", "I"))
+        or (tag not in ("O", ".") and prev_type != kind)
+    )

@@ -19,6 +19,7 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from ner.checkpoints import CHECKPOINT_FILE, METRICS_FILE, METRICS_LOG
 from ner.config import Config, config_from_dict, config_to_dict, load_config, save_config
 from ner.distributed import from_environment
 from ner.errors import NerError
@@ -26,7 +27,7 @@ from ner.evaluation import evaluate_run
 from ner.fileio import refuse_links_out, write_json_atomic
 from ner.log import log, setup_logging
 from ner.rundir import ROOT_CONFIG, SEED_PREFIX, SUMMARY_FILE, seed_dir, seed_dirs
-from ner.training import CHECKPOINT_FILE, METRICS_FILE, METRICS_LOG, train, train_from_config
+from ner.training import train, train_from_config
 from ner.yaml_config import read_yaml
 
 
@@ -39,8 +40,9 @@ def train_seeds(config: Config, run_dir: Path, parallel: int = 1, resume: bool =
         raise NerError("--seeds: a torchrun job trains one seed (start one job per seed, each with its output.dir)")
     if not resume:
         if run_dir.exists() and any(run_dir.iterdir()):
-            raise NerError(f"{run_dir}: not empty; continue its seeds with --resume {run_dir} "
-                           f"or choose another output.dir")
+            raise NerError(
+                f"{run_dir}: not empty; continue its seeds with --resume {run_dir} or choose another output.dir"
+            )
         run_dir.mkdir(parents=True, exist_ok=True)
         save_config(config, run_dir / ROOT_CONFIG)
     jobs = [(config_to_dict(_seed_config(config, seed, parallel > 1)), seed) for seed in seeds]
@@ -60,8 +62,13 @@ def train_seeds(config: Config, run_dir: Path, parallel: int = 1, resume: bool =
                 raise NerError("; ".join(failures))
     summary = summarize(run_dir, seeds)
     write_json_atomic(run_dir / SUMMARY_FILE, summary)
-    log.info("seeds %s:\n%s\nsummary written to %s (plots: ner report %s)", ", ".join(map(str, seeds)),
-             format_summary(summary), run_dir / SUMMARY_FILE, run_dir)
+    log.info(
+        "seeds %s:\n%s\nsummary written to %s (plots: ner report %s)",
+        ", ".join(map(str, seeds)),
+        format_summary(summary),
+        run_dir / SUMMARY_FILE,
+        run_dir,
+    )
     return summary
 
 
@@ -110,9 +117,12 @@ def summarize(run_dir: Path, seeds: list[int]) -> dict[str, Any]:
             epochs = [json.loads(line) for line in (path / METRICS_LOG).read_text(encoding="utf-8").splitlines()]
         except (OSError, ValueError) as error:
             raise NerError(f"{path}: cannot read the seed's metrics: {error}") from None
-        runs[str(seed)] = {"best_epoch": metrics["best_epoch"], "epochs": metrics["epochs"],
-                           "train_minutes": round(sum(e["seconds"] for e in epochs) / 60, 1),
-                           **{split: _f1s(metrics[split]) for split in ("dev", "test") if split in metrics}}
+        runs[str(seed)] = {
+            "best_epoch": metrics["best_epoch"],
+            "epochs": metrics["epochs"],
+            "train_minutes": round(sum(e["seconds"] for e in epochs) / 60, 1),
+            **{split: _f1s(metrics[split]) for split in ("dev", "test") if split in metrics},
+        }
     summary: dict[str, Any] = {"seeds": seeds, "runs": runs}
     for split in ("dev", "test"):
         per_seed = [run[split] for run in runs.values() if split in run]
@@ -137,10 +147,14 @@ def format_summary(summary: dict[str, Any]) -> str:
     lines = [f"{'seed':>6} | {'dev F1':>7} | {'test F1':>7} | best epoch / epochs | minutes"]
     for seed, run in summary["runs"].items():
         dev, test = run.get("dev", {}).get("micro"), run.get("test", {}).get("micro")
-        lines.append(f"{seed:>6} | {_pct(dev):>7} | {_pct(test):>7} | {run['best_epoch']:>10} / {run['epochs']:<6} |"
-                     f" {run['train_minutes']:>7}")
-    lines.append(f"{'mean':>6} | {_pm(summary.get('dev', {}).get('micro'))} | "
-                 f"{_pm(summary.get('test', {}).get('micro'))}   (mean +- sample std)")
+        lines.append(
+            f"{seed:>6} | {_pct(dev):>7} | {_pct(test):>7} | {run['best_epoch']:>10} / {run['epochs']:<6} |"
+            f" {run['train_minutes']:>7}"
+        )
+    lines.append(
+        f"{'mean':>6} | {_pm(summary.get('dev', {}).get('micro'))} | "
+        f"{_pm(summary.get('test', {}).get('micro'))}   (mean +- sample std)"
+    )
     for split in ("dev", "test"):
         if split in summary:
             types = [name for name in summary[split] if name != "micro"]
@@ -162,14 +176,20 @@ def _pm(stats: dict[str, float | None] | None) -> str:
 def evaluate_seeds(run_dir: Path, data_file: str | Path, verbose: bool = False) -> dict[str, Any]:
     """Score every finished seed of a multi-seed run on a labelled file; writes and returns the per-seed F1s with
     their mean and std (``RUN/evaluate/<file stem>/summary.json``)."""
-    scores = {seed: evaluate_run(path, data_file) for seed, path in seed_dirs(run_dir).items()
-              if (path / METRICS_FILE).is_file()}
+    scores = {
+        seed: evaluate_run(path, data_file)
+        for seed, path in seed_dirs(run_dir).items()
+        if (path / METRICS_FILE).is_file()
+    }
     if not scores:
         raise NerError(f"{run_dir}: no seed has finished training (expected {SEED_PREFIX}N/{METRICS_FILE})")
     per_seed = {str(seed): _f1s(result) for seed, result in scores.items()}
     names = next(iter(per_seed.values())).keys()
-    result = {"data": str(data_file), "seeds": per_seed,
-              "mean": {name: _mean_std([f1s.get(name, math.nan) for f1s in per_seed.values()]) for name in names}}
+    result = {
+        "data": str(data_file),
+        "seeds": per_seed,
+        "mean": {name: _mean_std([f1s.get(name, math.nan) for f1s in per_seed.values()]) for name in names},
+    }
     out = run_dir / "evaluate" / Path(data_file).stem
     refuse_links_out(run_dir, [out / SUMMARY_FILE])
     out.mkdir(parents=True, exist_ok=True)
@@ -177,14 +197,21 @@ def evaluate_seeds(run_dir: Path, data_file: str | Path, verbose: bool = False) 
     if verbose:
         for seed, f1s in per_seed.items():
             print(f"seed {seed}: F1 {100 * f1s['micro']:.2f}")
-        print(f"mean over {len(per_seed)} seeds: F1 {_pm(result['mean']['micro'])}; per type: " +
-              ", ".join(f"{name} {_pm(stats)}" for name, stats in result["mean"].items() if name != "micro"))
+        print(
+            f"mean over {len(per_seed)} seeds: F1 {_pm(result['mean']['micro'])}; per type: "
+            + ", ".join(f"{name} {_pm(stats)}" for name, stats in result["mean"].items() if name != "micro")
+        )
         print(f"written to {out / SUMMARY_FILE}")
     return result
 
 
-def train_command(config_path: str | None, overrides: list[str], resume: str | None = None,
-                  seeds: str | None = None, parallel: int = 1) -> dict[str, Any]:
+def train_command(
+    config_path: str | None,
+    overrides: list[str],
+    resume: str | None = None,
+    seeds: str | None = None,
+    parallel: int = 1,
+) -> dict[str, Any]:
     """``ner train``: one run, or one per seed (``--seeds 1,2,3`` or ``training.seeds``), or a resumed run of
     either kind (then the config file is optional: the run has its own)."""
     setup_logging()
@@ -194,8 +221,11 @@ def train_command(config_path: str | None, overrides: list[str], resume: str | N
         if seeds is not None:
             raise NerError("--seeds: a resumed run keeps the seeds it was started with")
         run_dir = Path(resume)
-        if (run_dir / ROOT_CONFIG).is_file() and not (run_dir / CHECKPOINT_FILE).exists() \
-                and any(run_dir.glob(f"{SEED_PREFIX}*")):
+        if (
+            (run_dir / ROOT_CONFIG).is_file()
+            and not (run_dir / CHECKPOINT_FILE).exists()
+            and any(run_dir.glob(f"{SEED_PREFIX}*"))
+        ):
             return resume_seeds(run_dir, parallel)
         return train_from_config(None, overrides, resume=run_dir)
     if config_path is None:

@@ -63,8 +63,9 @@ def read_tagger_files(run_dir: Path) -> SavedTagger:
         raise NerError(f"{error} (the run was written by an incompatible version of ner)") from None
     meta = read_meta(run_dir / META_FILE, MODEL_FORMAT, config.model.scheme)
     words, chars, tags = load_vocabularies(run_dir)
-    options = BiLMOptions.from_allennlp(meta["elmo_options"], str(run_dir / META_FILE)) \
-        if meta["elmo_options"] else None
+    options = (
+        BiLMOptions.from_allennlp(meta["elmo_options"], str(run_dir / META_FILE)) if meta["elmo_options"] else None
+    )
     weights = run_dir / WEIGHTS_FILE
     state = load_weights(weights)
     check_plausible(weights, state, len(tags), _layers(config.model, options))
@@ -74,8 +75,7 @@ def read_tagger_files(run_dir: Path) -> SavedTagger:
         raise NerError(f"{run_dir / VOCABULARY_FILES['tags']}: {error}") from None
     check_fits(weights, state, _state_shapes(run_dir, config.model, words, chars, tags, options))
     check_same(weights, state, dict(zip(CONSTRAINT_BUFFERS, constraints)), "tags.json")
-    return SavedTagger(config, words, chars, tags, meta["data_scheme"], options, state,
-                       _saved_vectors(run_dir, config))
+    return SavedTagger(config, words, chars, tags, meta["data_scheme"], options, state, _saved_vectors(run_dir, config))
 
 
 def _saved_vectors(run_dir: Path, config: Config) -> VectorTable | None:
@@ -85,8 +85,10 @@ def _saved_vectors(run_dir: Path, config: Config) -> VectorTable | None:
         return None
     path = run_dir / VECTORS_FILE
     if not path.exists():
-        raise NerError(f"{path}: missing (the run's config names pretrained vectors; expected a run directory "
-                       f"written by `ner train`)")
+        raise NerError(
+            f"{path}: missing (the run's config names pretrained vectors; expected a run directory "
+            f"written by `ner train`)"
+        )
     reference = read_json_object(path)
     check_file(emb.pretrained, reference, path)  # before reading it: a wrong or huge file goes unparsed
     try:
@@ -104,14 +106,21 @@ def _layers(config: ModelConfig, options: BiLMOptions | None) -> int:
     return layers + (options.num_layers + len(options.filters) + options.highway_layers if options else 0)
 
 
-def _state_shapes(run_dir: Path, config: ModelConfig, words: Vocabulary, chars: Vocabulary, tags: Vocabulary,
-                  options: BiLMOptions | None) -> dict[str, torch.Size]:
+def _state_shapes(
+    run_dir: Path,
+    config: ModelConfig,
+    words: Vocabulary,
+    chars: Vocabulary,
+    tags: Vocabulary,
+    options: BiLMOptions | None,
+) -> dict[str, torch.Size]:
     """Names and shapes of the state dict of the model that ``config``, the vocabularies and the biLM options
     describe, built on the meta device: nothing is allocated, however large it claims to be."""
     try:
         with meta_device():
             model = TaggerModel(config, len(words), len(chars), tags.items, BiLM(options) if options else None)
     except (RuntimeError, ValueError, TypeError, OverflowError) as error:
-        raise NerError(f"{run_dir}: config.yaml and model.json describe no model that can be built: "
-                       f"{str(error).splitlines()[0]}") from None
+        raise NerError(
+            f"{run_dir}: config.yaml and model.json describe no model that can be built: {str(error).splitlines()[0]}"
+        ) from None
     return {name: tensor.shape for name, tensor in model.state_dict().items()}

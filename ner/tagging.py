@@ -101,7 +101,7 @@ def read_lines(stream: BinaryIO, name: str, stats: dict[str, float]) -> Iterator
         number, invalid = (number + 1, False) if starts else (number, invalid)
         more = len(chunk) == WINDOW_CHARS and not chunk.endswith(b"\n")
         keep = held_back(raw) if more else 0
-        raw, carry = raw[:len(raw) - keep], raw[len(raw) - keep:]
+        raw, carry = raw[: len(raw) - keep], raw[len(raw) - keep :]
         refuse_binary(raw, name, number, offset)
         try:
             text = raw.decode("utf-8")
@@ -173,15 +173,17 @@ class _WindowJob:
         writer = WRITERS[self.fmt]
         header = "-DOCSTART- O\n\n" if window.starts_file and self.several_files and self.fmt == "conll" else ""
         if window.part is None:
-            output: bytes | Piece = (header + "".join(writer(line, self.min_score, self.several_files)
-                                                      for line in lines)).encode("utf-8")
+            output: bytes | Piece = (
+                header + "".join(writer(line, self.min_score, self.several_files) for line in lines)
+            ).encode("utf-8")
         else:
             output = piece(self.fmt, lines[0], window.part, header, self.min_score, self.several_files)
         counts = {
             "sentences": sum(len(line.sentences) for line in lines),
             "tokens": sum(len(sentence) for line in lines for sentence in line.sentences),
             "entities": sum(len(kept(spans, self.min_score)) for line in lines for spans in line.spans),
-            "split_seconds": split - clock, "tag_seconds": tagged - split,
+            "split_seconds": split - clock,
+            "tag_seconds": tagged - split,
             "write_seconds": time.perf_counter() - tagged,
         }
         return output, counts
@@ -299,8 +301,19 @@ def tag_files(
         check_output(output, inputs=files)
     started = time.perf_counter()
     stats: dict[str, float] = dict.fromkeys(
-        ("files", "lines", "sentences", "tokens", "entities", "lines_with_invalid_utf8",
-         "read_seconds", "split_seconds", "tag_seconds", "write_seconds"), 0
+        (
+            "files",
+            "lines",
+            "sentences",
+            "tokens",
+            "entities",
+            "lines_with_invalid_utf8",
+            "read_seconds",
+            "split_seconds",
+            "tag_seconds",
+            "write_seconds",
+        ),
+        0,
     )
     job = _WindowJob(tagger, fmt, len(files) > 1, batch_size, min_score)
     title = "ner tag " + " ".join("<stdin>" if name == STDIN else name for name in inputs)

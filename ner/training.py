@@ -12,13 +12,11 @@ the run directory, and decides early stopping for all.
 
 from __future__ import annotations
 
-import json
 import math
 import resource
 import time
 from collections.abc import Callable, Sequence
 from contextlib import ExitStack
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,53 +24,46 @@ import torch
 from tqdm import tqdm
 
 from ner import distributed
+from ner.checkpoints import (
+    CHECKPOINT_FILE,
+    METRICS_FILE,
+    METRICS_LOG,
+    RUN_FILES,
+    TrainingState,
+    append_jsonl,
+    load_checkpoint,
+    refuse_earlier_run,
+    save_checkpoint,
+    truncate_metrics_log,
+    world_change,
+)
 from ner.config import Config, TrainingConfig, config_from_dict, load_config, save_config
 from ner.data.conll import Corpus
 from ner.data.sources import load_splits
-from ner.data.vocab import VOCABULARY_FILES
 from ner.distributed import Context
 from ner.encoding import EncodedSentences
 from ner.errors import NerError
 from ner.evaluation import format_table, score_corpus
 from ner.fileio import (
-    append_line,
-    atomic_write,
     refuse_links_out,
     remove_temporaries,
     run_lock,
     write_json_atomic,
-    write_text_atomic,
 )
 from ner.log import log, setup_logging
 from ner.memory import release_free_memory
 from ner.model import Tagger
 from ner.nn.lstm import LSTM
-from ner.rundir import SEED_PREFIX
-from ner.tagger_files import CONFIG_FILE, META_FILE, VECTORS_FILE, WEIGHTS_FILE
+from ner.tagger_files import CONFIG_FILE
 from ner.yaml_config import read_yaml
 
-CHECKPOINT_FILE = "checkpoint.pt"
-METRICS_LOG = "metrics.jsonl"
-METRICS_FILE = "metrics.json"
-# Every file of a run directory (ner/tagger_files.py and ner/data/vocab.py name the others): a new run refuses a folder
-# holding any of them, and none may be a symbolic link out of the run directory.
-RUN_FILES = (CONFIG_FILE, META_FILE, VECTORS_FILE, WEIGHTS_FILE, *VOCABULARY_FILES.values(), CHECKPOINT_FILE,
-             METRICS_LOG, METRICS_FILE)
 
-
-@dataclass
-class TrainingState:
-    """What resuming needs beyond the weights: position, best score and patience."""
-
-    epoch: int = 0  # epochs finished
-    best_f1: float = -1.0
-    best_epoch: int = 0
-    epochs_without_improvement: int = 0
-
-
-def train_from_config(config_path: str | Path | None, overrides: Sequence[str] = (),
-                      resume: str | Path | None = None,
-                      on_epoch_end: Callable[[int], None] | None = None) -> dict[str, Any]:
+def train_from_config(
+    config_path: str | Path | None,
+    overrides: Sequence[str] = (),
+    resume: str | Path | None = None,
+    on_epoch_end: Callable[[int], None] | None = None,
+) -> dict[str, Any]:
     """Train from a YAML config (or continue the run in ``resume``); returns the final metrics."""
     setup_logging()
     if resume is not None:
@@ -87,12 +78,13 @@ def train_from_config(config_path: str | Path | None, overrides: Sequence[str] =
             raise NerError("train: a config file is required unless --resume is given")
         config = load_config(config_path, overrides)
         run_dir = Path(config.output.dir)
-        _refuse_earlier_run(run_dir)  # before reading the corpus; again under the lock in train
+        refuse_earlier_run(run_dir)  # before reading the corpus; again under the lock in train
     return train(config, run_dir, resume=resume is not None, on_epoch_end=on_epoch_end)
 
 
-def train(config: Config, run_dir: Path, resume: bool = False,
-          on_epoch_end: Callable[[int], None] | None = None) -> dict[str, Any]:
+def train(
+    config: Config, run_dir: Path, resume: bool = False, on_epoch_end: Callable[[int], None] | None = None
+) -> dict[str, Any]:
     """The training loop, holding the run directory's lock: a second ``ner train`` into it stops at once.
     ``on_epoch_end(epoch)`` runs after each epoch's checkpoint (tests use it to interrupt). Under ``torchrun``
     every rank reads the corpus; if any cannot (or the lock is taken), every rank stops with that error."""
@@ -114,8 +106,15 @@ def train(config: Config, run_dir: Path, resume: bool = False,
         return _train_locked(config, run_dir, corpora, device, resume, on_epoch_end, context)
 
 
-def _train_locked(config: Config, run_dir: Path, corpora: dict[str, Corpus], device: torch.device, resume: bool,
-                  on_epoch_end: Callable[[int], None] | None, context: Context) -> dict[str, Any]:
+def _train_locked(
+    config: Config,
+    run_dir: Path,
+    corpora: dict[str, Corpus],
+    device: torch.device,
+    resume: bool,
+    on_epoch_end: Callable[[int], None] | None,
+    context: Context,
+) -> dict[str, Any]:
     """``train`` once the corpora are read and the run directory is locked (by rank 0, the only writer)."""
     opts = config.training
     train_corpus, dev_corpus = corpora["train"], corpora.get("dev")
@@ -125,10 +124,10 @@ def _train_locked(config: Config, run_dir: Path, corpora: dict[str, Corpus], dev
             remove_temporaries(run_dir, RUN_FILES)  # left by a process killed while writing
         if resume:  # every rank reads the run (across machines: on a shared filesystem)
             tagger = Tagger.load(run_dir, device=device)
-            checkpoint = _load_checkpoint(run_dir / CHECKPOINT_FILE, device)
+            checkpoint = load_checkpoint(run_dir / CHECKPOINT_FILE, device)
         else:
             if context.main:
-                _refuse_earlier_run(run_dir)
+                refuse_earlier_run(run_dir)
             tagger = Tagger.build(config, train_corpus, device=device)  # the same on every rank: same corpus, seed
             checkpoint = None
     if not resume and context.main:
@@ -151,33 +150,46 @@ def _train_locked(config: Config, run_dir: Path, corpora: dict[str, Corpus], dev
             if "cuda_rng" in checkpoint and torch.cuda.is_available():
                 torch.cuda.set_rng_state_all([rng.cpu() for rng in checkpoint["cuda_rng"]])
         except (KeyError, TypeError, ValueError, RuntimeError) as error:
-            raise NerError(f"{run_dir / CHECKPOINT_FILE}: not a checkpoint of this run "
-                           f"({str(error).splitlines()[0] if str(error) else type(error).__name__})") from None
+            raise NerError(
+                f"{run_dir / CHECKPOINT_FILE}: not a checkpoint of this run "
+                f"({str(error).splitlines()[0] if str(error) else type(error).__name__})"
+            ) from None
         if context.main:
-            _truncate_metrics_log(run_dir / METRICS_LOG, state.epoch)  # drop epochs after the checkpoint
-        log.info("resuming %s after epoch %d (best dev F1 %.2f at epoch %d)%s", run_dir, state.epoch,
-                 100 * state.best_f1, state.best_epoch, _world_change(checkpoint, context))
+            truncate_metrics_log(run_dir / METRICS_LOG, state.epoch)  # drop epochs after the checkpoint
+        log.info(
+            "resuming %s after epoch %d (best dev F1 %.2f at epoch %d)%s",
+            run_dir,
+            state.epoch,
+            100 * state.best_f1,
+            state.best_epoch,
+            world_change(checkpoint, context),
+        )
 
     elmo_cache = run_dir / "elmo_cache" if config.model.elmo.enabled and not config.model.elmo.fine_tune else None
     for turn in (True, False) if context.distributed and elmo_cache is not None else (None,):
         if turn is None or turn == context.main:  # rank 0 writes the ELMo cache, then the others read it
             train_data = tagger.encode_corpus(train_corpus, elmo_cache)
-            dev_data = (tagger.encode_corpus(dev_corpus, elmo_cache)
-                        if context.main and dev_corpus is not None else None)
+            dev_data = tagger.encode_corpus(dev_corpus, elmo_cache) if context.main and dev_corpus is not None else None
         if turn is not None:
             torch.distributed.barrier()
     tagger.count_training_words(train_corpus)
     parallel = distributed.data_parallel(model, tagger.loss) if context.distributed else None
-    log.info("training on %d sentences (%d tokens), %s, %d parameters, run directory %s",
-             len(train_corpus.sentences), sum(len(s.tokens) for s in train_corpus.sentences), device,
-             sum(p.numel() for p in model.parameters() if p.requires_grad), run_dir)
+    log.info(
+        "training on %d sentences (%d tokens), %s, %d parameters, run directory %s",
+        len(train_corpus.sentences),
+        sum(len(s.tokens) for s in train_corpus.sentences),
+        device,
+        sum(p.numel() for p in model.parameters() if p.requires_grad),
+        run_dir,
+    )
     del corpora["train"], train_corpus  # encoded now; the sentences as read would hold ~50 MB through training
     release_free_memory()
 
     for epoch in range(state.epoch + 1, opts.epochs + 1):
         started = time.perf_counter()
-        loss = train_epoch(tagger, train_data, optimizer, opts, epoch, config.output.progress and context.main,
-                           parallel, context)
+        loss = train_epoch(
+            tagger, train_data, optimizer, opts, epoch, config.output.progress and context.main, parallel, context
+        )
         scheduler.step()
         seconds = time.perf_counter() - started
         if not context.main:  # rank 0 scores, writes and decides whether to stop
@@ -199,14 +211,25 @@ def _train_locked(config: Config, run_dir: Path, corpora: dict[str, Corpus], dev
             state.best_f1, state.best_epoch, state.epochs_without_improvement = dev_f1, epoch, 0
         else:
             state.epochs_without_improvement += 1
-        record = {"epoch": epoch, "loss": loss, "lr": optimizer.param_groups[0]["lr"], "seconds": seconds,
-                  "sentences_per_second": len(train_data) / seconds}  # all ranks together: every rank walks them all
+        record = {
+            "epoch": epoch,
+            "loss": loss,
+            "lr": optimizer.param_groups[0]["lr"],
+            "seconds": seconds,
+            "sentences_per_second": len(train_data) / seconds,
+        }  # all ranks together: every rank walks them all
         if dev:
             record.update({f"dev_{k}": dev["default"]["micro"][k] for k in ("precision", "recall", "f1")})
-        _append_jsonl(run_dir / METRICS_LOG, record)
-        _save_checkpoint(run_dir, model, optimizer, scheduler, state, context.world_size)
-        log.info("epoch %d: loss %.4f, dev F1 %s%s, %.1f s", epoch, loss,
-                 f"{100 * dev_f1:.2f}" if dev else "n/a", " (best)" if improved else "", seconds)
+        append_jsonl(run_dir / METRICS_LOG, record)
+        save_checkpoint(run_dir, model, optimizer, scheduler, state, context.world_size)
+        log.info(
+            "epoch %d: loss %.4f, dev F1 %s%s, %.1f s",
+            epoch,
+            loss,
+            f"{100 * dev_f1:.2f}" if dev else "n/a",
+            " (best)" if improved else "",
+            seconds,
+        )
         if on_epoch_end is not None:
             on_epoch_end(epoch)
         stop = bool(opts.patience) and state.epochs_without_improvement >= opts.patience
@@ -219,9 +242,16 @@ def _train_locked(config: Config, run_dir: Path, corpora: dict[str, Corpus], dev
     return _final_scores(run_dir, corpora, state, device) if context.main else {}
 
 
-def train_epoch(tagger: Tagger, data: EncodedSentences, optimizer: torch.optim.Optimizer, opts: TrainingConfig,
-                epoch: int, progress: bool, parallel: torch.nn.Module | None = None,
-                context: Context | None = None) -> float:
+def train_epoch(
+    tagger: Tagger,
+    data: EncodedSentences,
+    optimizer: torch.optim.Optimizer,
+    opts: TrainingConfig,
+    epoch: int,
+    progress: bool,
+    parallel: torch.nn.Module | None = None,
+    context: Context | None = None,
+) -> float:
     """One pass over the shuffled training batches; returns the mean loss per sentence. With ``parallel`` (under
     torchrun) this rank computes its share of every batch."""
     model = tagger.model
@@ -232,8 +262,14 @@ def train_epoch(tagger: Tagger, data: EncodedSentences, optimizer: torch.optim.O
         torch.manual_seed(distributed.rank_seed(opts.seed, epoch, shares.context))  # this rank's dropout masks
     batches = data.batches(opts.batch_size, shuffle=True, seed=opts.seed + epoch, select=shares)
     total_batches = math.ceil(len(data) / opts.batch_size)
-    bar = tqdm(batches, total=total_batches, desc=f"epoch {epoch}/{opts.epochs}", unit="batch",
-               disable=not progress, leave=False)
+    bar = tqdm(
+        batches,
+        total=total_batches,
+        desc=f"epoch {epoch}/{opts.epochs}",
+        unit="batch",
+        disable=not progress,
+        leave=False,
+    )
     started = time.perf_counter()
     for item in bar:
         optimizer.zero_grad(set_to_none=True)
@@ -270,8 +306,9 @@ def make_optimizer(model: torch.nn.Module, opts: TrainingConfig) -> torch.optim.
     return torch.optim.SGD(params, lr=opts.lr, momentum=opts.momentum, weight_decay=opts.weight_decay)
 
 
-def _final_scores(run_dir: Path, corpora: dict[str, Corpus], state: TrainingState,
-                  device: torch.device) -> dict[str, Any]:
+def _final_scores(
+    run_dir: Path, corpora: dict[str, Corpus], state: TrainingState, device: torch.device
+) -> dict[str, Any]:
     """Score the best model on dev and test, print the tables and write ``metrics.json``."""
     best = Tagger.load(run_dir, device=device)
     metrics: dict[str, Any] = {"best_epoch": state.best_epoch, "epochs": state.epoch}
@@ -281,82 +318,19 @@ def _final_scores(run_dir: Path, corpora: dict[str, Corpus], state: TrainingStat
             best.input_cache.clear()  # test shares few words with dev: a cache of both would outgrow either
             release_free_memory()
             metrics[split] = scores
-            log.info("%s (%s), best model from epoch %d:\n%s", split, corpora[split].path, state.best_epoch,
-                     format_table(scores))
+            log.info(
+                "%s (%s), best model from epoch %d:\n%s",
+                split,
+                corpora[split].path,
+                state.best_epoch,
+                format_table(scores),
+            )
     metrics["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)  # scoring included
     write_json_atomic(run_dir / METRICS_FILE, metrics)
-    log.info("model, vocabularies and metrics written to %s (per epoch: %s; plots: ner report %s)", run_dir,
-             run_dir / METRICS_LOG, run_dir)
+    log.info(
+        "model, vocabularies and metrics written to %s (per epoch: %s; plots: ner report %s)",
+        run_dir,
+        run_dir / METRICS_LOG,
+        run_dir,
+    )
     return metrics
-
-
-def _save_checkpoint(run_dir: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-                     scheduler: Any, state: TrainingState, world_size: int = 1) -> None:
-    checkpoint = {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                  "scheduler": scheduler.state_dict(), "state": vars(state), "rng": torch.get_rng_state(),
-                  "world_size": world_size}
-    if torch.cuda.is_available():
-        checkpoint["cuda_rng"] = torch.cuda.get_rng_state_all()
-    atomic_torch_save(checkpoint, run_dir / CHECKPOINT_FILE)
-
-
-def atomic_torch_save(obj: Any, path: Path) -> None:
-    """``torch.save`` to a temporary file, then rename over ``path``."""
-    atomic_write(path, lambda handle: torch.save(obj, handle))
-
-
-def _load_checkpoint(path: Path, device: torch.device) -> dict[str, Any]:
-    """The checkpoint in ``path``, read by PyTorch's safe unpickler; a damaged file is a NerError."""
-    try:
-        checkpoint = torch.load(path, map_location=device, weights_only=True)
-    except Exception as error:  # an untrusted file: torch and pickle raise many kinds on damaged input
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise NerError(f"{path}: not a checkpoint written by `ner train` ({reason})") from None
-    if not isinstance(checkpoint, dict):
-        raise NerError(f"{path}: not a checkpoint written by `ner train` (a {type(checkpoint).__name__})")
-    return checkpoint
-
-
-def _world_change(checkpoint: dict[str, Any], context: Context) -> str:
-    """A note for the log when a run resumes with another number of processes than it ran with. It continues
-    exactly (the batches are global and the gradients those of a whole batch) but for the dropout masks, drawn
-    per rank."""
-    before = checkpoint.get("world_size", 1)
-    if before == context.world_size:
-        return ""
-    return f"; it ran with {before} process(es), now {context.world_size}: dropout masks differ from an unbroken run"
-
-
-def _refuse_earlier_run(run_dir: Path) -> None:
-    """A new run never writes over an earlier one, finished, interrupted or broken; only a run killed before
-    its first epoch ended (nothing trained: no weights, checkpoint or metrics) starts over."""
-    found = [name for name in RUN_FILES if (run_dir / name).exists()]
-    if (run_dir / CHECKPOINT_FILE).exists():
-        raise NerError(f"{run_dir}: already holds a run; continue it with --resume {run_dir} "
-                       f"or choose another output.dir")
-    if any(path.is_dir() for path in run_dir.glob(f"{SEED_PREFIX}*")):
-        raise NerError(f"{run_dir}: already holds a multi-seed run; choose another output.dir")
-    untrained = META_FILE in found and not set(found) & {WEIGHTS_FILE, METRICS_LOG, METRICS_FILE}
-    if found and not untrained:
-        raise NerError(f"{run_dir}: already holds a run ({', '.join(found)}) with no {CHECKPOINT_FILE} to resume "
-                       f"from; choose another output.dir (or remove that run)")
-
-
-def _truncate_metrics_log(path: Path, last_epoch: int) -> None:
-    """Keep the epochs up to the checkpoint's; a line torn by a kill mid-write is dropped (and said so)."""
-    if not path.is_file():
-        return
-    kept = []
-    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
-        try:
-            epoch = json.loads(line)["epoch"]
-        except (ValueError, KeyError, TypeError):
-            log.warning("%s: dropping a torn line (the run was killed while writing it): %.60r", path, line)
-            continue
-        if isinstance(epoch, int) and epoch <= last_epoch:
-            kept.append(line)
-    write_text_atomic(path, "".join(line + "\n" for line in kept))
-
-
-def _append_jsonl(path: Path, record: dict[str, Any]) -> None:
-    append_line(path, json.dumps(record))

@@ -57,8 +57,9 @@ def read_yaml(path: Path) -> dict[str, Any]:
     if raw is None:
         return {}
     if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: expected a mapping of sections (data, model, training, output), "
-                          f"got {type(raw).__name__}")
+        raise ConfigError(
+            f"{path}: expected a mapping of sections (data, model, training, output), got {type(raw).__name__}"
+        )
     return raw
 
 
@@ -122,8 +123,11 @@ def apply_override(config: Any, key: str, value: Any, errors: list[str]) -> None
     for i, name in enumerate(parents):
         child = getattr(target, name, None) if name in _field_names(target) else None
         if not dataclasses.is_dataclass(child):
-            errors.append(f"command line: unknown key {key!r}{_suggest(name, _field_names(target))}"
-                          if child is None else f"command line: {'.'.join(parents[:i + 1])} is not a section")
+            errors.append(
+                f"command line: unknown key {key!r}{_suggest(name, _field_names(target))}"
+                if child is None
+                else f"command line: {'.'.join(parents[: i + 1])} is not a section"
+            )
             return
         target = child
     names = _field_names(target)
@@ -142,16 +146,24 @@ def apply_override(config: Any, key: str, value: Any, errors: list[str]) -> None
 
 def int_range(low: int, high: int | None = None) -> tuple[Callable[[Any], bool], str]:
     """An integer range (ints only: the types are checked before)."""
-    return ((lambda v: low <= v and (high is None or v <= high)),
-            f"an integer >= {low}" if high is None else f"an integer in [{low}, {high}]")
+    return (
+        (lambda v: low <= v and (high is None or v <= high)),
+        f"an integer >= {low}" if high is None else f"an integer in [{low}, {high}]",
+    )
 
 
-def number_range(low: float, high: float | None = None, *, low_open: bool = False,
-             high_open: bool = False) -> tuple[Callable[[Any], bool], str]:
+def number_range(
+    low: float, high: float | None = None, *, low_open: bool = False, high_open: bool = False
+) -> tuple[Callable[[Any], bool], str]:
     """A finite number range; ``low_open``/``high_open`` leave the bound out."""
+
     def inside(v: float) -> bool:
-        return (math.isfinite(v) and (v > low if low_open else v >= low)
-                and (high is None or (v < high if high_open else v <= high)))
+        return (
+            math.isfinite(v)
+            and (v > low if low_open else v >= low)
+            and (high is None or (v < high if high_open else v <= high))
+        )
+
     if high is None:
         return inside, f"a number {'>' if low_open else '>='} {low:g}"
     return inside, f"a number in {'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"

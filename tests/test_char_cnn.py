@@ -19,15 +19,16 @@ def _reference_cnn(cnn: CharCNN, ids: np.ndarray) -> np.ndarray:
         features = []
         for conv, (width, _count) in zip(cnn.convs, cnn.filters):
             if cnn.boundary_windows:  # own chars with width - 1 padding on both sides
-                padded = np.concatenate([np.zeros(width - 1, int), token[:max(length, 1)], np.zeros(width - 1, int)])
+                padded = np.concatenate([np.zeros(width - 1, int), token[: max(length, 1)], np.zeros(width - 1, int)])
             else:  # own chars, padded up to the widest filter
                 used = max(length, cnn.max_width)
                 padded = np.pad(token, (0, max(0, used - len(token))))[:used]
             chars = table[padded]  # (positions, dim)
             kernel = conv.weight.detach().double().numpy()  # (num, dim, width)
             bias = conv.bias.detach().double().numpy()
-            windows = [np.einsum("wc,ncw->n", chars[p:p + width], kernel) + bias
-                       for p in range(len(padded) - width + 1)]
+            windows = [
+                np.einsum("wc,ncw->n", chars[p : p + width], kernel) + bias for p in range(len(padded) - width + 1)
+            ]
             features.append(np.tanh(np.max(windows, axis=0)))
         rows.append(np.concatenate(features))
     x = np.stack(rows)
@@ -59,8 +60,15 @@ def test_words_shorter_than_the_widest_filter_are_padded(cnn: CharCNN) -> None:
 @pytest.mark.parametrize("boundary_windows", [False, True], ids=["own-chars", "boundary-windows"])
 def test_a_token_does_not_depend_on_how_far_its_batch_is_padded(boundary_windows: bool) -> None:
     torch.manual_seed(0)
-    cnn = CharCNN(20, 3, [(1, 2), (2, 3), (4, 2)], activation="tanh", highway_layers=2, projection_dim=5,
-                  boundary_windows=boundary_windows).double()
+    cnn = CharCNN(
+        20,
+        3,
+        [(1, 2), (2, 3), (4, 2)],
+        activation="tanh",
+        highway_layers=2,
+        projection_dim=5,
+        boundary_windows=boundary_windows,
+    ).double()
     ids = torch.tensor([[4, 7, 3, 0, 0, 0], [9, 0, 0, 0, 0, 0], [1, 2, 3, 4, 5, 6]])
     padded = torch.nn.functional.pad(ids, (0, 7))
     torch.testing.assert_close(cnn(padded), cnn(ids))

@@ -46,16 +46,20 @@ def test_help_lists_every_command(capsys: pytest.CaptureFixture[str]) -> None:
         assert command in out
 
 
-@pytest.mark.parametrize("content, where, expected", [
-    (b"", "", "empty file"),
-    (b"EU NNP I-ORG\nrejects VBZ\n", ":2", "expected 3 columns (as on line 1), got 2"),
-    (b"EU NNP X-ORG\n", ":1", "ill-formed tag 'X-ORG'"),
-    (b"EU NNP B-\n", ":1", "ill-formed tag 'B-'"),
-    (b"EU NNP I-ORG\nr\xe9jects VBZ O\n", ":2", "invalid UTF-8"),
-    (b"\x7fELF\x02\x01\x00\x00\x00", ":1", "looks like a binary file"),
-])
-def test_bad_training_file(tmp_path: Path, capsys: pytest.CaptureFixture[str], content: bytes, where: str,
-                           expected: str) -> None:
+@pytest.mark.parametrize(
+    "content, where, expected",
+    [
+        (b"", "", "empty file"),
+        (b"EU NNP I-ORG\nrejects VBZ\n", ":2", "expected 3 columns (as on line 1), got 2"),
+        (b"EU NNP X-ORG\n", ":1", "ill-formed tag 'X-ORG'"),
+        (b"EU NNP B-\n", ":1", "ill-formed tag 'B-'"),
+        (b"EU NNP I-ORG\nr\xe9jects VBZ O\n", ":2", "invalid UTF-8"),
+        (b"\x7fELF\x02\x01\x00\x00\x00", ":1", "looks like a binary file"),
+    ],
+)
+def test_bad_training_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], content: bytes, where: str, expected: str
+) -> None:
     """Each message is pinned exactly in test_conll.py; here: the CLI shows it as one line and writes nothing."""
     config = write_config(tmp_path, content)
     assert main(["train", str(config)]) == 2
@@ -76,17 +80,23 @@ def test_missing_training_file(tmp_path: Path, capsys: pytest.CaptureFixture[str
 
 def test_dev_tag_unseen_in_training(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     config = write_config(tmp_path, GOOD, dev="Paris NNP B-NP I-LOC\n")
-    fails_with(capsys, ["train", str(config)],
-               f"{tmp_path / 'dev.txt'}:1: tag 'I-LOC' has entity type 'LOC', unseen in training: expected one "
-               "of the training types (ORG, PER); set data.unseen_tags: O to map unseen types to O")
+    fails_with(
+        capsys,
+        ["train", str(config)],
+        f"{tmp_path / 'dev.txt'}:1: tag 'I-LOC' has entity type 'LOC', unseen in training: expected one "
+        "of the training types (ORG, PER); set data.unseen_tags: O to map unseen types to O",
+    )
     assert not (tmp_path / "out").exists()
 
 
-@pytest.mark.parametrize("extra, message", [
-    ("training:\n  epochs: x", "{config}: training.epochs: expected an integer, got str 'x'"),
-    ("training:\n  epochz: 3", "{config}: unknown key 'training.epochz' (did you mean 'epochs'?)"),
-    ("training: [", "{config}:6: YAML syntax error: expected the node content, but found '<stream end>'"),
-])
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        ("training:\n  epochs: x", "{config}: training.epochs: expected an integer, got str 'x'"),
+        ("training:\n  epochz: 3", "{config}: unknown key 'training.epochz' (did you mean 'epochs'?)"),
+        ("training: [", "{config}:6: YAML syntax error: expected the node content, but found '<stream end>'"),
+    ],
+)
 def test_bad_config(tmp_path: Path, capsys: pytest.CaptureFixture[str], extra: str, message: str) -> None:
     config = write_config(tmp_path, GOOD, extra=extra)
     fails_with(capsys, ["train", str(config)], message.format(config=config))
@@ -94,15 +104,21 @@ def test_bad_config(tmp_path: Path, capsys: pytest.CaptureFixture[str], extra: s
 
 def test_bad_override(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     config = write_config(tmp_path, GOOD)
-    fails_with(capsys, ["train", str(config), "training.epochs=three"],
-               "command line: training.epochs: expected an integer, got str 'three'")
+    fails_with(
+        capsys,
+        ["train", str(config), "training.epochs=three"],
+        "command line: training.epochs: expected an integer, got str 'three'",
+    )
 
 
 def test_overrides_may_follow_an_option(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     config = write_config(tmp_path, GOOD)
     lm_config = REPO / "configs" / "lm_reuters.yaml"
-    fails_with(capsys, ["pretrain-lm", str(lm_config), "--resume", "training.epochz=1"],
-               "command line: unknown key 'training.epochz' (did you mean 'epochs'?)")
+    fails_with(
+        capsys,
+        ["pretrain-lm", str(lm_config), "--resume", "training.epochz=1"],
+        "command line: unknown key 'training.epochz' (did you mean 'epochs'?)",
+    )
     with pytest.raises(SystemExit) as exit_:
         main(["train", str(config), "--resume", str(tmp_path / "out"), "--bogus"])
     assert exit_.value.code == 2 and "unrecognized arguments: --bogus" in capsys.readouterr().err
@@ -115,8 +131,9 @@ def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
-def test_evaluate_writes_metrics_and_predictions(run_dir: Path, tmp_path: Path,
-                                                 capsys: pytest.CaptureFixture[str]) -> None:
+def test_evaluate_writes_metrics_and_predictions(
+    run_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     predictions = tmp_path / "pred.conll"
     assert main(["evaluate", str(run_dir), str(SAMPLE_DATA / "dev.txt"), "--output", str(predictions)]) == 0
     out = capsys.readouterr().out
@@ -130,44 +147,61 @@ def test_evaluate_writes_metrics_and_predictions(run_dir: Path, tmp_path: Path,
     assert rows and all(len(row) == 3 for row in rows)
 
 
-def test_evaluate_file_with_tags_the_model_never_saw(run_dir: Path, tmp_path: Path,
-                                                     capsys: pytest.CaptureFixture[str]) -> None:
+def test_evaluate_file_with_tags_the_model_never_saw(
+    run_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     data = tmp_path / "gold.txt"
     data.write_text("Acme NNP B-NP I-ORG\nCorp NNP I-NP I-PRODUCT\n")
-    fails_with(capsys, ["evaluate", str(run_dir), str(data)],
-               f"{data}:2: tag 'I-PRODUCT' has entity type 'PRODUCT', unseen in training: expected one of the "
-               "training types (LOC, MISC, ORG, PER); set data.unseen_tags: O to map unseen types to O")
+    fails_with(
+        capsys,
+        ["evaluate", str(run_dir), str(data)],
+        f"{data}:2: tag 'I-PRODUCT' has entity type 'PRODUCT', unseen in training: expected one of the "
+        "training types (LOC, MISC, ORG, PER); set data.unseen_tags: O to map unseen types to O",
+    )
 
 
-def test_evaluate_run_directory_without_weights(run_dir: Path, tmp_path: Path,
-                                                capsys: pytest.CaptureFixture[str]) -> None:
+def test_evaluate_run_directory_without_weights(
+    run_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     broken = tmp_path / "broken"
     shutil.copytree(run_dir, broken)
     (broken / "model.pt").unlink()
-    fails_with(capsys, ["evaluate", str(broken), str(SAMPLE_DATA / "dev.txt")],
-               f"{broken}: missing model.pt (expected a run directory written by `ner train`)")
+    fails_with(
+        capsys,
+        ["evaluate", str(broken), str(SAMPLE_DATA / "dev.txt")],
+        f"{broken}: missing model.pt (expected a run directory written by `ner train`)",
+    )
 
 
-def test_evaluate_run_from_an_incompatible_version(run_dir: Path, tmp_path: Path,
-                                                   capsys: pytest.CaptureFixture[str]) -> None:
+def test_evaluate_run_from_an_incompatible_version(
+    run_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     old = tmp_path / "old"
     shutil.copytree(run_dir, old)
     config = old / "config.yaml"
     config.write_text(config.read_text().replace("version: 1", "version: 0"))
-    fails_with(capsys, ["evaluate", str(old), str(SAMPLE_DATA / "dev.txt")],
-               f"{config}: version: config version 0 is not supported by this ner (expected 1) "
-               "(the run was written by an incompatible version of ner)")
+    fails_with(
+        capsys,
+        ["evaluate", str(old), str(SAMPLE_DATA / "dev.txt")],
+        f"{config}: version: config version 0 is not supported by this ner (expected 1) "
+        "(the run was written by an incompatible version of ner)",
+    )
 
 
 def test_train_py_is_ner_train(tmp_path: Path) -> None:
-    result = subprocess.run([sys.executable, str(REPO / "train.py"), str(tmp_path / "missing.yaml")],
-                            capture_output=True, text=True, cwd=REPO)
+    result = subprocess.run(
+        [sys.executable, str(REPO / "train.py"), str(tmp_path / "missing.yaml")],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+    )
     assert result.returncode == 2
     assert result.stderr == f"error: {tmp_path / 'missing.yaml'}: config file not found\n"
 
 
-def test_a_file_the_system_refuses_is_one_line(monkeypatch: pytest.MonkeyPatch,
-                                               capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_file_the_system_refuses_is_one_line(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     """Permissions, a full disk: an OSError naming a file is one line with exit status 2 too."""
     import ner.cli
 

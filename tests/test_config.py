@@ -41,9 +41,18 @@ def test_defaults_fill_every_section(tmp_path: Path) -> None:
 def test_required_keys_are_overridable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
     path = write(tmp_path, "data:\n  train: a.txt\n")
-    config = load_config(path, ["data.train=x/train.txt", "data.dev=dev.txt", "data.test=/abs/test.txt",
-                                "training.epochs=3", "training.seed=7", "output.dir=out",
-                                "model.lstm.hidden_size=64"])
+    config = load_config(
+        path,
+        [
+            "data.train=x/train.txt",
+            "data.dev=dev.txt",
+            "data.test=/abs/test.txt",
+            "training.epochs=3",
+            "training.seed=7",
+            "output.dir=out",
+            "model.lstm.hidden_size=64",
+        ],
+    )
     assert config.data.train == str(tmp_path / "x" / "train.txt")
     assert config.data.dev == str(tmp_path / "dev.txt")
     assert config.data.test == "/abs/test.txt"
@@ -71,20 +80,27 @@ def test_int_is_accepted_for_float(tmp_path: Path) -> None:
     assert config.training.lr == 1.0 and isinstance(config.training.lr, float)
 
 
-@pytest.mark.parametrize("text, message", [
-    ("training:\n  epochs: [1\n", "{path}:3: YAML syntax error: expected ',' or ']', but got '<stream end>'"),
-    ("model:\n  lstm:\n    hiden_size: 3\n",
-     "{path}: unknown key 'model.lstm.hiden_size' (did you mean 'hidden_size'?)"),
-    ("trainin:\n  epochs: 3\n", "{path}: unknown key 'trainin' (did you mean 'training'?)"),
-    ("training:\n  epochs: three\n", "{path}: training.epochs: expected an integer, got str 'three'"),
-    ("training:\n  lr: yes\n", "{path}: training.lr: expected a number, got bool True"),
-    ("training:\n  optimizer: rmsprop\n",
-     "{path}: training.optimizer: expected one of 'sgd', 'adam', got str 'rmsprop'"),
-    ("model: 3\n", "{path}: model: expected a mapping, got int 3"),
-    ("- a\n- b\n", "{path}: expected a mapping of sections (data, model, training, output), got list"),
-    ("training:\n  epochs: 0\n", "{path}: training.epochs: expected an integer >= 1, got 0"),
-    ("version: 9\n", "{path}: version: config version 9 is not supported by this ner (expected 1)"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("training:\n  epochs: [1\n", "{path}:3: YAML syntax error: expected ',' or ']', but got '<stream end>'"),
+        (
+            "model:\n  lstm:\n    hiden_size: 3\n",
+            "{path}: unknown key 'model.lstm.hiden_size' (did you mean 'hidden_size'?)",
+        ),
+        ("trainin:\n  epochs: 3\n", "{path}: unknown key 'trainin' (did you mean 'training'?)"),
+        ("training:\n  epochs: three\n", "{path}: training.epochs: expected an integer, got str 'three'"),
+        ("training:\n  lr: yes\n", "{path}: training.lr: expected a number, got bool True"),
+        (
+            "training:\n  optimizer: rmsprop\n",
+            "{path}: training.optimizer: expected one of 'sgd', 'adam', got str 'rmsprop'",
+        ),
+        ("model: 3\n", "{path}: model: expected a mapping, got int 3"),
+        ("- a\n- b\n", "{path}: expected a mapping of sections (data, model, training, output), got list"),
+        ("training:\n  epochs: 0\n", "{path}: training.epochs: expected an integer >= 1, got 0"),
+        ("version: 9\n", "{path}: version: config version 9 is not supported by this ner (expected 1)"),
+    ],
+)
 def test_bad_config_message(tmp_path: Path, text: str, message: str) -> None:
     path = write(tmp_path, text)
     with pytest.raises(ConfigError) as error:
@@ -96,18 +112,23 @@ def test_all_problems_are_reported_together(tmp_path: Path) -> None:
     path = write(tmp_path, "training:\n  epochs: x\n  sed: 1\n")
     with pytest.raises(ConfigError) as error:
         load_config(path, ["model.lstm.num_layers=two"])
-    assert str(error.value) == (f"{path}: training.epochs: expected an integer, got str 'x'; "
-                                f"{path}: unknown key 'training.sed' (did you mean 'seed'?); "
-                                "command line: model.lstm.num_layers: expected an integer, got str 'two'")
+    assert str(error.value) == (
+        f"{path}: training.epochs: expected an integer, got str 'x'; "
+        f"{path}: unknown key 'training.sed' (did you mean 'seed'?); "
+        "command line: model.lstm.num_layers: expected an integer, got str 'two'"
+    )
 
 
-@pytest.mark.parametrize("override, message", [
-    ("--epochs=3", "override '--epochs=3': options are given as key=value, e.g. training.epochs=3"),
-    ("training.epochs", "override 'training.epochs': expected key=value, e.g. training.epochs=3"),
-    ("training.epoch=3", "command line: unknown key 'training.epoch' (did you mean 'epochs'?)"),
-    ("model.lstm=3", "command line: model.lstm is a section; set one of its keys, e.g. model.lstm.hidden_size=..."),
-    ("nothing.epochs=3", "command line: unknown key 'nothing.epochs'"),
-])
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("--epochs=3", "override '--epochs=3': options are given as key=value, e.g. training.epochs=3"),
+        ("training.epochs", "override 'training.epochs': expected key=value, e.g. training.epochs=3"),
+        ("training.epoch=3", "command line: unknown key 'training.epoch' (did you mean 'epochs'?)"),
+        ("model.lstm=3", "command line: model.lstm is a section; set one of its keys, e.g. model.lstm.hidden_size=..."),
+        ("nothing.epochs=3", "command line: unknown key 'nothing.epochs'"),
+    ],
+)
 def test_bad_override_message(tmp_path: Path, override: str, message: str) -> None:
     path = write(tmp_path, "")
     with pytest.raises(ConfigError) as error:
@@ -121,32 +142,42 @@ def test_missing_config_file(tmp_path: Path) -> None:
 
 
 def test_saved_config_round_trips(tmp_path: Path) -> None:
-    config = load_config(write(tmp_path, "model:\n  char_cnn:\n    filters: [[2, 5], [3, 7]]\n"),
-                         ["training.epochs=4"])
+    config = load_config(write(tmp_path, "model:\n  char_cnn:\n    filters: [[2, 5], [3, 7]]\n"), ["training.epochs=4"])
     save_config(config, tmp_path / "saved.yaml")
     raw = yaml.safe_load((tmp_path / "saved.yaml").read_text())
     again = config_from_dict(raw, base_dir=Path("/elsewhere"), origin="saved.yaml")
     assert config_to_dict(again) == config_to_dict(config)
 
 
-@pytest.mark.parametrize("override, message", [
-    ("training.grad_clip=-1", "training.grad_clip: expected a number >= 0, got -1.0"),
-    ("training.lr_decay=-0.5", "training.lr_decay: expected a number >= 0, got -0.5"),
-    ("training.patience=-1", "training.patience: expected an integer >= 0, got -1"),
-    ("training.momentum=-0.9", "training.momentum: expected a number in [0, 1), got -0.9"),
-    ("training.weight_decay=-0.0001", "training.weight_decay: expected a number >= 0, got -0.0001"),
-    ("training.threads=-2", "training.threads: expected an integer in [0, 1024], got -2"),
-    ("training.seed=18446744073709551616",
-     "training.seed: expected an integer in [0, 9223372036854775807], got 18446744073709551616"),
-    ("training.lr=.nan", "training.lr: expected a number > 0, got nan"),
-    ("model.dropout=.inf", "model.dropout: expected a number in [0, 1), got inf"),
-    ("model.lstm.hidden_size=-3", "model.lstm.hidden_size: expected an integer in [1, 65536], got -3"),
-    ("model.embeddings.casing_dim=-1", "model.embeddings.casing_dim: expected an integer in [0, 65536], got -1"),
-    ("model.char_cnn.filters=[[3, -1]]", "model.char_cnn.filters: expected at most 64 [width, count] pairs, "
-                                         "width in [1, 64], count in [1, 65536], got [[3, -1]]"),
-    ("model.char_cnn.filters=[]", "model.char_cnn.filters: expected at least one [width, count] pair (or "
-                                  "model.char_cnn.dim: 0, no character features)"),
-])
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("training.grad_clip=-1", "training.grad_clip: expected a number >= 0, got -1.0"),
+        ("training.lr_decay=-0.5", "training.lr_decay: expected a number >= 0, got -0.5"),
+        ("training.patience=-1", "training.patience: expected an integer >= 0, got -1"),
+        ("training.momentum=-0.9", "training.momentum: expected a number in [0, 1), got -0.9"),
+        ("training.weight_decay=-0.0001", "training.weight_decay: expected a number >= 0, got -0.0001"),
+        ("training.threads=-2", "training.threads: expected an integer in [0, 1024], got -2"),
+        (
+            "training.seed=18446744073709551616",
+            "training.seed: expected an integer in [0, 9223372036854775807], got 18446744073709551616",
+        ),
+        ("training.lr=.nan", "training.lr: expected a number > 0, got nan"),
+        ("model.dropout=.inf", "model.dropout: expected a number in [0, 1), got inf"),
+        ("model.lstm.hidden_size=-3", "model.lstm.hidden_size: expected an integer in [1, 65536], got -3"),
+        ("model.embeddings.casing_dim=-1", "model.embeddings.casing_dim: expected an integer in [0, 65536], got -1"),
+        (
+            "model.char_cnn.filters=[[3, -1]]",
+            "model.char_cnn.filters: expected at most 64 [width, count] pairs, "
+            "width in [1, 64], count in [1, 65536], got [[3, -1]]",
+        ),
+        (
+            "model.char_cnn.filters=[]",
+            "model.char_cnn.filters: expected at least one [width, count] pair (or "
+            "model.char_cnn.dim: 0, no character features)",
+        ),
+    ],
+)
 def test_out_of_range_values_blame_where_they_came_from(tmp_path: Path, override: str, message: str) -> None:
     """On the command line, the command line; in the file, the file (``key: value`` written there)."""
     with pytest.raises(ConfigError) as error:
@@ -164,21 +195,28 @@ def test_out_of_range_values_blame_where_they_came_from(tmp_path: Path, override
     assert str(error.value) == f"{path}: {message}"
 
 
-_VALUES = (st.integers(-2**70, 2**70) | st.floats(allow_nan=True, allow_infinity=True) | st.booleans()
-           | st.none() | st.text(max_size=5) | st.lists(st.integers(-3, 2**65) | st.lists(st.integers(-3, 70)),
-                                                         max_size=4))
+_VALUES = (
+    st.integers(-(2**70), 2**70)
+    | st.floats(allow_nan=True, allow_infinity=True)
+    | st.booleans()
+    | st.none()
+    | st.text(max_size=5)
+    | st.lists(st.integers(-3, 2**65) | st.lists(st.integers(-3, 70)), max_size=4)
+)
 
 
 @settings(max_examples=50, deadline=None)
 @given(key=st.sampled_from(sorted(RANGES)), value=_VALUES, on_command_line=st.booleans())
-def test_fuzzed_values_load_in_range_or_are_refused_naming_the_key(tmp_path_factory: pytest.TempPathFactory,
-                                                                   key: str, value: object,
-                                                                   on_command_line: bool) -> None:
+def test_fuzzed_values_load_in_range_or_are_refused_naming_the_key(
+    tmp_path_factory: pytest.TempPathFactory, key: str, value: object, on_command_line: bool
+) -> None:
     folder = tmp_path_factory.mktemp("fuzz")
     *sections, leaf = key.split(".")
     if on_command_line:
-        path, overrides = write(folder, ""), [f"{key}={yaml.safe_dump(value, default_flow_style=True)}"
-                                             .removesuffix("\n...\n").strip()]
+        path, overrides = (
+            write(folder, ""),
+            [f"{key}={yaml.safe_dump(value, default_flow_style=True)}".removesuffix("\n...\n").strip()],
+        )
     else:
         nested: dict = {leaf: value}
         for name in reversed(sections):

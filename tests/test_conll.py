@@ -118,8 +118,9 @@ class TestWriting:
         predicted = [["S-PER", "O", "O", "S-LOC", "O"], ["B-PER", "E-PER", "O"]]
         write_conll(corpus.with_tags(predicted, "BIOES"), tmp_path / "out.txt")
         assert (tmp_path / "out.txt").read_text() == (
-            CONLL2003_LIKE.replace("Voss NNP I-NP I-PER", "Voss NNP I-NP O")
-            .replace("Brenn NNP I-NP B-PER", "Brenn NNP I-NP I-PER")
+            CONLL2003_LIKE.replace("Voss NNP I-NP I-PER", "Voss NNP I-NP O").replace(
+                "Brenn NNP I-NP B-PER", "Brenn NNP I-NP I-PER"
+            )
         )
 
     def test_untagged_corpus_gains_a_tag_column(self, tmp_path: Path) -> None:

@@ -26,8 +26,10 @@ def conll2003_dir() -> Path:
     folder = shared / "data" / "conll2003"
     missing = [name for name in ("train.txt", "dev.txt", "test.txt") if not (folder / name).is_file()]
     if missing:
-        reason = (f"CoNLL-2003 not found: {folder} lacks {', '.join(missing)}. Put the shared folder beside the "
-                  "repository (../shared) or set NER_SHARED_DIR to it.")
+        reason = (
+            f"CoNLL-2003 not found: {folder} lacks {', '.join(missing)}. Put the shared folder beside the "
+            "repository (../shared) or set NER_SHARED_DIR to it."
+        )
         if corpus_required():
             pytest.fail(reason + " (required: CI or NER_REQUIRE_CORPUS is set)", pytrace=False)
         pytest.skip(reason)

@@ -138,8 +138,11 @@ def test_allowed_transitions_named_cases():
         (["O"], "BILOU", "unknown tag scheme 'BILOU': expected one of IOB1, IOB2, BIOES"),
         (["O", "<pad>"], "IOB2", "tag '<pad>' at index 1 is not valid in scheme IOB2: expected O or B-TYPE, I-TYPE"),
         (["E-PER"], "IOB2", "tag 'E-PER' at index 0 is not valid in scheme IOB2: expected O or B-TYPE, I-TYPE"),
-        (["O", "B-"], "BIOES", "tag 'B-' at index 1 is not valid in scheme BIOES: expected O or B-TYPE, I-TYPE, "
-         "E-TYPE, S-TYPE"),
+        (
+            ["O", "B-"],
+            "BIOES",
+            "tag 'B-' at index 1 is not valid in scheme BIOES: expected O or B-TYPE, I-TYPE, E-TYPE, S-TYPE",
+        ),
         (["O", "B-PER", "O"], "IOB2", "tag_names must be distinct, got 'O' more than once"),
     ],
 )
@@ -231,8 +234,10 @@ def test_span_probabilities_of_decoded_spans_and_empty_input():
     emissions[0, 1, 1] -= 6.0
     emissions[0, 1, 2] += 6.0  # ... except I-PER at step 1
     decoded = crf.decode(emissions, mask)
-    spans = [sorted(spans_of([tags[i] for i in decoded[b, :n].tolist()], "IOB2"), key=lambda s: s[1]) for b, n in
-             enumerate([4, 3])]
+    spans = [
+        sorted(spans_of([tags[i] for i in decoded[b, :n].tolist()], "IOB2"), key=lambda s: s[1])
+        for b, n in enumerate([4, 3])
+    ]
     assert spans[0][0] == ("PER", 0, 2)
     probabilities = crf.span_probabilities(emissions, mask, spans, tags, "IOB2")
     assert all(0.0 < p <= 1.0 for row in probabilities for p in row)

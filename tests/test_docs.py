@@ -50,6 +50,10 @@ def test_citation_pattern() -> None:
 def test_cited_markdown_files_exist_in_the_repository() -> None:
     citations = _citations()
     assert "elmo.md" in citations["ner/elmo/bilm.py"]  # the scan sees docstrings
-    missing = sorted(f"{file}: {name}" for file, names in citations.items() for name in names
-                     if not (ROOT / name).is_file() and not (ROOT / "docs" / name).is_file())
+    missing = sorted(
+        f"{file}: {name}"
+        for file, names in citations.items()
+        for name in names
+        if not (ROOT / name).is_file() and not (ROOT / "docs" / name).is_file()
+    )
     assert missing == []

@@ -32,10 +32,22 @@ def _write_published_layout(directory: Path, seed: int = 0) -> tuple[Path, Path]
     rng = np.random.default_rng(seed)
     n = sum(num for _, num in FILTERS)
     options = {
-        "lstm": {"use_skip_connections": True, "projection_dim": P, "cell_clip": CELL_CLIP, "proj_clip": PROJ_CLIP,
-                 "dim": D, "n_layers": N_LAYERS},
-        "char_cnn": {"activation": "tanh", "filters": FILTERS, "n_highway": N_HIGHWAY, "embedding": {"dim": CHAR_DIM},
-                     "n_characters": 262, "max_characters_per_token": 50},
+        "lstm": {
+            "use_skip_connections": True,
+            "projection_dim": P,
+            "cell_clip": CELL_CLIP,
+            "proj_clip": PROJ_CLIP,
+            "dim": D,
+            "n_layers": N_LAYERS,
+        },
+        "char_cnn": {
+            "activation": "tanh",
+            "filters": FILTERS,
+            "n_highway": N_HIGHWAY,
+            "embedding": {"dim": CHAR_DIM},
+            "n_characters": 262,
+            "max_characters_per_token": 50,
+        },
     }
     options_path, weights_path = directory / "options.json", directory / "weights.hdf5"
     options_path.write_text(json.dumps(options))
@@ -89,9 +101,12 @@ def _reference_layers(weights_path: Path, tokens: list[str]) -> tuple[list[np.nd
     features = []
     for i, (width, _count) in enumerate(FILTERS):
         kernel = w[f"CNN/W_cnn_{i}"][0]  # (width, cd, num)
-        conv = np.stack([
-            sum(chars[:, start + k] @ kernel[k] for k in range(width)) for start in range(50 - width + 1)
-        ], axis=1) + w[f"CNN/b_cnn_{i}"]  # (n + 2, positions, num)
+        conv = (
+            np.stack(
+                [sum(chars[:, start + k] @ kernel[k] for k in range(width)) for start in range(50 - width + 1)], axis=1
+            )
+            + w[f"CNN/b_cnn_{i}"]
+        )  # (n + 2, positions, num)
         features.append(np.tanh(conv.max(axis=1)))
     x = np.concatenate(features, axis=-1)
     for k in range(N_HIGHWAY):
@@ -167,8 +182,9 @@ class TestCharIds:
 
 class TestAgainstReference:
     @pytest.mark.parametrize("dtype, tolerance", [(torch.float32, 1e-5), (torch.float64, 1e-10)])
-    def test_every_layer_matches_numpy_spec(self, published: tuple[Path, Path], dtype: torch.dtype,
-                                            tolerance: float) -> None:
+    def test_every_layer_matches_numpy_spec(
+        self, published: tuple[Path, Path], dtype: torch.dtype, tolerance: float
+    ) -> None:
         bilm = BiLM.from_allennlp(*published).to(dtype)
         with torch.no_grad():
             layers, mask = bilm(batch_to_char_ids(SENTENCES))
@@ -258,8 +274,11 @@ class TestWeightFiles:
         options["lstm"]["dim"] = D + 1
         wrong = tmp_path / "options.json"
         wrong.write_text(json.dumps(options))
-        with pytest.raises(NerError, match=r"dataset 'RNN_0/RNN/MultiRNNCell/Cell0/LSTMCell/W_0' has shape "
-                                           r"\(12, 40\), the options file implies \(12, 44\)"):
+        with pytest.raises(
+            NerError,
+            match=r"dataset 'RNN_0/RNN/MultiRNNCell/Cell0/LSTMCell/W_0' has shape "
+            r"\(12, 40\), the options file implies \(12, 44\)",
+        ):
             BiLM.from_allennlp(wrong, published[1])
 
     def test_options_without_skip_connections(self, tmp_path: Path) -> None:
@@ -289,6 +308,7 @@ def test_committed_adapted_bilm_is_the_reuters_architecture_with_other_weights()
     models = Path(__file__).resolve().parents[1] / "models"
     reuters, adapted = BiLM.load(models / "lm_reuters"), BiLM.load(models / "lm_reuters_conll2003")
     assert adapted.options == reuters.options
-    changed = [name for name, weight in adapted.state_dict().items()
-               if not torch.equal(weight, reuters.state_dict()[name])]
+    changed = [
+        name for name, weight in adapted.state_dict().items() if not torch.equal(weight, reuters.state_dict()[name])
+    ]
     assert len(changed) == len(reuters.state_dict())  # fine-tuning moved every tensor

@@ -13,15 +13,18 @@ from ner.elmo import BiLM, BiLMOptions, Elmo, ElmoCache, batch_to_char_ids
 from ner.elmo.cache import cache_key
 
 SENTENCES = [
-    ["EU", "rejects", "German", "call"], [], ["Peter", "Blackburn"], ["a"], ["BRUSSELS", "1996-08-22", "x", "y", "z"],
+    ["EU", "rejects", "German", "call"],
+    [],
+    ["Peter", "Blackburn"],
+    ["a"],
+    ["BRUSSELS", "1996-08-22", "x", "y", "z"],
 ]
 
 
 @pytest.fixture(scope="module")
 def bilm() -> BiLM:
     torch.manual_seed(0)
-    options = BiLMOptions(filters=[(1, 4), (2, 4), (3, 8)], char_dim=4, highway_layers=1, projection_dim=6,
-                          lstm_dim=8)
+    options = BiLMOptions(filters=[(1, 4), (2, 4), (3, 8)], char_dim=4, highway_layers=1, projection_dim=6, lstm_dim=8)
     return BiLM(options).eval()
 
 

@@ -17,10 +17,26 @@ from ner.errors import ConfigError, NerError
 
 SMOKE_CONFIG = {
     "data": {"train": "text.txt", "heldout_sentences": 40, "min_count": 2},
-    "model": {"filters": [[1, 8], [2, 8], [3, 16]], "char_dim": 8, "highway_layers": 1, "projection_dim": 16,
-              "lstm_dim": 32, "num_layers": 2, "dropout": 0.0, "softmax_cutoffs": [12]},
-    "training": {"epochs": 3, "batch_tokens": 300, "bptt": 6, "lr": 0.01, "eval_every": 4,
-                 "checkpoint_every": 5, "progress": False, "seed": 3},
+    "model": {
+        "filters": [[1, 8], [2, 8], [3, 16]],
+        "char_dim": 8,
+        "highway_layers": 1,
+        "projection_dim": 16,
+        "lstm_dim": 32,
+        "num_layers": 2,
+        "dropout": 0.0,
+        "softmax_cutoffs": [12],
+    },
+    "training": {
+        "epochs": 3,
+        "batch_tokens": 300,
+        "bptt": 6,
+        "lr": 0.01,
+        "eval_every": 4,
+        "checkpoint_every": 5,
+        "progress": False,
+        "seed": 3,
+    },
     "output_dir": "run",
 }
 
@@ -115,28 +131,35 @@ def test_run_killed_mid_schedule_resumes_exactly(tmp_path: Path, monkeypatch: py
         assert torch.equal(a[key], b[key]), key
 
 
-def test_init_from_starts_at_another_runs_bilm_and_warmup_freezes_it(tmp_path: Path,
-                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+def test_init_from_starts_at_another_runs_bilm_and_warmup_freezes_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     torch.set_num_threads(1)
     monkeypatch.chdir(tmp_path)  # command-line paths resolve against the working directory
     pretrain_lm(_config(tmp_path, max_steps=6, eval_every=100))
     start = torch.load(tmp_path / "run" / "bilm.pt", weights_only=True)
-    frozen = pretrain_lm(_config(tmp_path, max_steps=4, eval_every=100),
-                         ["output_dir=frozen", "training.init_from=run", "training.softmax_warmup_steps=4"])
+    frozen = pretrain_lm(
+        _config(tmp_path, max_steps=4, eval_every=100),
+        ["output_dir=frozen", "training.init_from=run", "training.softmax_warmup_steps=4"],
+    )
     for key, value in torch.load(Path("frozen") / "bilm.pt", weights_only=True).items():
         assert torch.equal(value, start[key]), key  # only the new softmax was trained
     fresh = pretrain_lm(_config(tmp_path, max_steps=4, eval_every=100), ["output_dir=fresh"])
     assert frozen["heldout_ppl_forward"] < fresh["heldout_ppl_forward"]  # 6 + 4 steps of biLM training beat 4
-    with pytest.raises(ConfigError, match=r"training.init_from: .*run holds a biLM of another architecture than "
-                                          r"the model section"):
-        pretrain_lm(_config(tmp_path, max_steps=1), ["output_dir=other", "training.init_from=run",
-                                                     "model.lstm_dim=48"])
+    with pytest.raises(
+        ConfigError,
+        match=r"training.init_from: .*run holds a biLM of another architecture than "
+        r"the model section",
+    ):
+        pretrain_lm(_config(tmp_path, max_steps=1), ["output_dir=other", "training.init_from=run", "model.lstm_dim=48"])
 
 
 def test_conll_text_reads_first_column_without_docstart(tmp_path: Path) -> None:
     path = tmp_path / "train.txt"
-    path.write_text("-DOCSTART- -X- -X- O\n\nEU NNP B-NP B-ORG\nrejects VBZ B-VP O\n\n"
-                    "Peter NNP B-NP B-PER\n\n-DOCSTART- -X- -X- O\n\nBlackburn NNP B-NP B-PER\n")
+    path.write_text(
+        "-DOCSTART- -X- -X- O\n\nEU NNP B-NP B-ORG\nrejects VBZ B-VP O\n\n"
+        "Peter NNP B-NP B-PER\n\n-DOCSTART- -X- -X- O\n\nBlackburn NNP B-NP B-PER\n"
+    )
     assert read_sentences(path, "conll") == [["EU", "rejects"], ["Peter"], ["Blackburn"]]
     (tmp_path / "plain.txt").write_text("EU rejects\n\nPeter\n")
     assert read_sentences(tmp_path / "plain.txt") == [["EU", "rejects"], ["Peter"]]

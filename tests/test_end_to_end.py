@@ -11,11 +11,12 @@ import pytest
 import torch
 from test_sources import TRAIN_ROWS, VALIDATION_ROWS, offline, save_dataset  # noqa: F401  (offline: a fixture)
 
+from ner.checkpoints import METRICS_FILE, METRICS_LOG
 from ner.data.conll import read_conll
 from ner.elmo import BiLM, BiLMOptions
 from ner.evaluation import evaluate_run
 from ner.model import Tagger
-from ner.training import METRICS_FILE, METRICS_LOG, train_from_config
+from ner.training import train_from_config
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "configs" / "sample.yaml"
@@ -31,11 +32,18 @@ def elmo_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The sample corpus, 2 epochs, with a frozen tiny biLM whose layers training caches (in float32)."""
     folder = tmp_path_factory.mktemp("elmo")
     torch.manual_seed(0)
-    options = BiLMOptions(filters=[(1, 4), (2, 4), (3, 8)], char_dim=4, highway_layers=1, projection_dim=6,
-                          lstm_dim=8)
+    options = BiLMOptions(filters=[(1, 4), (2, 4), (3, 8)], char_dim=4, highway_layers=1, projection_dim=6, lstm_dim=8)
     BiLM(options).save(folder / "bilm")
-    train_from_config(SAMPLE, [*TINY, "training.epochs=2", f"model.elmo.pretrained_dir={folder / 'bilm'}",
-                               "model.elmo.cache_dtype=float32", f"output.dir={folder / 'run'}"])
+    train_from_config(
+        SAMPLE,
+        [
+            *TINY,
+            "training.epochs=2",
+            f"model.elmo.pretrained_dir={folder / 'bilm'}",
+            "model.elmo.cache_dtype=float32",
+            f"output.dir={folder / 'run'}",
+        ],
+    )
     return folder / "run"
 
 
@@ -64,16 +72,25 @@ def test_loaded_elmo_tagger_tags_the_same_from_the_cache_and_from_the_bilm(elmo_
     assert tagger.predict_encoded(cached) == tagger.predict_encoded(tagger.encode(sentences))
     text = "Maren Quist scored twice for Versk United in Oslo.\nEU rejects German call."
     for entity in tagger.tag(text):
-        assert text[entity["start"]:entity["end"]] == entity["text"] and 0.0 < entity["score"] <= 1.0
+        assert text[entity["start"] : entity["end"]] == entity["text"] and 0.0 < entity["score"] <= 1.0
 
 
 def test_sgd_decays_its_rate_and_stops_early(tmp_path: Path) -> None:
     """A rate too small to change a prediction: dev F1 never improves on epoch 1, so patience 2 ends the run
     after epoch 3 of 10, and the rate of each epoch is lr / (1 + lr_decay * (epoch - 1))."""
     lr, decay = 1e-9, 0.5
-    metrics = train_from_config(SAMPLE, [*TINY, "training.epochs=10", "training.optimizer=sgd",
-                                         f"training.lr={lr:.10f}", f"training.lr_decay={decay}",
-                                         "training.patience=2", f"output.dir={tmp_path / 'run'}"])
+    metrics = train_from_config(
+        SAMPLE,
+        [
+            *TINY,
+            "training.epochs=10",
+            "training.optimizer=sgd",
+            f"training.lr={lr:.10f}",
+            f"training.lr_decay={decay}",
+            "training.patience=2",
+            f"output.dir={tmp_path / 'run'}",
+        ],
+    )
     records = epochs(tmp_path / "run")
     assert [record["epoch"] for record in records] == [1, 2, 3]
     assert metrics["best_epoch"] == 1 and metrics["epochs"] == 3
@@ -84,16 +101,30 @@ def test_sgd_decays_its_rate_and_stops_early(tmp_path: Path) -> None:
 
 @pytest.mark.usefixtures("offline")
 def test_a_hugging_face_dataset_trains_like_conll_files(tmp_path: Path) -> None:
-    dataset = save_dataset(tmp_path / "toy", {"train": TRAIN_ROWS, "validation": VALIDATION_ROWS,
-                                              "test": VALIDATION_ROWS})
+    dataset = save_dataset(
+        tmp_path / "toy", {"train": TRAIN_ROWS, "validation": VALIDATION_ROWS, "test": VALIDATION_ROWS}
+    )
     run = tmp_path / "run"
-    metrics = train_from_config(SAMPLE, [*TINY, "training.epochs=2", "data.source=hf", f"data.hf_dataset={dataset}",
-                                         "data.train=train", "data.dev=validation", "data.test=test",
-                                         f"output.dir={run}"])
+    metrics = train_from_config(
+        SAMPLE,
+        [
+            *TINY,
+            "training.epochs=2",
+            "data.source=hf",
+            f"data.hf_dataset={dataset}",
+            "data.train=train",
+            "data.dev=validation",
+            "data.test=test",
+            f"output.dir={run}",
+        ],
+    )
     # Validation and test hold one sentence with a LOC and a PER: that is what was scored.
     for split in ("dev", "test"):
-        assert {kind: row["support"] for kind, row in metrics[split]["default"].items()} == \
-            {"micro": 2, "LOC": 1, "PER": 1}
+        assert {kind: row["support"] for kind, row in metrics[split]["default"].items()} == {
+            "micro": 2,
+            "LOC": 1,
+            "PER": 1,
+        }
     tagger = Tagger.load(run)
     assert tagger.data_scheme == "IOB2" and set(tagger.tags.items) >= {"O", "B-PER", "E-PER", "S-LOC"}
     [tags] = tagger.predict([["Ana", "Lee", "lives", "in", "Rome"]])

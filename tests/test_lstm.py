@@ -64,14 +64,17 @@ def torch_run(reference: torch.nn.Module, x: torch.Tensor, lengths: list[int], s
     return flat((output, states))
 
 
-def lstm_cell(p: dict[str, torch.Tensor], module: LSTM, x: torch.Tensor, h: torch.Tensor,
-              c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def lstm_cell(
+    p: dict[str, torch.Tensor], module: LSTM, x: torch.Tensor, h: torch.Tensor, c: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
     """One LSTM step for one sentence, written out gate by gate (vectors, no batch)."""
     hidden = module.hidden_size
     pre = list((p["weight_ih"] @ x + p["weight_hh"] @ h + p.get("bias_ih", 0) + p.get("bias_hh", 0)).split(hidden))
     if module.layer_norm:
-        pre = [F.layer_norm(z, (hidden,)) * w + b
-               for z, w, b in zip(pre, p["norm_weight"].split(hidden), p["norm_bias"].split(hidden))]
+        pre = [
+            F.layer_norm(z, (hidden,)) * w + b
+            for z, w, b in zip(pre, p["norm_weight"].split(hidden), p["norm_bias"].split(hidden))
+        ]
     if module.variant == "coupled":
         f = torch.sigmoid(pre[0])
         i, g, o = 1 - f, torch.tanh(pre[1]), torch.sigmoid(pre[2])
@@ -126,13 +129,16 @@ def slow_reference(module: LSTM | GRU, x: torch.Tensor, lengths: list[int], stat
         for layer in range(module.num_layers):
             per_direction = []
             for d, suffix in enumerate(("", "_reverse")[:directions]):
-                p = {name.removesuffix(f"_l{layer}{suffix}"): value for name, value in module.named_parameters()
-                     if name.endswith(f"_l{layer}{suffix}")}
+                p = {
+                    name.removesuffix(f"_l{layer}{suffix}"): value
+                    for name, value in module.named_parameters()
+                    if name.endswith(f"_l{layer}{suffix}")
+                }
                 k = layer * directions + d
                 h = torch.zeros(module.proj_size or module.hidden_size, dtype=x.dtype) if h0 is None else h0[k, b]
                 c = torch.zeros(module.hidden_size, dtype=x.dtype) if c0 is None else c0[k, b]
                 steps = []
-                for token in (sequence if d == 0 else sequence[::-1]):
+                for token in sequence if d == 0 else sequence[::-1]:
                     if gru:
                         h = gru_cell(p, module, token, h)
                     else:
@@ -175,8 +181,11 @@ def test_equals_torch(cells, num_layers, bidirectional, dtype, with_state) -> No
     results = flat(ours(x, mask_of(LENGTHS), state))
     expected = torch_run(reference, x, LENGTHS, state)
     assert_all_close(results, expected, TOLERANCE[dtype])
-    assert_all_close(gradients(results, [x, *state_inputs, *ours.parameters()]),
-                     gradients(expected, [x, *state_inputs, *reference.parameters()]), TOLERANCE[dtype])
+    assert_all_close(
+        gradients(results, [x, *state_inputs, *ours.parameters()]),
+        gradients(expected, [x, *state_inputs, *reference.parameters()]),
+        TOLERANCE[dtype],
+    )
     with torch.no_grad():  # the inference path, which saves nothing for backward
         assert_all_close(flat(ours(x, mask_of(LENGTHS), state)), [e.detach() for e in expected], TOLERANCE[dtype])
 
@@ -191,8 +200,9 @@ def test_batch_of_one_without_mask_equals_torch(cells) -> None:
     x = make_input([TIME], 3, torch.float64)
     results, expected = flat(ours(x)), flat(reference(x))
     assert_all_close(results, expected, 1e-10)
-    assert_all_close(gradients(results, [x, *ours.parameters()]), gradients(expected, [x, *reference.parameters()]),
-                     1e-10)
+    assert_all_close(
+        gradients(results, [x, *ours.parameters()]), gradients(expected, [x, *reference.parameters()]), 1e-10
+    )
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["float32", "float64"])
@@ -205,8 +215,11 @@ def test_projection_equals_torch(dtype) -> None:
     state = make_state(ours, len(LENGTHS))
     results, expected = flat(ours(x, mask_of(LENGTHS), state)), torch_run(reference, x, LENGTHS, state)
     assert_all_close(results, expected, TOLERANCE[dtype])
-    assert_all_close(gradients(results, [x, *state, *ours.parameters()]),
-                     gradients(expected, [x, *state, *reference.parameters()]), TOLERANCE[dtype])
+    assert_all_close(
+        gradients(results, [x, *state, *ours.parameters()]),
+        gradients(expected, [x, *state, *reference.parameters()]),
+        TOLERANCE[dtype],
+    )
 
 
 def test_float32_without_onednn_equals_torch(monkeypatch) -> None:
@@ -229,16 +242,18 @@ def test_onednn_route_equals_torch(proj_size) -> None:
     x = torch.randn(len(lengths), 8, 3, requires_grad=True)
     results, expected = flat(ours(x, lengths=lengths)), torch_run(reference, x, lengths, None)
     assert_all_close(results, expected, 1e-5)
-    assert_all_close(gradients(results, [x, *ours.parameters()]), gradients(expected, [x, *reference.parameters()]),
-                     1e-5)
+    assert_all_close(
+        gradients(results, [x, *ours.parameters()]), gradients(expected, [x, *reference.parameters()]), 1e-5
+    )
     with torch.no_grad():
         assert_all_close(flat(ours(x, lengths=lengths)), [e.detach() for e in expected], 1e-5)
 
 
 def test_state_dict_loads_both_ways_with_torch() -> None:
-    for ours, theirs in ((LSTM(3, 4, 2, bidirectional=True, proj_size=2),
-                          torch.nn.LSTM(3, 4, 2, bidirectional=True, proj_size=2)),
-                         (GRU(3, 4, 3, bias=False), torch.nn.GRU(3, 4, 3, bias=False))):
+    for ours, theirs in (
+        (LSTM(3, 4, 2, bidirectional=True, proj_size=2), torch.nn.LSTM(3, 4, 2, bidirectional=True, proj_size=2)),
+        (GRU(3, 4, 3, bias=False), torch.nn.GRU(3, 4, 3, bias=False)),
+    ):
         shapes = {k: v.shape for k, v in theirs.state_dict().items()}
         assert {k: v.shape for k, v in ours.state_dict().items()} == shapes
         ours.load_state_dict(theirs.state_dict())
@@ -308,8 +323,11 @@ def test_inputs_table_of_the_wrong_shape_is_refused() -> None:
     ids = torch.zeros(2, 5, dtype=torch.long)
     with pytest.raises(ValueError, match=r"^inputs_table: expected shape \(2, rows, 16\), got \(2, 7, 12\)$"):
         module(ids, inputs_table=torch.zeros(2, 7, 12))
-    with pytest.raises(ValueError, match=r"^x: expected \(batch, time\) long row ids into inputs_table, got "
-                                         r"torch.float32 \(2, 5, 3\)$"):
+    with pytest.raises(
+        ValueError,
+        match=r"^x: expected \(batch, time\) long row ids into inputs_table, got "
+        r"torch.float32 \(2, 5, 3\)$",
+    ):
         module(torch.zeros(2, 5, 3), inputs_table=torch.zeros(2, 7, 16))
     with pytest.raises(ValueError, match=r"^x: expected shape \(rows, 3\), got \(2, 5, 3\)$"):
         module.input_projection(torch.zeros(2, 5, 3))
@@ -336,8 +354,8 @@ def test_gradcheck(name) -> None:
     names = [n for n, _ in module.named_parameters()]
 
     def run(x: torch.Tensor, *tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        states = tensors[:len(state_inputs)]
-        parameters = dict(zip(names, tensors[len(state_inputs):]))
+        states = tensors[: len(state_inputs)]
+        parameters = dict(zip(names, tensors[len(state_inputs) :]))
         state = states[0] if isinstance(module, GRU) else tuple(states)
         return tuple(flat(functional_call(module, parameters, (x, mask_of(lengths, 3), state))))
 
@@ -351,8 +369,9 @@ def test_reversed_unidirectional_equals_backward_direction(dtype) -> None:
     backward half of a bidirectional layer with the same weights (values and gradients)."""
     bidirectional = make_module("projection-clip", 3, 4).to(dtype)
     one_way = LSTM(3, 4, proj_size=2, cell_clip=0.5, proj_clip=0.1).to(dtype)
-    one_way.load_state_dict({k.removesuffix("_reverse"): v for k, v in bidirectional.state_dict().items()
-                             if k.endswith("_l0_reverse")})
+    one_way.load_state_dict(
+        {k.removesuffix("_reverse"): v for k, v in bidirectional.state_dict().items() if k.endswith("_l0_reverse")}
+    )
     one_layer = LSTM(3, 4, bidirectional=True, proj_size=2, cell_clip=0.5, proj_clip=0.1).to(dtype)
     one_layer.load_state_dict({k: v for k, v in bidirectional.state_dict().items() if "_l0" in k})
     x = make_input(LENGTHS, 3, dtype)
@@ -425,7 +444,7 @@ def test_forget_bias_is_added_to_the_forget_gate() -> None:
         biased = LSTM(3, 4, variant=variant, forget_bias=1.0)
         shift = biased.bias_ih_l0 - plain.bias_ih_l0
         expected = torch.zeros_like(shift)
-        expected[gate * 4:(gate + 1) * 4] = 1.0
+        expected[gate * 4 : (gate + 1) * 4] = 1.0
         torch.testing.assert_close(shift, expected)
         assert torch.equal(biased.bias_hh_l0, plain.bias_hh_l0)
 
@@ -439,17 +458,26 @@ def test_reverse_padded() -> None:
 
 def test_rejects_a_mask_with_holes() -> None:
     mask = torch.tensor([[True, False, True]])
-    with pytest.raises(ValueError, match=r"^mask: expected left-aligned padding \(each row True then False\), got "
-                                         r"a row with False before True$"):
+    with pytest.raises(
+        ValueError,
+        match=r"^mask: expected left-aligned padding \(each row True then False\), got "
+        r"a row with False before True$",
+    ):
         LSTM(2, 3)(torch.zeros(1, 3, 2), mask)
 
 
 def test_rejects_empty_sentences_and_bad_state() -> None:
-    with pytest.raises(ValueError, match=r"^lengths: expected 2 values in 1\.\.3 \(mask rows need a True first "
-                                         r"step\), got \[3, 0\]$"):
+    with pytest.raises(
+        ValueError,
+        match=r"^lengths: expected 2 values in 1\.\.3 \(mask rows need a True first "
+        r"step\), got \[3, 0\]$",
+    ):
         LSTM(2, 3)(torch.zeros(2, 3, 2), lengths=[3, 0])
-    with pytest.raises(ValueError, match=r"^state h0: expected shape \(2, 1, 3\) \(layers \* directions, batch, "
-                                         r"size\), got \(1, 1, 3\)$"):
+    with pytest.raises(
+        ValueError,
+        match=r"^state h0: expected shape \(2, 1, 3\) \(layers \* directions, batch, "
+        r"size\), got \(1, 1, 3\)$",
+    ):
         GRU(2, 3, bidirectional=True)(torch.zeros(1, 3, 2), state=torch.zeros(1, 1, 3))
 
 

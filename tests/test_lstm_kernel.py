@@ -108,13 +108,13 @@ def test_kernel_equals_torch(proj_size, kernel_calls) -> None:
     reference.load_state_dict(ours.state_dict())
     x = torch.randn(len(lengths), 8, 3, requires_grad=True)
     results = flat(ours(x, lengths=lengths))
-    packed = torch.nn.utils.rnn.pack_padded_sequence(x, torch.tensor(lengths), batch_first=True,
-                                                     enforce_sorted=False)
+    packed = torch.nn.utils.rnn.pack_padded_sequence(x, torch.tensor(lengths), batch_first=True, enforce_sorted=False)
     output, states = reference(packed)
     expected = [torch.nn.utils.rnn.pad_packed_sequence(output, batch_first=True, total_length=8)[0], *states]
     assert_all_close(results, expected, 1e-5)
-    assert_all_close(gradients(results, [x, *ours.parameters()]), gradients(expected, [x, *reference.parameters()]),
-                     1e-5)
+    assert_all_close(
+        gradients(results, [x, *ours.parameters()]), gradients(expected, [x, *reference.parameters()]), 1e-5
+    )
     assert kernel_calls["training"] == 2
 
 

@@ -37,9 +37,15 @@ FAST = ["training.epochs=2", "model.lstm.hidden_size=16", "model.embeddings.dim=
 RUNS = {
     "plain": [],
     # document context + document casing + propagation; two residual layers of peephole cells, a highway layer
-    "document": ["model.document_context=true", "model.embeddings.document_casing_dim=4",
-                 "model.propagate_entities=true", "model.lstm.variant=peephole", "model.lstm.num_layers=2",
-                 "model.lstm.residual=true", "model.char_cnn.highway=1"],
+    "document": [
+        "model.document_context=true",
+        "model.embeddings.document_casing_dim=4",
+        "model.propagate_entities=true",
+        "model.lstm.variant=peephole",
+        "model.lstm.num_layers=2",
+        "model.lstm.residual=true",
+        "model.char_cnn.highway=1",
+    ],
     # a pretrained table (words beyond the vocabulary), GRU, no casing feature
     "vectors": ["model.lstm.variant=gru", "model.embeddings.casing_dim=0"],
     "coupled": ["model.lstm.variant=coupled", "training.epochs=1"],
@@ -101,6 +107,7 @@ def random_batch(seed: int, batch: int, time: int, tags: int) -> tuple[torch.Ten
 
 def brute_force_best(emissions: np.ndarray, length: int, scores: CrfScores) -> list[int]:
     """The best-scoring path of one sentence among all K^length."""
+
     def score(path: tuple[int, ...]) -> float:
         total = scores.start[path[0]] + scores.end[path[-1]] + sum(emissions[t, k] for t, k in enumerate(path))
         return total + sum(scores.transitions[a, b] for a, b in itertools.pairwise(path))
@@ -124,8 +131,9 @@ def test_viterbi_in_float64_and_on_one_step() -> None:
     crf = crf.double()
     emissions, mask = random_batch(7, 3, 1, len(TAGS))
     scores64 = CrfScores(*(t.detach().numpy() for t in crf.effective_scores()))
-    np.testing.assert_array_equal(viterbi(emissions.double().numpy(), mask.sum(1).numpy(), scores64),
-                                  crf.decode(emissions.double(), mask).numpy())
+    np.testing.assert_array_equal(
+        viterbi(emissions.double().numpy(), mask.sum(1).numpy(), scores64), crf.decode(emissions.double(), mask).numpy()
+    )
 
 
 @pytest.mark.parametrize("scheme, tags", [("BIOES", TAGS), ("IOB2", IOB2_TAGS)])
@@ -136,8 +144,9 @@ def test_span_probabilities_equal_torch(scheme: str, tags: list[str], seed: int)
     emissions = emissions / 2  # less peaked: probabilities away from 0 and 1
     lengths = mask.sum(1).tolist()
     generator = np.random.default_rng(seed)
-    spans = [tags_to_spans([tags[i] for i in path[:n]]) for path, n in zip(crf.decode(emissions, mask).tolist(),
-                                                                             lengths)]
+    spans = [
+        tags_to_spans([tags[i] for i in path[:n]]) for path, n in zip(crf.decode(emissions, mask).tolist(), lengths)
+    ]
     for sentence, n in enumerate(lengths):  # plus any span, decoded or not
         start = int(generator.integers(0, n))
         spans[sentence].append((["PER", "LOC"][sentence % 2], start, int(generator.integers(start + 1, n + 1))))
@@ -188,20 +197,25 @@ def test_pretrained_table_words_are_looked_up_in_the_graph(runs: dict[str, tuple
 
 
 @pytest.mark.parametrize("name", ["plain", "document", "vectors"])
-def test_tag_with_the_onnx_backend_gives_the_pytorch_entities(runs: dict[str, tuple[Path, Path]], name: str,
-                                                              tmp_path: Path) -> None:
+def test_tag_with_the_onnx_backend_gives_the_pytorch_entities(
+    runs: dict[str, tuple[Path, Path]], name: str, tmp_path: Path
+) -> None:
     run, out = runs[name]
     assert main(["tag", str(run), str(RAW), "-o", str(tmp_path / "torch.jsonl")]) == 0
-    assert main(["tag", str(out), str(RAW), "-o", str(tmp_path / "onnx.jsonl"), "--backend", "onnx",
-                 "--batch-size", "4"]) == 0
-    expected, found = ([json.loads(line) for line in (tmp_path / f).read_text().splitlines()]
-                       for f in ("torch.jsonl", "onnx.jsonl"))
+    assert (
+        main(["tag", str(out), str(RAW), "-o", str(tmp_path / "onnx.jsonl"), "--backend", "onnx", "--batch-size", "4"])
+        == 0
+    )
+    expected, found = (
+        [json.loads(line) for line in (tmp_path / f).read_text().splitlines()] for f in ("torch.jsonl", "onnx.jsonl")
+    )
     assert len(found) == len(expected) == len(RAW.read_text().splitlines())
     entities = [[{k: e[k] for k in ("start", "end", "type", "text")} for e in r["entities"]] for r in expected]
     assert [[{k: e[k] for k in ("start", "end", "type", "text")} for e in r["entities"]] for r in found] == entities
     assert sum(map(len, entities)) > 3
-    scores = [(a["score"], b["score"]) for ra, rb in zip(expected, found) for a, b in zip(ra["entities"],
-                                                                                        rb["entities"])]
+    scores = [
+        (a["score"], b["score"]) for ra, rb in zip(expected, found) for a, b in zip(ra["entities"], rb["entities"])
+    ]
     assert max(abs(a - b) for a, b in scores) <= 1e-4 + 1e-9  # scores are written rounded to 4 decimals
 
 
@@ -226,30 +240,45 @@ def fails_with(capsys: pytest.CaptureFixture[str], argv: list[str], message: str
     assert err == f"error: {message}\n", err  # one line, no traceback
 
 
-def test_export_refuses_an_existing_directory_and_the_run_dir(runs: dict[str, tuple[Path, Path]], tmp_path: Path,
-                                                              capsys: pytest.CaptureFixture[str]) -> None:
+def test_export_refuses_an_existing_directory_and_the_run_dir(
+    runs: dict[str, tuple[Path, Path]], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     run, out = runs["plain"]
     before = sorted(p.name for p in out.iterdir())
-    fails_with(capsys, ["export", str(run), str(out)],
-               f"{out}: exists and is not an empty directory; choose a new OUT_DIR (nothing is overwritten)")
+    fails_with(
+        capsys,
+        ["export", str(run), str(out)],
+        f"{out}: exists and is not an empty directory; choose a new OUT_DIR (nothing is overwritten)",
+    )
     assert sorted(p.name for p in out.iterdir()) == before
-    fails_with(capsys, ["export", str(run), str(run)],
-               f"{run}: is the run directory itself; choose a new OUT_DIR for the export")
+    fails_with(
+        capsys,
+        ["export", str(run), str(run)],
+        f"{run}: is the run directory itself; choose a new OUT_DIR for the export",
+    )
     (tmp_path / "file").write_text("x")
-    fails_with(capsys, ["export", str(run), str(tmp_path / "file")],
-               f"{tmp_path / 'file'}: exists and is not an empty directory; choose a new OUT_DIR (nothing is "
-               f"overwritten)")
-    fails_with(capsys, ["export", str(tmp_path / "none"), str(tmp_path / "new")],
-               f"{tmp_path / 'none'}: no such run directory (expected the output.dir of `ner train`)")
+    fails_with(
+        capsys,
+        ["export", str(run), str(tmp_path / "file")],
+        f"{tmp_path / 'file'}: exists and is not an empty directory; choose a new OUT_DIR (nothing is overwritten)",
+    )
+    fails_with(
+        capsys,
+        ["export", str(tmp_path / "none"), str(tmp_path / "new")],
+        f"{tmp_path / 'none'}: no such run directory (expected the output.dir of `ner train`)",
+    )
     (tmp_path / "empty").mkdir()  # an empty directory is fine, and filled
     assert main(["export", str(run), str(tmp_path / "empty")]) == 0
     assert (tmp_path / "empty" / "model.onnx").is_file()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["empty", "file"]  # no temporary left behind
 
 
-def test_elmo_and_layer_norm_models_are_refused(runs: dict[str, tuple[Path, Path]], tmp_path: Path,
-                                                monkeypatch: pytest.MonkeyPatch,
-                                                capsys: pytest.CaptureFixture[str]) -> None:
+def test_elmo_and_layer_norm_models_are_refused(
+    runs: dict[str, tuple[Path, Path]],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     run, _ = runs["plain"]
     load = Tagger.load
 
@@ -260,15 +289,21 @@ def test_elmo_and_layer_norm_models_are_refused(runs: dict[str, tuple[Path, Path
         return tagger
 
     monkeypatch.setattr(export_module.Tagger, "load", with_elmo)
-    fails_with(capsys, ["export", str(run), str(tmp_path / "elmo")],
-               f"{run}: ELMo models cannot be exported to ONNX: the biLM's LSTM projects and clips its states, "
-               f"which the ONNX LSTM operator cannot express")
+    fails_with(
+        capsys,
+        ["export", str(run), str(tmp_path / "elmo")],
+        f"{run}: ELMo models cannot be exported to ONNX: the biLM's LSTM projects and clips its states, "
+        f"which the ONNX LSTM operator cannot express",
+    )
     monkeypatch.setattr(export_module.Tagger, "load", load)
     layer_norm = tmp_path / "layer_norm"
     train_from_config(SAMPLE, [*FAST, "training.epochs=1", "model.lstm.layer_norm=true", f"output.dir={layer_norm}"])
-    fails_with(capsys, ["export", str(layer_norm), str(tmp_path / "ln")],
-               f"{layer_norm}: model.lstm.layer_norm is on, and the ONNX LSTM operator has no layer normalisation "
-               f"of the gates: this model cannot be exported")
+    fails_with(
+        capsys,
+        ["export", str(layer_norm), str(tmp_path / "ln")],
+        f"{layer_norm}: model.lstm.layer_norm is on, and the ONNX LSTM operator has no layer normalisation "
+        f"of the gates: this model cannot be exported",
+    )
     assert not (tmp_path / "elmo").exists() and not (tmp_path / "ln").exists()
 
 
@@ -285,20 +320,40 @@ def corrupt_copy(out: Path, tmp_path: Path, name: str, content: bytes | None) ->
     return copy
 
 
-@pytest.mark.parametrize("name, content, message", [
-    ("export.json", None, "{dir}: missing export.json (expected a directory written by `ner export`)"),
-    ("export.json", b"{not json", ("{dir}/export.json: not valid JSON: Expecting property name enclosed in double "
-                                   "quotes: line 1 column 2 (char 1)")),
-    ("export.json", b'{"format": 99}', ("{dir}/export.json: export format 99 is not supported by this ner "
-                                        "(expected 1); export the model again with this version")),
-    ("model.onnx", None, "{dir}: missing model.onnx (expected a directory written by `ner export`)"),
-    ("model.onnx", b"\x08\x07garbage", "{dir}/model.onnx: not a valid ONNX graph: "),
-    ("crf.json", b'{"tags": ["O"]}', "{dir}/crf.json: its tags differ from tags.json: export the model again"),
-    ("tags.json", b"[]", "{dir}/tags.json: expected a JSON object with keys items, lowercase, pad, unk"),
-])
-def test_corrupt_export_directories_give_one_line_errors(runs: dict[str, tuple[Path, Path]], tmp_path: Path,
-                                                         capsys: pytest.CaptureFixture[str], name: str,
-                                                         content: bytes | None, message: str) -> None:
+@pytest.mark.parametrize(
+    "name, content, message",
+    [
+        ("export.json", None, "{dir}: missing export.json (expected a directory written by `ner export`)"),
+        (
+            "export.json",
+            b"{not json",
+            (
+                "{dir}/export.json: not valid JSON: Expecting property name enclosed in double "
+                "quotes: line 1 column 2 (char 1)"
+            ),
+        ),
+        (
+            "export.json",
+            b'{"format": 99}',
+            (
+                "{dir}/export.json: export format 99 is not supported by this ner "
+                "(expected 1); export the model again with this version"
+            ),
+        ),
+        ("model.onnx", None, "{dir}: missing model.onnx (expected a directory written by `ner export`)"),
+        ("model.onnx", b"\x08\x07garbage", "{dir}/model.onnx: not a valid ONNX graph: "),
+        ("crf.json", b'{"tags": ["O"]}', "{dir}/crf.json: its tags differ from tags.json: export the model again"),
+        ("tags.json", b"[]", "{dir}/tags.json: expected a JSON object with keys items, lowercase, pad, unk"),
+    ],
+)
+def test_corrupt_export_directories_give_one_line_errors(
+    runs: dict[str, tuple[Path, Path]],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    name: str,
+    content: bytes | None,
+    message: str,
+) -> None:
     copy = corrupt_copy(runs["plain"][1], tmp_path, name, content)
     capsys.readouterr()
     assert main(["tag", str(copy), str(RAW), "--backend", "onnx", "-o", str(tmp_path / "out.jsonl")]) == 2
@@ -307,22 +362,32 @@ def test_corrupt_export_directories_give_one_line_errors(runs: dict[str, tuple[P
     assert not (tmp_path / "out.jsonl").exists()
 
 
-def test_crf_file_with_wrong_shapes_and_a_missing_directory(runs: dict[str, tuple[Path, Path]], tmp_path: Path,
-                                                            capsys: pytest.CaptureFixture[str]) -> None:
+def test_crf_file_with_wrong_shapes_and_a_missing_directory(
+    runs: dict[str, tuple[Path, Path]], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     out = runs["plain"][1]
     crf = json.loads((out / "crf.json").read_text())
     crf["end"] = crf["end"][:-1]
     copy = corrupt_copy(out, tmp_path, "crf.json", json.dumps(crf).encode())
     size = len(crf["tags"])
-    with pytest.raises(NerError, match=rf"crf.json: end has shape \({size - 1},\), expected \({size},\) for "
-                                       rf"{size} tags$"):
+    with pytest.raises(
+        NerError,
+        match=rf"crf.json: end has shape \({size - 1},\), expected \({size},\) for "
+        rf"{size} tags$",
+    ):
         OnnxTagger.load(copy)
-    fails_with(capsys, ["tag", str(tmp_path / "nowhere"), str(RAW), "--backend", "onnx"],
-               f"{tmp_path / 'nowhere'}: no such export directory (expected the OUT_DIR of `ner export`)")
+    fails_with(
+        capsys,
+        ["tag", str(tmp_path / "nowhere"), str(RAW), "--backend", "onnx"],
+        f"{tmp_path / 'nowhere'}: no such export directory (expected the OUT_DIR of `ner export`)",
+    )
     run = runs["plain"][0]
-    fails_with(capsys, ["tag", str(run), str(RAW), "--backend", "onnx"],
-               f"{run}: a run directory of `ner train`, not an export: run `ner export {run} OUT_DIR` first (or "
-               f"tag without --backend onnx)")
+    fails_with(
+        capsys,
+        ["tag", str(run), str(RAW), "--backend", "onnx"],
+        f"{run}: a run directory of `ner train`, not an export: run `ner export {run} OUT_DIR` first (or "
+        f"tag without --backend onnx)",
+    )
 
 
 def test_numpy_document_context_equals_torch() -> None:
@@ -338,9 +403,12 @@ def test_numpy_document_context_equals_torch() -> None:
     assert (found[groups == 0] == 0).all() and found.any()
 
 
-def test_missing_onnxruntime_is_a_one_line_error(runs: dict[str, tuple[Path, Path]], tmp_path: Path,
-                                                 monkeypatch: pytest.MonkeyPatch,
-                                                 capsys: pytest.CaptureFixture[str]) -> None:
+def test_missing_onnxruntime_is_a_one_line_error(
+    runs: dict[str, tuple[Path, Path]],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     monkeypatch.setitem(sys.modules, "onnxruntime", None)  # import fails as if not installed
     message = 'the ONNX backend needs onnxruntime: pip install -e ".[onnx]"'
     fails_with(capsys, ["tag", str(runs["plain"][1]), str(RAW), "--backend", "onnx"], message)

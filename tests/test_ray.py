@@ -25,9 +25,16 @@ from ner.training import train_from_config
 
 REPO = Path(__file__).resolve().parents[1]
 RAW = REPO / "data" / "sample" / "raw.txt"
-FAST = ["training.epochs=1", "model.lstm.hidden_size=16", "model.embeddings.dim=16", "output.progress=false",
-        # the document features make a window's lines one document: the Ray engine must cut windows where ner tag does
-        "model.document_context=true", "model.embeddings.document_casing_dim=4", "model.propagate_entities=true"]
+FAST = [
+    "training.epochs=1",
+    "model.lstm.hidden_size=16",
+    "model.embeddings.dim=16",
+    "output.progress=false",
+    # the document features make a window's lines one document: the Ray engine must cut windows where ner tag does
+    "model.document_context=true",
+    "model.embeddings.document_casing_dim=4",
+    "model.propagate_entities=true",
+]
 
 
 @pytest.fixture(scope="module")
@@ -54,13 +61,15 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
     big.write_text("".join(rng.choice(lines) + "\n" for _ in range(2 * WINDOW_CHARS // 70)), encoding="utf-8")
     assert big.stat().st_size > 2 * WINDOW_CHARS
     odd = folder / "odd.txt"
-    odd.write_bytes(b"\xef\xbb\xbf" + "\r\n".join(lines[:4]).encode() + b"\r\n\r\nBad \xff byte in Paris .\n\n"
-                    + lines[5].encode())
+    odd.write_bytes(
+        b"\xef\xbb\xbf" + "\r\n".join(lines[:4]).encode() + b"\r\n\r\nBad \xff byte in Paris .\n\n" + lines[5].encode()
+    )
     return [RAW, big, odd]
 
 
-def test_ray_engine_writes_the_records_of_ner_tag(run_dir: Path, local_ray: None, corpus: list[Path],
-                                                   tmp_path: Path) -> None:
+def test_ray_engine_writes_the_records_of_ner_tag(
+    run_dir: Path, local_ray: None, corpus: list[Path], tmp_path: Path
+) -> None:
     reference, records = tmp_path / "ref.jsonl", tmp_path / "ray.jsonl"
     files = [str(path) for path in corpus]
     assert main(["tag", str(run_dir), *files, "-o", str(reference)]) == 0
@@ -88,9 +97,9 @@ def test_tag_dataset_adds_the_entities_of_each_line(run_dir: Path, local_ray: No
     assert sum(len(row["entities"]) for row in rows) > 10
 
 
-def test_a_nul_byte_past_the_sniffed_start_fails_the_run_leaving_no_output(run_dir: Path, local_ray: None,
-                                                                            tmp_path: Path,
-                                                                            capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_nul_byte_past_the_sniffed_start_fails_the_run_leaving_no_output(
+    run_dir: Path, local_ray: None, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     binary = tmp_path / "late.txt"
     binary.write_bytes(b"EU rejects German call .\n" * (SNIFF_BYTES // 10) + b"a \x00 b\n")
     out = tmp_path / "out.jsonl"
@@ -98,7 +107,8 @@ def test_a_nul_byte_past_the_sniffed_start_fails_the_run_leaving_no_output(run_d
     line = SNIFF_BYTES // 10 + 1
     assert capsys.readouterr().err.splitlines()[-1] == (
         f"error: {binary}:{line}: expected UTF-8 text, found a NUL byte at byte offset {25 * (line - 1) + 2} "
-        f"(binary file?)")
+        f"(binary file?)"
+    )
     assert list(tmp_path.iterdir()) == [binary]
 
 
@@ -112,18 +122,36 @@ def test_an_unreachable_address_is_one_line_and_every_process_exits(run_dir: Pat
     port = _closed_port()
     out = tmp_path / "out.jsonl"
     started = time.monotonic()
-    done = subprocess.run([sys.executable, "-m", "ner.cli", "tag", str(run_dir), str(RAW), "-o", str(out),
-                           "--engine", "ray", "--address", f"127.0.0.1:{port}"],
-                          capture_output=True, text=True, timeout=180)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "ner.cli",
+            "tag",
+            str(run_dir),
+            str(RAW),
+            "-o",
+            str(out),
+            "--engine",
+            "ray",
+            "--address",
+            f"127.0.0.1:{port}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
     assert done.returncode == 2 and time.monotonic() - started < 180
     assert done.stderr.splitlines() == [
         f"error: --address 127.0.0.1:{port}: no Ray cluster reachable there (Connection refused); start one with "
-        f"`ray start --head` or leave --address out to run on this machine"]
+        f"`ray start --head` or leave --address out to run on this machine"
+    ]
     assert list(tmp_path.iterdir()) == []
 
 
-def test_without_the_extra_the_error_names_it(run_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                             capsys: pytest.CaptureFixture[str]) -> None:
+def test_without_the_extra_the_error_names_it(
+    run_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` fails as if it were not installed
     assert main(["tag", str(run_dir), str(RAW), "-o", str(tmp_path / "out.jsonl"), "--engine", "ray"]) == 2
     error = capsys.readouterr().err.splitlines()
@@ -133,14 +161,19 @@ def test_without_the_extra_the_error_names_it(run_dir: Path, tmp_path: Path, mon
 
 def test_bad_options_of_the_ray_engine(run_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
     for argv, message in [
-        (["--engine", "ray", "--format", "conll"],
-         "error: --engine ray: writes --format jsonl with --backend pytorch, got --format conll --backend pytorch"),
+        (
+            ["--engine", "ray", "--format", "conll"],
+            "error: --engine ray: writes --format jsonl with --backend pytorch, got --format conll --backend pytorch",
+        ),
         (["--address", "10.0.0.5:6379"], "error: --address: only with --engine ray"),
-        (["--engine", "ray", "--address", "nowhere"],
-         "error: --address: expected HOST:PORT of a Ray cluster's head (e.g. 10.0.0.5:6379) or auto, got 'nowhere'"),
+        (
+            ["--engine", "ray", "--address", "nowhere"],
+            "error: --address: expected HOST:PORT of a Ray cluster's head (e.g. 10.0.0.5:6379) or auto, got 'nowhere'",
+        ),
     ]:
         assert main(["tag", str(run_dir), str(RAW), *argv]) == 2
         assert capsys.readouterr().err.splitlines() == [message]
     assert main(["tag", str(run_dir), "-", "--engine", "ray"]) == 2
     assert capsys.readouterr().err.splitlines() == [
-        "error: --engine ray: standard input (-) is not supported; give files or folders"]
+        "error: --engine ray: standard input (-) is not supported; give files or folders"
+    ]

@@ -34,10 +34,16 @@ def test_confusion_counts_by_hand() -> None:
     predicted = [("PER", 0, 2), ("ORG", 3, 4), ("ORG", 5, 6), ("LOC", 10, 11)]
     confusion.add(gold, predicted)
     confusion.add([("PER", 0, 1)], [])
-    assert confusion.counts == {("PER", "PER"): 1, ("LOC", "ORG"): 1, ("ORG", NONE): 1, ("MISC", NONE): 1,
-                                ("PER", NONE): 1, (NONE, "ORG"): 1, (NONE, "LOC"): 1}
-    assert confusion.summary() == {"correct": 1, "wrong type": 1, "missed": 3, "of which boundary": 1,
-                                   "spurious": 2}
+    assert confusion.counts == {
+        ("PER", "PER"): 1,
+        ("LOC", "ORG"): 1,
+        ("ORG", NONE): 1,
+        ("MISC", NONE): 1,
+        ("PER", NONE): 1,
+        (NONE, "ORG"): 1,
+        (NONE, "LOC"): 1,
+    }
+    assert confusion.summary() == {"correct": 1, "wrong type": 1, "missed": 3, "of which boundary": 1, "spurious": 2}
     assert confusion.types() == ["LOC", "MISC", "ORG", "PER"]
 
 
@@ -86,8 +92,7 @@ def test_report_of_a_multi_seed_run(run_dir: Path, tmp_path: Path, capsys: pytes
     page = write_report(tmp_path / "seeds").read_text(encoding="utf-8")
     assert f"{tmp_path / 'seeds'}: seed 3 skipped: no model.pt yet" in capsys.readouterr().err
     assert page.count("<td>seed 1</td>") == 1 and page.count("<td>seed 2</td>") == 1 and "seed 3" not in page
-    summary = re.search(r"<tr><th>mean ± std</th><td></td><td>([\d.]+) ± 0.00</td><td>([\d.]+) ± 0.00</td></tr>",
-                        page)
+    summary = re.search(r"<tr><th>mean ± std</th><td></td><td>([\d.]+) ± 0.00</td><td>([\d.]+) ± 0.00</td></tr>", page)
     assert summary is not None
     single = analyse(run_dir, "sample")
     assert float(summary[1]) == round(100 * single.splits["dev"].scores["default"]["micro"]["f1"], 2)
@@ -97,12 +102,18 @@ def test_report_of_a_multi_seed_run(run_dir: Path, tmp_path: Path, capsys: pytes
 
 def test_report_of_no_run(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     assert main(["report", str(tmp_path / "nothing")]) == 2
-    assert capsys.readouterr().err == \
-        f"error: {tmp_path / 'nothing'}: no such run directory (expected the output.dir of `ner train`)\n"
+    assert (
+        capsys.readouterr().err
+        == f"error: {tmp_path / 'nothing'}: no such run directory (expected the output.dir of `ner train`)\n"
+    )
     assert main(["report", str(tmp_path), "-o", str(tmp_path / "no" / "r.html")]) == 2
-    assert capsys.readouterr().err == \
-        f"error: {tmp_path / 'no' / 'r.html'}: cannot write there: {tmp_path / 'no'} is no such folder\n"
+    assert (
+        capsys.readouterr().err
+        == f"error: {tmp_path / 'no' / 'r.html'}: cannot write there: {tmp_path / 'no'} is no such folder\n"
+    )
     (tmp_path / "empty").mkdir()
     assert main(["report", str(tmp_path / "empty")]) == 2
-    assert capsys.readouterr().err == \
-        f"error: {tmp_path / 'empty'}: no metrics.jsonl (expected a run directory written by `ner train`)\n"
+    assert (
+        capsys.readouterr().err
+        == f"error: {tmp_path / 'empty'}: no metrics.jsonl (expected a run directory written by `ner train`)\n"
+    )

@@ -29,9 +29,7 @@ TAGS = {
 @st.composite
 def span_sets(draw: st.DrawFn) -> tuple[list[tuple[str, int, int]], int]:
     """Sorted, non-overlapping spans over a random sentence, often adjacent and of the same type."""
-    pieces = draw(
-        st.lists(st.tuples(st.sampled_from(["O", "PER", "LOC", "B-X"]), st.integers(1, 4)), max_size=8)
-    )
+    pieces = draw(st.lists(st.tuples(st.sampled_from(["O", "PER", "LOC", "B-X"]), st.integers(1, 4)), max_size=8))
     spans, position = [], 0
     for kind, width in pieces:
         if kind != "O":
@@ -140,6 +138,14 @@ def test_lenient_decoding_of_invalid_sequences_matches_conlleval() -> None:
 
 def test_scheme_tags_lists_every_tag_per_type() -> None:
     assert scheme_tags({"PER", "LOC"}, "BIOES") == [
-        "O", "B-LOC", "I-LOC", "E-LOC", "S-LOC", "B-PER", "I-PER", "E-PER", "S-PER"
+        "O",
+        "B-LOC",
+        "I-LOC",
+        "E-LOC",
+        "S-LOC",
+        "B-PER",
+        "I-PER",
+        "E-PER",
+        "S-PER",
     ]
     assert scheme_tags({"PER"}, "IOB1") == ["O", "B-PER", "I-PER"]

@@ -28,8 +28,15 @@ def seqeval_report(gold: list[list[str]], predicted: list[list[str]], strict: bo
     options: dict[str, Any] = {"mode": "strict", "scheme": IOB2} if strict else {}
     raw = seqeval.metrics.classification_report(gold, predicted, output_dict=True, zero_division=0, **options)
     rows = {"micro": raw["micro avg"]} | {name: row for name, row in sorted(raw.items()) if not name.endswith(" avg")}
-    return {name: {"precision": float(row["precision"]), "recall": float(row["recall"]),
-                   "f1": float(row["f1-score"]), "support": int(row["support"])} for name, row in rows.items()}
+    return {
+        name: {
+            "precision": float(row["precision"]),
+            "recall": float(row["recall"]),
+            "f1": float(row["f1-score"]),
+            "support": int(row["support"]),
+        }
+        for name, row in rows.items()
+    }
 
 
 def assert_same(gold: list[list[str]], predicted: list[list[str]]) -> None:

@@ -11,18 +11,23 @@ import pytest
 import torch
 
 from ner import seeds as seeds_module
+from ner.checkpoints import METRICS_FILE, METRICS_LOG
 from ner.cli import main
 from ner.config import load_config
 from ner.errors import NerError
 from ner.evaluation import evaluate_run
 from ner.model import Tagger
 from ner.seeds import evaluate_seeds, resume_seeds, summarize, train_seeds
-from ner.training import METRICS_FILE, METRICS_LOG
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "configs" / "sample.yaml"
-FAST = ["training.epochs=2", "model.lstm.hidden_size=16", "model.embeddings.dim=16", "output.progress=false",
-        "training.threads=1"]
+FAST = [
+    "training.epochs=2",
+    "model.lstm.hidden_size=16",
+    "model.embeddings.dim=16",
+    "output.progress=false",
+    "training.threads=1",
+]
 
 
 class Interrupt(Exception):
@@ -36,10 +41,12 @@ def fake_seed(run: Path, seed: int, dev: dict[str, float], test: dict[str, float
     def report(f1s: dict[str, float]) -> dict:
         return {"default": {name: {"precision": 0, "recall": 0, "f1": f1, "support": 1} for name, f1 in f1s.items()}}
 
-    (folder / METRICS_FILE).write_text(json.dumps({"best_epoch": 1, "epochs": len(minutes),
-                                                   "dev": report(dev), "test": report(test)}))
-    (folder / METRICS_LOG).write_text("".join(json.dumps({"epoch": i + 1, "seconds": 60 * m}) + "\n"
-                                              for i, m in enumerate(minutes)))
+    (folder / METRICS_FILE).write_text(
+        json.dumps({"best_epoch": 1, "epochs": len(minutes), "dev": report(dev), "test": report(test)})
+    )
+    (folder / METRICS_LOG).write_text(
+        "".join(json.dumps({"epoch": i + 1, "seconds": 60 * m}) + "\n" for i, m in enumerate(minutes))
+    )
 
 
 def test_summary_mean_and_sample_std_match_a_hand_computation(tmp_path: Path) -> None:
@@ -48,7 +55,7 @@ def test_summary_mean_and_sample_std_match_a_hand_computation(tmp_path: Path) ->
     fake_seed(tmp_path, 3, {"micro": 0.91, "PER": 0.97}, {"micro": 0.84, "PER": 0.95}, [2.0])
     summary = summarize(tmp_path, [1, 2, 3])
     assert summary["test"]["micro"]["mean"] == pytest.approx((0.86 + 0.88 + 0.84) / 3)
-    assert summary["test"]["micro"]["std"] == pytest.approx(((0.0 ** 2 + 0.02 ** 2 + 0.02 ** 2) / 2) ** 0.5)
+    assert summary["test"]["micro"]["std"] == pytest.approx(((0.0**2 + 0.02**2 + 0.02**2) / 2) ** 0.5)
     assert summary["dev"]["PER"]["std"] == pytest.approx(statistics.stdev([0.95, 0.93, 0.97]))
     assert summary["best_seed"] == 2
     assert summary["runs"]["1"]["train_minutes"] == 3.0
@@ -80,12 +87,15 @@ def test_each_seed_is_a_run_of_its_own_and_the_summary_reads_them(two_seeds: Pat
         metrics = json.loads((two_seeds / f"seed-{seed}" / METRICS_FILE).read_text())
         assert summary["runs"][str(seed)]["test"]["micro"] == metrics["test"]["default"]["micro"]["f1"]
         assert load_config(two_seeds / f"seed-{seed}" / "config.yaml").training.seed == seed
-    assert any(not torch.equal(a, b) for a, b in zip(weights(two_seeds / "seed-1").values(),
-                                                     weights(two_seeds / "seed-2").values()))
+    assert any(
+        not torch.equal(a, b)
+        for a, b in zip(weights(two_seeds / "seed-1").values(), weights(two_seeds / "seed-2").values())
+    )
 
 
-def test_an_interrupted_seed_resumes_as_if_never_stopped(two_seeds: Path, tmp_path: Path,
-                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+def test_an_interrupted_seed_resumes_as_if_never_stopped(
+    two_seeds: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     out = tmp_path / "run"
     config = load_config(SAMPLE, [*FAST, f"output.dir={out}", "training.seeds=[1, 2]"])
     real_train = seeds_module.train
@@ -94,6 +104,7 @@ def test_an_interrupted_seed_resumes_as_if_never_stopped(two_seeds: Path, tmp_pa
         def stop(epoch: int) -> None:
             if seed_config.training.seed == 2 and epoch == 1:
                 raise Interrupt
+
         return real_train(seed_config, run_dir, on_epoch_end=stop)
 
     monkeypatch.setattr(seeds_module, "train", train_then_die_in_seed_2)
@@ -137,12 +148,17 @@ def test_evaluate_scores_every_seed_and_their_mean(two_seeds: Path) -> None:
     assert json.loads((two_seeds / "evaluate" / "test" / "summary.json").read_text()) == result
 
 
-@pytest.mark.parametrize(("args", "message"), [
-    (["--seeds", "1,x"], "error: --seeds: expected comma-separated integers such as 1,2,3, got '1,x'"),
-    (["--parallel", "2"], "error: --parallel: runs seeds side by side; give --seeds 1,2,3 (or training.seeds) too"),
-    (["training.seeds=[1, 1]"], "error: command line: training.seeds: expected distinct integers in "
-                                "[0, 9223372036854775807], got [1, 1]"),
-])
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--seeds", "1,x"], "error: --seeds: expected comma-separated integers such as 1,2,3, got '1,x'"),
+        (["--parallel", "2"], "error: --parallel: runs seeds side by side; give --seeds 1,2,3 (or training.seeds) too"),
+        (
+            ["training.seeds=[1, 1]"],
+            "error: command line: training.seeds: expected distinct integers in [0, 9223372036854775807], got [1, 1]",
+        ),
+    ],
+)
 def test_bad_seed_options_are_one_line_errors(args: list[str], message: str, tmp_path: Path, capsys) -> None:
     assert main(["train", str(SAMPLE), f"output.dir={tmp_path / 'run'}", *args]) == 2
     assert capsys.readouterr().err.strip() == message.format(config=SAMPLE)

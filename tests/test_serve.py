@@ -38,8 +38,9 @@ from ner.serve.limits import Limits
 from ner.tagging import tag_files
 
 REPO = Path(__file__).resolve().parents[1]
-LINES = (REPO / "data" / "sample" / "raw.txt").read_text(encoding="utf-8").splitlines()[:8] + \
-    ["x \U0001F44D\U0001F3FD Maren Quist met Oskar Velde in Caravel & <Palmaro>."]
+LINES = (REPO / "data" / "sample" / "raw.txt").read_text(encoding="utf-8").splitlines()[:8] + [
+    "x \U0001f44d\U0001f3fd Maren Quist met Oskar Velde in Caravel & <Palmaro>."
+]
 TIMEOUT = 30  # seconds, for every request and server start
 
 
@@ -76,7 +77,7 @@ def test_records_are_those_of_ner_tag(client: TestClient, tagger: Tagger, tmp_pa
     assert response.status_code == 200 and response.headers["content-type"] == "application/json"
     assert response.json() == {"records": expected}
     for record in expected:
-        assert all(record["text"][e["start"]:e["end"]] == e["text"] for e in record["entities"])
+        assert all(record["text"][e["start"] : e["end"]] == e["text"] for e in record["entities"])
     single = client.post("/tag", json={"text": LINES[-1]}).json()
     assert single == expected[-1]
 
@@ -93,23 +94,29 @@ def test_empty_texts(client: TestClient) -> None:
     assert client.post("/tag", json={"text": ""}).json() == {"text": "", "entities": []}
 
 
-@pytest.mark.parametrize(("body", "status", "detail"), [
-    (b'{"text": ', 400, "malformed JSON: Expecting value: line 1 column 10 (char 9)"),
-    (b"\xff\xfe{}", 400, "malformed JSON: not UTF-8 (byte 0: invalid start byte)"),
-    (b'{"text": "\xe9t\xe9"}', 400, "malformed JSON: not UTF-8 (byte 10: invalid continuation byte)"),
-    (b"[" * 100_000, 400, "malformed JSON: nested too deeply"),
-    (b'["a"]', 422, 'expected a JSON object {"text": "..."} or {"texts": ["...", ...]}, got an array'),
-    (b"{}", 422, 'expected exactly one of "text" (a string) and "texts" (a list of strings)'),
-    (b'{"text": "a", "texts": ["b"]}', 422,
-     'expected exactly one of "text" (a string) and "texts" (a list of strings)'),
-    (b'{"text": "a", "lang": "en"}', 422, "unknown key 'lang': expected text or texts, and optionally min_score"),
-    (b'{"text": 3}', 422, "text: expected a string, got a number"),
-    (b'{"texts": "a"}', 422, "texts: expected an array of strings, got a string"),
-    (b'{"texts": ["a", null]}', 422, "texts[1]: expected a string, got null"),
-    (b'{"text": "ok \\ud800"}', 422, "text: lone surrogate '\\ud800' at offset 3 (not a Unicode character)"),
-    (b'{"text": "a", "min_score": 2}', 422, "min_score: expected a number in [0, 1], got 2"),
-    (b'{"text": "a", "min_score": "high"}', 422, 'min_score: expected a number in [0, 1], got "high"'),
-])
+@pytest.mark.parametrize(
+    ("body", "status", "detail"),
+    [
+        (b'{"text": ', 400, "malformed JSON: Expecting value: line 1 column 10 (char 9)"),
+        (b"\xff\xfe{}", 400, "malformed JSON: not UTF-8 (byte 0: invalid start byte)"),
+        (b'{"text": "\xe9t\xe9"}', 400, "malformed JSON: not UTF-8 (byte 10: invalid continuation byte)"),
+        (b"[" * 100_000, 400, "malformed JSON: nested too deeply"),
+        (b'["a"]', 422, 'expected a JSON object {"text": "..."} or {"texts": ["...", ...]}, got an array'),
+        (b"{}", 422, 'expected exactly one of "text" (a string) and "texts" (a list of strings)'),
+        (
+            b'{"text": "a", "texts": ["b"]}',
+            422,
+            'expected exactly one of "text" (a string) and "texts" (a list of strings)',
+        ),
+        (b'{"text": "a", "lang": "en"}', 422, "unknown key 'lang': expected text or texts, and optionally min_score"),
+        (b'{"text": 3}', 422, "text: expected a string, got a number"),
+        (b'{"texts": "a"}', 422, "texts: expected an array of strings, got a string"),
+        (b'{"texts": ["a", null]}', 422, "texts[1]: expected a string, got null"),
+        (b'{"text": "ok \\ud800"}', 422, "text: lone surrogate '\\ud800' at offset 3 (not a Unicode character)"),
+        (b'{"text": "a", "min_score": 2}', 422, "min_score: expected a number in [0, 1], got 2"),
+        (b'{"text": "a", "min_score": "high"}', 422, 'min_score: expected a number in [0, 1], got "high"'),
+    ],
+)
 def test_bad_requests_get_a_status_and_one_line(client: TestClient, body: bytes, status: int, detail: str) -> None:
     response = client.post("/tag", content=body, headers={"content-type": "application/json"})
     assert (response.status_code, response.json()) == (status, {"detail": detail})
@@ -129,28 +136,33 @@ def test_limits_give_413(tagger: Tagger) -> None:
             response = small.post("/tag", json=payload)
             assert (response.status_code, response.json()) == (413, {"detail": detail})
         chunked = small.post("/tag", content=iter([b'{"text": "', b"x" * 150, b"y" * 150, b'"}']))
-        assert (chunked.status_code, chunked.json()) == \
-            (413, {"detail": "request body over 200 bytes: the limit is 200 bytes"})
+        assert (chunked.status_code, chunked.json()) == (
+            413,
+            {"detail": "request body over 200 bytes: the limit is 200 bytes"},
+        )
         assert small.post("/tag", json={"texts": ["Anna", "Bob"]}).status_code == 200
 
 
-def test_a_failing_model_is_500_for_its_requests_only(client: TestClient, tagger: Tagger,
-                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_failing_model_is_500_for_its_requests_only(
+    client: TestClient, tagger: Tagger, monkeypatch: pytest.MonkeyPatch
+) -> None:
     def broken(*args: object, **kwargs: object) -> None:
         raise RuntimeError("out of memory")
 
     with monkeypatch.context() as patch:
         patch.setattr(tagger, "predict_spans", broken)
         response = client.post("/tag", json={"text": LINES[0]})
-    assert (response.status_code, response.json()) == \
-        (500, {"detail": "tagging failed: RuntimeError: out of memory"})
+    assert (response.status_code, response.json()) == (500, {"detail": "tagging failed: RuntimeError: out of memory"})
     assert client.post("/tag", json={"text": LINES[0]}).status_code == 200
 
 
 def test_health_and_page(client: TestClient) -> None:
     health = client.get("/health").json()
-    assert {key: health[key] for key in ("status", "model", "types")} == \
-        {"status": "ok", "model": "sample", "types": ["LOC", "MISC", "ORG", "PER"]}
+    assert {key: health[key] for key in ("status", "model", "types")} == {
+        "status": "ok",
+        "model": "sample",
+        "types": ["LOC", "MISC", "ORG", "PER"],
+    }
     page = client.get("/")
     assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
     assert '<textarea id="text" name="text"' in page.text and "const NerHighlight" in page.text
@@ -163,15 +175,18 @@ def test_health_and_page(client: TestClient) -> None:
 
 def run_batcher(tag_batch, requests: list[list[str]], **options: object) -> tuple[list, MicroBatcher]:
     """Submit ``requests`` concurrently; (each request's results or exception, the batcher)."""
+
     async def go() -> tuple[list, MicroBatcher]:
         batcher = MicroBatcher(tag_batch, **options)
         await batcher.start()
         try:
-            results = await asyncio.wait_for(asyncio.gather(*(batcher.submit(texts) for texts in requests),
-                                                            return_exceptions=True), TIMEOUT)
+            results = await asyncio.wait_for(
+                asyncio.gather(*(batcher.submit(texts) for texts in requests), return_exceptions=True), TIMEOUT
+            )
         finally:
             await batcher.stop()
         return results, batcher
+
     return asyncio.run(go())
 
 
@@ -193,8 +208,9 @@ def test_concurrent_requests_are_batched_up_to_max_texts() -> None:
 
 def test_a_request_larger_than_a_batch_is_tagged_alone() -> None:
     batches: list[list[str]] = []
-    results, _ = run_batcher(lambda texts: batches.append(texts) or texts, [["a"], list("bcdefg"), ["h"]],
-                             max_texts=3, max_wait=0.05)
+    results, _ = run_batcher(
+        lambda texts: batches.append(texts) or texts, [["a"], list("bcdefg"), ["h"]], max_texts=3, max_wait=0.05
+    )
     assert results == [["a"], list("bcdefg"), ["h"]]
     assert list("bcdefg") in batches
 
@@ -262,8 +278,22 @@ class Server:
 
     def __init__(self, run_dir: Path) -> None:
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "ner.cli", "serve", str(run_dir), "--port", "0", "--threads", "1",
-             "--batch-wait-ms", "20"], stderr=subprocess.PIPE, text=True)
+            [
+                sys.executable,
+                "-m",
+                "ner.cli",
+                "serve",
+                str(run_dir),
+                "--port",
+                "0",
+                "--threads",
+                "1",
+                "--batch-wait-ms",
+                "20",
+            ],
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         with selectors.DefaultSelector() as selector:
             selector.register(self.process.stderr, selectors.EVENT_READ)
             ready = selector.select(TIMEOUT)
@@ -318,8 +348,10 @@ def test_real_server_over_loopback_http(server: Server, tagger: Tagger, tmp_path
     # Bad input of every kind, then the service still answers
     assert http(url + "/tag", raw=b'{"texts": [1]}') == (422, {"detail": "texts[0]: expected a string, got a number"})
     assert raw_exchange(url, b"NOT HTTP AT ALL\r\n\r\n").startswith(b"HTTP/1.1 400")
-    oversize = (b"POST /tag HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked"
-                b"\r\n\r\n100001\r\n" + b"x" * 0x100001 + b"\r\n0\r\n\r\n")
+    oversize = (
+        b"POST /tag HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked"
+        b"\r\n\r\n100001\r\n" + b"x" * 0x100001 + b"\r\n0\r\n\r\n"
+    )
     assert raw_exchange(url, oversize).startswith(b"HTTP/1.1 413")
     status, health = http(url + "/health")
     assert status == 200 and health["status"] == "ok" and server.process.poll() is None
@@ -334,8 +366,9 @@ def test_page_highlights_the_entities_in_a_browser(server: Server, tmp_path: Pat
     page = Marks(browser_dom(f"{url}/?text={urllib.parse.quote(text)}", tmp_path / "profile"))
     [line] = page.lines
     assert line["text"] == text
-    assert [(m["type"], m["text"], float(m["score"])) for m in line["marks"]] == \
-        [(e["type"], e["text"], e["score"]) for e in expected["entities"]]
+    assert [(m["type"], m["text"], float(m["score"])) for m in line["marks"]] == [
+        (e["type"], e["text"], e["score"]) for e in expected["entities"]
+    ]
     assert all(m["coloured"] and m["title"] == f"{m['type']} {m['score']}" for m in line["marks"])
     types = sorted({e["type"] for e in expected["entities"]})
     counts = [str(sum(e["type"] == t for e in expected["entities"])) for t in types]
@@ -344,8 +377,13 @@ def test_page_highlights_the_entities_in_a_browser(server: Server, tmp_path: Pat
 
 def test_a_taken_port_is_one_line_and_exit_2(server: Server, run_dir: Path) -> None:
     port = urllib.parse.urlsplit(server.url).port
-    result = subprocess.run([sys.executable, "-m", "ner.cli", "serve", str(run_dir), "--port", str(port)],
-                            capture_output=True, text=True, timeout=TIMEOUT * 2, check=False)
+    result = subprocess.run(
+        [sys.executable, "-m", "ner.cli", "serve", str(run_dir), "--port", str(port)],
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT * 2,
+        check=False,
+    )
     assert result.returncode == 2
     assert result.stderr == f"error: 127.0.0.1:{port}: cannot listen there: Address already in use\n"
 

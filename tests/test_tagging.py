@@ -50,12 +50,22 @@ def entity(start: int, end: int, text: str, score: float) -> dict:
 
 
 EXPECTED = [
-    {"line": 1, "text": "John Smith visited Paris.",
-     "entities": [entity(0, 10, "John Smith", 0.9), entity(19, 24, "Paris", 0.5)]},
+    {
+        "line": 1,
+        "text": "John Smith visited Paris.",
+        "entities": [entity(0, 10, "John Smith", 0.9), entity(19, 24, "Paris", 0.5)],
+    },
     {"line": 2, "text": "", "entities": []},
-    {"line": 3, "text": "He met Mary in Rome. Then left",
-     "entities": [entity(0, 2, "He", 0.5), entity(7, 11, "Mary", 0.5), entity(15, 19, "Rome", 0.5),
-                  entity(21, 25, "Then", 0.5)]},
+    {
+        "line": 3,
+        "text": "He met Mary in Rome. Then left",
+        "entities": [
+            entity(0, 2, "He", 0.5),
+            entity(7, 11, "Mary", 0.5),
+            entity(15, 19, "Rome", 0.5),
+            entity(21, 25, "Then", 0.5),
+        ],
+    },
 ]
 
 
@@ -82,13 +92,12 @@ def test_jsonl_has_one_record_per_line_in_order(tmp_path: Path) -> None:
 
 def test_entity_offsets_index_the_line_text(tmp_path: Path) -> None:
     russian = "\u041c\u0430\u0440\u0438\u044f \u0418\u0432\u0430\u043d\u043e\u0432\u0430"
-    line = (f"Tab\tand John Smith\x01met \U0001F44D\U0001F3FD {russian} in \u6771\u4eac\x0bok "
-            "\u201cBig Ben\u201d")
+    line = f"Tab\tand John Smith\x01met \U0001f44d\U0001f3fd {russian} in \u6771\u4eac\x0bok \u201cBig Ben\u201d"
     output, _ = run(tmp_path, (line + "\n").encode())
     [record] = records(output)
     assert record["text"] == line
     assert [e["text"] for e in record["entities"]] == ["Tab", "John Smith", russian, "Big Ben"]
-    assert all(line[e["start"]:e["end"]] == e["text"] for e in record["entities"])
+    assert all(line[e["start"] : e["end"]] == e["text"] for e in record["entities"])
 
 
 def test_windows_line_endings_are_removed_and_offsets_unchanged(tmp_path: Path) -> None:
@@ -111,8 +120,9 @@ def test_several_files_and_a_directory(tmp_path: Path) -> None:
     ]
 
 
-def test_standard_input_to_standard_output(monkeypatch: pytest.MonkeyPatch, capsysbinary: pytest.CaptureFixture
-                                           ) -> None:
+def test_standard_input_to_standard_output(
+    monkeypatch: pytest.MonkeyPatch, capsysbinary: pytest.CaptureFixture
+) -> None:
     monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(TEXT.encode())))
     tag_files(CapitalisedTagger(), ["-"])
     assert records(capsysbinary.readouterr().out.decode()) == EXPECTED
@@ -126,8 +136,9 @@ def test_empty_file_gives_no_records(tmp_path: Path, capsys: pytest.CaptureFixtu
 
 def test_blank_lines_each_get_a_record(tmp_path: Path) -> None:
     output, _ = run(tmp_path, b"\n \n\r\n\t")
-    assert records(output) == [{"line": n, "text": text, "entities": []} for n, text in
-                               [(1, ""), (2, " "), (3, ""), (4, "\t")]]
+    assert records(output) == [
+        {"line": n, "text": text, "entities": []} for n, text in [(1, ""), (2, " "), (3, ""), (4, "\t")]
+    ]
 
 
 def test_invalid_utf8_is_replaced_and_reported_once(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
@@ -159,8 +170,9 @@ def test_nul_byte_late_in_a_file_is_refused_and_no_output_is_left(tmp_path: Path
     assert [path.name for path in tmp_path.iterdir()] == ["input.txt"]
 
 
-def test_cli_exits_2_on_a_binary_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                      capsys: pytest.CaptureFixture) -> None:
+def test_cli_exits_2_on_a_binary_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
     fake_model = types.ModuleType("ner.model")
     fake_model.Tagger = types.SimpleNamespace(load=lambda run_dir: CapitalisedTagger())
     monkeypatch.setitem(sys.modules, "ner.model", fake_model)
@@ -180,15 +192,16 @@ def test_one_megabyte_line_without_sentence_break(tmp_path: Path) -> None:
     [record] = records(output)
     assert max(length for batch in tagger.batches for length in batch) <= MAX_TOKENS
     found = record["entities"]
-    assert all(line[e["start"]:e["end"]] == e["text"] for e in found)
+    assert all(line[e["start"] : e["end"]] == e["text"] for e in found)
     assert [e["start"] for e in found] == sorted(e["start"] for e in found)
     # Chunks are cut at whitespace, so at most a few names are split across chunks.
     assert sum(e["text"] == "Anna Berg" for e in found) >= 27_000 - 30
 
 
 @pytest.mark.parametrize("fmt", ["jsonl", "conll", "inline", "html"])
-def test_a_line_longer_than_a_window_gives_what_the_whole_line_gives(tmp_path: Path, fmt: str,
-                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_line_longer_than_a_window_gives_what_the_whole_line_gives(
+    tmp_path: Path, fmt: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Read in pieces (cut within a UTF-8 character, between \\r and \\n) and tagged piece by piece, a long line
     gives the records of the line taken whole, byte for byte."""
     words = ["Anna", "Berg", "visited", "Zürich", ".", "\u2028", "\r", "日本", "x" * 130, "Dr.", "  ", "\t"]
@@ -199,8 +212,9 @@ def test_a_line_longer_than_a_window_gives_what_the_whole_line_gives(tmp_path: P
     monkeypatch.setattr(ner.tagging, "WINDOW_CHARS", 1_001)
     pieces, piece_stats = run(tmp_path, data, fmt=fmt)
     assert pieces == whole
-    assert {k: v for k, v in piece_stats.items() if "second" not in k} == \
-        {k: v for k, v in whole_stats.items() if "second" not in k}
+    assert {k: v for k, v in piece_stats.items() if "second" not in k} == {
+        k: v for k, v in whole_stats.items() if "second" not in k
+    }
 
 
 def test_memory_does_not_grow_with_the_length_of_a_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -230,8 +244,7 @@ def test_jsonl_escapes_the_characters_that_split_lines(tmp_path: Path) -> None:
     assert [record["text"] for record in records(output)] == ["Anna\u2028Berg\u2029met\x85Carl"]
 
 
-def test_lines_come_back_in_input_order_across_windows(tmp_path: Path,
-                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+def test_lines_come_back_in_input_order_across_windows(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(ner.tagging, "WINDOW_CHARS", 120)
     lines = [" ".join(["Word"] * (1 + (7 * n) % 11) + [f"n{n}"]) for n in range(60)]
     tagger = CapitalisedTagger()
@@ -271,7 +284,9 @@ def test_min_score_filters_entities_in_every_format(tmp_path: Path) -> None:
 def test_tag_text_offsets_index_the_whole_string() -> None:
     text = "John Smith visited\r\nParis. Then left"
     assert tag_text(CapitalisedTagger(), text) == [
-        entity(0, 10, "John Smith", 0.9), entity(20, 25, "Paris", 0.5), entity(27, 31, "Then", 0.5)
+        entity(0, 10, "John Smith", 0.9),
+        entity(20, 25, "Paris", 0.5),
+        entity(27, 31, "Then", 0.5),
     ]
     assert tag_text(CapitalisedTagger(), text, min_score=0.6) == [entity(0, 10, "John Smith", 0.9)]
     assert tag_text(CapitalisedTagger(), "") == []

@@ -25,7 +25,7 @@ def forms(text: str) -> list[list[str]]:
 
 
 def surfaces(text: str) -> list[str]:
-    return [text[token.start:token.end] for sentence in split_sentences(text) for token in sentence]
+    return [text[token.start : token.end] for sentence in split_sentences(text) for token in sentence]
 
 
 @pytest.mark.parametrize(
@@ -36,11 +36,15 @@ def surfaces(text: str) -> list[str]:
         ("AL-AIN, United Arab Emirates 1996-12-06", ["AL-AIN", ",", "United", "Arab", "Emirates", "1996-12-06"]),
         ('He said "we won" (again).', ["He", "said", '"', "we", "won", '"', "(", "again", ")", "."]),
         ("He said ``we won''.", ["He", "said", '"', "we", "won", '"', "."]),
-        ("Profit of C$5.3 million, up 1/2 point.", ["Profit", "of", "C$", "5.3", "million", ",", "up", "1/2",
-                                                     "point", "."]),
+        (
+            "Profit of C$5.3 million, up 1/2 point.",
+            ["Profit", "of", "C$", "5.3", "million", ",", "up", "1/2", "point", "."],
+        ),
         ("MIAMI 14 4 .778 - Tel +44 171", ["MIAMI", "14", "4", ".778", "-", "Tel", "+44", "171"]),
-        ("GUNMEN KILL FOUR IN S.AFRICA'S ZULU PROVINCE", ["GUNMEN", "KILL", "FOUR", "IN", "S.AFRICA", "'S", "ZULU",
-                                                          "PROVINCE"]),
+        (
+            "GUNMEN KILL FOUR IN S.AFRICA'S ZULU PROVINCE",
+            ["GUNMEN", "KILL", "FOUR", "IN", "S.AFRICA", "'S", "ZULU", "PROVINCE"],
+        ),
         ("the S&P index and U.S.-led talks", ["the", "S&P", "index", "and", "U.S.-led", "talks"]),
         ("players' ball -- the end...", ["players", "'", "ball", "--", "the", "end", "..."]),
     ],
@@ -53,33 +57,64 @@ def test_normalised_forms_keep_surface_offsets() -> None:
     text = "\u201cIt\u2019s Smith\u2019s\u201d \u2014 he said\u2026"
     tokens = [token for sentence in split_sentences(text) for token in sentence]
     assert [token.text for token in tokens] == ['"', "It", "'s", "Smith", "'s", '"', "--", "he", "said", "..."]
-    assert [text[token.start:token.end] for token in tokens] == [
-        "\u201c", "It", "\u2019s", "Smith", "\u2019s", "\u201d", "\u2014", "he", "said", "\u2026"
+    assert [text[token.start : token.end] for token in tokens] == [
+        "\u201c",
+        "It",
+        "\u2019s",
+        "Smith",
+        "\u2019s",
+        "\u201d",
+        "\u2014",
+        "he",
+        "said",
+        "\u2026",
     ]
 
 
 def test_sentences_and_initials() -> None:
-    assert forms("He won. She lost! Did they? Yes") == [["He", "won", "."], ["She", "lost", "!"],
-                                                        ["Did", "they", "?"], ["Yes"]]
+    assert forms("He won. She lost! Did they? Yes") == [
+        ["He", "won", "."],
+        ["She", "lost", "!"],
+        ["Did", "they", "?"],
+        ["Yes"],
+    ]
     # A sentence never ends after an initial or a dotted acronym followed by a name.
-    assert forms("R. Samuels c M. Waugh b Gillespie 7") == [["R.", "Samuels", "c", "M.", "Waugh", "b", "Gillespie",
-                                                             "7"]]
+    assert forms("R. Samuels c M. Waugh b Gillespie 7") == [
+        ["R.", "Samuels", "c", "M.", "Waugh", "b", "Gillespie", "7"]
+    ]
 
 
 def test_line_breaks_end_sentences_and_offsets_ignore_line_endings() -> None:
     text = "John lives\r\nin Paris\rnow\nand\u2028then"
     sentences = split_sentences(text)
-    assert [[text[t.start:t.end] for t in s] for s in sentences] == [["John", "lives"], ["in", "Paris"], ["now"],
-                                                                      ["and"], ["then"]]
+    assert [[text[t.start : t.end] for t in s] for s in sentences] == [
+        ["John", "lives"],
+        ["in", "Paris"],
+        ["now"],
+        ["and"],
+        ["then"],
+    ]
     assert sentences[1][0] == Token("in", 12, 14)
 
 
 def test_tabs_control_characters_emoji_and_other_scripts() -> None:
-    text = "Tab\there\x00nul\x1bx \U0001F44D\U0001F3FD ok \U0001F468\u200d\U0001F469\u200d\U0001F467 " \
-           "\u041c\u043e\u0441\u043a\u0432\u0430, \u6771\u4eac e\u0301cole"
-    assert surfaces(text) == ["Tab", "here", "nul", "x", "\U0001F44D\U0001F3FD", "ok",
-                              "\U0001F468\u200d\U0001F469\u200d\U0001F467", "\u041c\u043e\u0441\u043a\u0432\u0430",
-                              ",", "\u6771\u4eac", "e\u0301cole"]
+    text = (
+        "Tab\there\x00nul\x1bx \U0001f44d\U0001f3fd ok \U0001f468\u200d\U0001f469\u200d\U0001f467 "
+        "\u041c\u043e\u0441\u043a\u0432\u0430, \u6771\u4eac e\u0301cole"
+    )
+    assert surfaces(text) == [
+        "Tab",
+        "here",
+        "nul",
+        "x",
+        "\U0001f44d\U0001f3fd",
+        "ok",
+        "\U0001f468\u200d\U0001f469\u200d\U0001f467",
+        "\u041c\u043e\u0441\u043a\u0432\u0430",
+        ",",
+        "\u6771\u4eac",
+        "e\u0301cole",
+    ]
 
 
 @pytest.mark.parametrize("text", ["", " ", "\t\n\r\n", "\x00\x01\x7f", "\u2028\u3000"])
@@ -93,7 +128,7 @@ def test_long_line_without_sentence_break_is_cut_into_bounded_sentences() -> Non
     assert max(len(sentence) for sentence in sentences) == MAX_TOKENS
     tokens = [token for sentence in sentences for token in sentence]
     assert len(tokens) == 60_000
-    assert all(text[token.start:token.end] == token.text for token in tokens)
+    assert all(text[token.start : token.end] == token.text for token in tokens)
     # Cuts fall between whitespace-separated tokens, never between "word" and its comma.
     assert all(sentence[-1].text == "," for sentence in sentences)
 
@@ -101,8 +136,13 @@ def test_long_line_without_sentence_break_is_cut_into_bounded_sentences() -> Non
 def test_long_token_is_cut_into_pieces() -> None:
     text = "a" + "x" * 1000 + " b"
     tokens = [token for sentence in split_sentences(text, max_token_chars=300) for token in sentence]
-    assert [(token.start, token.end) for token in tokens] == [(0, 300), (300, 600), (600, 900), (900, 1001),
-                                                              (1002, 1003)]
+    assert [(token.start, token.end) for token in tokens] == [
+        (0, 300),
+        (300, 600),
+        (600, 900),
+        (900, 1001),
+        (1002, 1003),
+    ]
 
 
 def test_small_bounds() -> None:
@@ -123,7 +163,7 @@ def test_tokenize_counts_offsets_from_offset() -> None:
 PIECES = st.one_of(
     st.sampled_from(list(" \t\n\r.,;:!?'\"`()[]$%&-/+=*\u2019\u201c\u201d\u2014\u2026\u00a0\u200d\x00\x0b")),
     st.characters(codec="utf-8"),
-    st.sampled_from(["Mr.", "U.S.", "n't", "'s", "''", "``", "1/2", "C$", ".5", "e\u0301", "\U0001F44D", "Word"]),
+    st.sampled_from(["Mr.", "U.S.", "n't", "'s", "''", "``", "1/2", "C$", ".5", "e\u0301", "\U0001f44d", "Word"]),
 )
 
 
@@ -140,7 +180,7 @@ def test_offsets_property(text: str) -> None:
         for token in sentence:
             assert previous_end <= token.start < token.end <= len(text)
             assert token.end - token.start <= 5
-            normalised = text[token.start:token.end].translate(_CHAR_MAP)
+            normalised = text[token.start : token.end].translate(_CHAR_MAP)
             assert token.text == _TOKEN_FORMS.get(normalised, normalised)
             assert not any(char.isspace() for char in token.text)
             covered.update(range(token.start, token.end))
@@ -155,8 +195,9 @@ def test_cached_word_tokenizer_equals_segtok_on_the_whole_sentence(text: str) ->
     assert _token_spans(sentence) == _segtok_spans(sentence)
 
 
-_PIECES = st.sampled_from(["Anna", "Berg", "met", ".", "Dr.", "U.S.", "x" * 70, " ", "  ", "\t", "\r", "\n", "\r\n",
-                           "\u2028", "é", "!"])
+_PIECES = st.sampled_from(
+    ["Anna", "Berg", "met", ".", "Dr.", "U.S.", "x" * 70, " ", "  ", "\t", "\r", "\n", "\r\n", "\u2028", "é", "!"]
+)
 
 
 @settings(max_examples=50, deadline=None)
@@ -168,11 +209,13 @@ def test_cutting_at_cut_point_keeps_the_sentences_of_the_whole(pieces: list[str]
     parts: list[list[tuple[str, int, int]]] = []
     pending, offset, position = "", 0, 0
     for size in reads * (len(text) // max(sum(reads), 1) + 1):
-        pending, position = pending + text[position:position + size], position + size
+        pending, position = pending + text[position : position + size], position + size
         more = position < len(text)
         cut = cut_point(pending, max_chars) if more else len(pending)
-        parts += [[(t.text, t.start + offset, t.end + offset) for t in sentence]
-                  for sentence in split_sentences(pending[:cut], max_chars=max_chars)]
+        parts += [
+            [(t.text, t.start + offset, t.end + offset) for t in sentence]
+            for sentence in split_sentences(pending[:cut], max_chars=max_chars)
+        ]
         offset, pending = offset + cut, pending[cut:]
         if not more:
             break

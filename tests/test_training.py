@@ -8,11 +8,12 @@ from pathlib import Path
 import pytest
 import torch
 
+from ner.checkpoints import CHECKPOINT_FILE, METRICS_FILE, METRICS_LOG
 from ner.data.conll import read_conll
 from ner.data.schemes import validate_tags
 from ner.errors import NerError
 from ner.model import Tagger
-from ner.training import CHECKPOINT_FILE, METRICS_FILE, METRICS_LOG, train_from_config
+from ner.training import train_from_config
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "configs" / "sample.yaml"
@@ -47,8 +48,17 @@ def final_metrics(run_dir: Path) -> dict:
 
 
 def test_run_directory_holds_everything_evaluate_and_tag_need(trained: Path) -> None:
-    for name in ("config.yaml", "model.json", "model.pt", "words.json", "chars.json", "tags.json",
-                 CHECKPOINT_FILE, METRICS_LOG, METRICS_FILE):
+    for name in (
+        "config.yaml",
+        "model.json",
+        "model.pt",
+        "words.json",
+        "chars.json",
+        "tags.json",
+        CHECKPOINT_FILE,
+        METRICS_LOG,
+        METRICS_FILE,
+    ):
         assert (trained / name).is_file(), name
     assert not list(trained.glob("*.tmp"))
     # Both files load with the safe unpickler.
@@ -139,10 +149,13 @@ def trained_with_attention(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return run(tmp_path_factory.mktemp("train"), "run", "model.document_context=true", "model.attention.heads=4")
 
 
-@pytest.mark.parametrize("run_fixture", ["trained", "trained_with_document_casing", "trained_with_document_context",
-                                         "trained_with_attention"])
-def test_inference_emissions_equal_the_full_model_on_whole_documents(run_fixture: str,
-                                                                    request: pytest.FixtureRequest) -> None:
+@pytest.mark.parametrize(
+    "run_fixture",
+    ["trained", "trained_with_document_casing", "trained_with_document_context", "trained_with_attention"],
+)
+def test_inference_emissions_equal_the_full_model_on_whole_documents(
+    run_fixture: str, request: pytest.FixtureRequest
+) -> None:
     """Inference (per-spelling first-layer inputs, batches by length, the document context gathered across
     batches) scores every sentence as the training path does (the full model on batches of whole documents)."""
     tagger = Tagger.load(request.getfixturevalue(run_fixture))
@@ -155,14 +168,14 @@ def test_inference_emissions_equal_the_full_model_on_whole_documents(run_fixture
         for item in encoded.batches(8):
             emissions = tagger.emissions(item)  # (B, T, K): embedder and BiLSTM on the padded batch
             for row, (index, tokens) in enumerate(zip(item.batch.indices, item.batch.tokens)):
-                direct[index] = emissions[row, :len(tokens)]
+                direct[index] = emissions[row, : len(tokens)]
         inferred = tagger.inference_emissions(encoded, batch_size=5)
     batch_documents = [{documents[i] for i in batch.indices} for batch, _ in inferred]
     assert any(len(d) > 1 for d in batch_documents)  # batches mix documents and split them
     assert any(len([d for d in batch_documents if document in d]) > 1 for document in set(documents))
     for batch, emissions in inferred:
         for row, (index, tokens) in enumerate(zip(batch.indices, batch.tokens)):
-            torch.testing.assert_close(emissions[row, :len(tokens)], direct[index], rtol=1e-5, atol=1e-5)
+            torch.testing.assert_close(emissions[row, : len(tokens)], direct[index], rtol=1e-5, atol=1e-5)
 
 
 def test_input_cache_evicts_the_least_recently_used_and_forgets_on_new_weights(trained: Path) -> None:
@@ -192,8 +205,9 @@ def test_a_sentence_is_tagged_the_same_whatever_its_batch(trained: Path) -> None
     assert [span[3] for span in in_batch] == pytest.approx([span[3] for span in alone], abs=1e-5)
 
 
-def test_tagging_with_worker_processes_writes_the_same_output(trained: Path, tmp_path: Path,
-                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+def test_tagging_with_worker_processes_writes_the_same_output(
+    trained: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import ner.tagging
 
     monkeypatch.setattr(ner.tagging, "WINDOW_CHARS", 300)  # many windows in flight
@@ -238,8 +252,12 @@ def test_unk_replacement_chances_follow_word_counts() -> None:
     item = next(tagger.encode_corpus(corpus).batches(8))
     tagger.emissions(item, tagger.unk_probability)
     word_ids = item.batch.word_ids
-    singleton = torch.tensor([[counts[t.lower()] == 1 for t in tokens] + [False] * (word_ids.size(1) - len(tokens))
-                              for tokens in item.batch.tokens])
+    singleton = torch.tensor(
+        [
+            [counts[t.lower()] == 1 for t in tokens] + [False] * (word_ids.size(1) - len(tokens))
+            for tokens in item.batch.tokens
+        ]
+    )
     assert torch.equal(seen[0], torch.where(singleton, tagger.words.unk_id, word_ids))
 
 
@@ -251,9 +269,10 @@ def test_document_casing_reaches_the_model_and_documents_are_delimited(trained_w
     sentences = [["EU", "REJECTS", "GERMAN", "CALL"], ["Officials", "of", "the", "EU", "met", "German", "farmers"]]
     together, apart = tagger.encode(sentences), tagger.encode(sentences, document_ids=[0, 1])
     headline = [together.batcher.rows[0], apart.batcher.rows[0]]
-    assert [[DOCUMENT_CASING_CLASSES[c] for c in e.batcher.row_features[rows].tolist()]
-            for e, rows in zip([together, apart], headline)] == [["capitalized", "unseen", "capitalized", "unseen"],
-                                                                  ["unseen"] * 4]
+    assert [
+        [DOCUMENT_CASING_CLASSES[c] for c in e.batcher.row_features[rows].tolist()]
+        for e, rows in zip([together, apart], headline)
+    ] == [["capitalized", "unseen", "capitalized", "unseen"], ["unseen"] * 4]
     with torch.no_grad():
         emissions = [tagger.emissions(next(e.batches(1))) for e in (together, apart)]  # the headline, shortest
     assert not torch.allclose(emissions[0], emissions[1])
@@ -267,13 +286,15 @@ def test_document_casing_reaches_the_model_and_documents_are_delimited(trained_w
 
 
 def test_document_context_reads_the_other_mentions_of_a_word_in_its_document(
-        trained_with_document_context: Path) -> None:
+    trained_with_document_context: Path,
+) -> None:
     tagger = Tagger.load(trained_with_document_context)
     sentence, other = ["Blackburn", "said", "so"], ["Mr", "blackburn", "spoke", "twice"]
     with torch.no_grad():
+
         def emissions(sentences: list[list[str]], document_ids: list[int] | None) -> torch.Tensor:
             item = next(tagger.encode(sentences, document_ids=document_ids).batches(8))
-            return tagger.emissions(item)[item.batch.indices.index(0), :len(sentences[0])]  # (T, K)
+            return tagger.emissions(item)[item.batch.indices.index(0), : len(sentences[0])]  # (T, K)
 
         alone = emissions([sentence], None)
         with_mention = emissions([sentence, other], None)
@@ -288,7 +309,8 @@ def test_document_context_reads_the_other_mentions_of_a_word_in_its_document(
 
 
 def test_propagation_after_decoding_is_applied_per_document_and_its_spans_are_scored(
-        trained: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    trained: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import ner.model
     from ner.data.schemes import tags_to_spans
 

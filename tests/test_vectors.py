@@ -34,8 +34,9 @@ def sample_table(seed: int = 0) -> tuple[list[str], np.ndarray]:
 
 
 def write_text_table(path: Path, words: list[str], vectors: np.ndarray) -> Path:
-    path.write_text("".join(f"{w} {' '.join(repr(float(x)) for x in v)}\n" for w, v in zip(words, vectors)),
-                    encoding="utf-8")
+    path.write_text(
+        "".join(f"{w} {' '.join(repr(float(x)) for x in v)}\n" for w, v in zip(words, vectors)), encoding="utf-8"
+    )
     return path
 
 
@@ -64,16 +65,18 @@ def test_word2vec_header_is_skipped_and_the_first_vector_of_a_lowercased_word_wi
     assert load_vectors(str(path), 2, lowercase=False).index == {"Paris": 0, "paris": 1, "the": 2}
 
 
-@pytest.mark.parametrize(("content", "message"), [
-    (b"a 1 2\nb 1 2 3\n", "v.txt:2: expected a word and 2 numbers (model.embeddings.dim), got 3 values"),
-    (b"a 1 2\nb 1 x\n", "v.txt:2: expected 2 numbers after the word, got 'x'"),
-    (b"a 1 2\nb 1 nan\n", "v.txt:2: NaN or infinity among the numbers"),
-    (b"a 1 2\nb inf 1\n", "v.txt:2: NaN or infinity among the numbers"),
-    (b"a 1 2\n\xff 1 2\n", "v.txt:2: not valid UTF-8 (invalid start byte)"),
-    (b"\n", "v.txt: no vectors found: expected lines of 'word v1 ... v2'"),
-])
-def test_bad_text_tables_are_one_line_errors_naming_file_and_line(tmp_path: Path, content: bytes,
-                                                                   message: str) -> None:
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"a 1 2\nb 1 2 3\n", "v.txt:2: expected a word and 2 numbers (model.embeddings.dim), got 3 values"),
+        (b"a 1 2\nb 1 x\n", "v.txt:2: expected 2 numbers after the word, got 'x'"),
+        (b"a 1 2\nb 1 nan\n", "v.txt:2: NaN or infinity among the numbers"),
+        (b"a 1 2\nb inf 1\n", "v.txt:2: NaN or infinity among the numbers"),
+        (b"a 1 2\n\xff 1 2\n", "v.txt:2: not valid UTF-8 (invalid start byte)"),
+        (b"\n", "v.txt: no vectors found: expected lines of 'word v1 ... v2'"),
+    ],
+)
+def test_bad_text_tables_are_one_line_errors_naming_file_and_line(tmp_path: Path, content: bytes, message: str) -> None:
     path = tmp_path / "v.txt"
     path.write_bytes(content)
     with pytest.raises(DataError) as error:
@@ -106,18 +109,21 @@ def make_fake_package(root: Path, words: list[str], vectors: np.ndarray) -> None
     data = root / "fake_vectors_pkg" / "data"
     data.mkdir(parents=True)
     (root / "fake_vectors_pkg" / "__init__.py").write_text(
-        "from pathlib import Path\nROOT = str(Path(__file__).parent / 'data')\n")
+        "from pathlib import Path\nROOT = str(Path(__file__).parent / 'data')\n"
+    )
     np.save(data / "table.npy", vectors)
     parquet.write_table(pyarrow.table({"index": words}), data / "index.parquet")
 
 
-def test_a_registry_name_resolves_through_its_installed_package(tmp_path: Path,
-                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_registry_name_resolves_through_its_installed_package(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     words, vectors = sample_table()
     make_fake_package(tmp_path, words, vectors)
     monkeypatch.syspath_prepend(str(tmp_path))
-    monkeypatch.setitem(vectors_module.PACKAGES, "fake-24d",
-                        ("fake-vectors", "fake_vectors_pkg", "glove", "table.npy", "index.parquet"))
+    monkeypatch.setitem(
+        vectors_module.PACKAGES, "fake-24d", ("fake-vectors", "fake_vectors_pkg", "glove", "table.npy", "index.parquet")
+    )
     table = load_vectors("fake-24d", DIM, lowercase=True)
     assert table.words == words
     np.testing.assert_array_equal(table.vectors, vectors)
@@ -125,12 +131,16 @@ def test_a_registry_name_resolves_through_its_installed_package(tmp_path: Path,
 
 
 def test_a_registry_name_without_its_package_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(vectors_module.PACKAGES, "missing-50d",
-                        ("missing-vectors", "no_such_vectors_module", "glove", "t.npy", "i.parquet"))
+    monkeypatch.setitem(
+        vectors_module.PACKAGES,
+        "missing-50d",
+        ("missing-vectors", "no_such_vectors_module", "glove", "t.npy", "i.parquet"),
+    )
     with pytest.raises(DataError) as error:
         load_vectors("missing-50d", 50, lowercase=True)
-    assert str(error.value) == ("model.embeddings.pretrained: missing-50d needs the package missing-vectors: "
-                                "pip install -e \".[glove]\"")
+    assert str(error.value) == (
+        'model.embeddings.pretrained: missing-50d needs the package missing-vectors: pip install -e ".[glove]"'
+    )
 
 
 def test_the_real_glove_package_when_installed() -> None:
@@ -150,8 +160,9 @@ def trained_with_vectors(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
-def test_training_words_start_from_the_table_and_unseen_words_keep_their_vectors(trained_with_vectors: Path,
-                                                                                tmp_path: Path) -> None:
+def test_training_words_start_from_the_table_and_unseen_words_keep_their_vectors(
+    trained_with_vectors: Path, tmp_path: Path
+) -> None:
     tagger = Tagger.load(trained_with_vectors)
     words, vectors = sample_table()
     assert UNSEEN not in tagger.words  # only training words have learned rows
@@ -170,8 +181,9 @@ def scores_of(run_dir: Path, sentence: list[str]) -> torch.Tensor:
     return emissions  # (1, T, K)
 
 
-def test_a_changed_table_vector_changes_the_prediction_of_an_unseen_word(trained_with_vectors: Path,
-                                                                         tmp_path: Path) -> None:
+def test_a_changed_table_vector_changes_the_prediction_of_an_unseen_word(
+    trained_with_vectors: Path, tmp_path: Path
+) -> None:
     sentence = [UNSEEN.capitalize(), "visited", "the", "city"]
     copy = tmp_path / "run"
     shutil.copytree(trained_with_vectors, copy)
@@ -187,8 +199,9 @@ def test_a_changed_table_vector_changes_the_prediction_of_an_unseen_word(trained
     assert not torch.allclose(before[0, 0], after[0, 0])  # the unseen word's emissions moved
 
 
-def test_a_run_refuses_a_table_that_differs_from_the_one_it_was_trained_with(trained_with_vectors: Path,
-                                                                          tmp_path: Path, capsys) -> None:
+def test_a_run_refuses_a_table_that_differs_from_the_one_it_was_trained_with(
+    trained_with_vectors: Path, tmp_path: Path, capsys
+) -> None:
     copy = tmp_path / "run"
     shutil.copytree(trained_with_vectors, copy)
     table = trained_with_vectors.parent / "table.npy"
@@ -198,7 +211,8 @@ def test_a_run_refuses_a_table_that_differs_from_the_one_it_was_trained_with(tra
     assert main(["tag", str(copy), str(REPO / "data/sample/raw.txt")]) == 2
     assert capsys.readouterr().err.splitlines()[-1] == (
         f"error: {copy}/vectors.json: the model was trained with word vectors {table} (sha256 {'0' * 64}), "
-        f"but {table} has sha256 {vectors_module.sha256_of(table)}: restore the original table or retrain")
+        f"but {table} has sha256 {vectors_module.sha256_of(table)}: restore the original table or retrain"
+    )
     (copy / "vectors.json").unlink()
     with pytest.raises(NerError, match=r"vectors.json: missing \(the run's config names pretrained vectors"):
         Tagger.load(copy)
@@ -207,14 +221,23 @@ def test_a_run_refuses_a_table_that_differs_from_the_one_it_was_trained_with(tra
 def test_frozen_vectors_leave_only_the_training_words_outside_the_table_learned(tmp_path: Path) -> None:
     words, vectors = sample_table()
     kept = [w for w in words if w not in ("the", "of")]  # two training words outside the table
-    table = write_npy_table(tmp_path / "t.npy", kept, vectors[:len(kept)])
+    table = write_npy_table(tmp_path / "t.npy", kept, vectors[: len(kept)])
     out = tmp_path / "run"
-    train_from_config(SAMPLE, [*FAST, "training.epochs=1", f"output.dir={out}",
-                               f"model.embeddings.pretrained={table}", "model.embeddings.freeze=true"])
+    train_from_config(
+        SAMPLE,
+        [
+            *FAST,
+            "training.epochs=1",
+            f"output.dir={out}",
+            f"model.embeddings.pretrained={table}",
+            "model.embeddings.freeze=true",
+        ],
+    )
     tagger = Tagger.load(out)
     assert sorted(tagger.words.items) == ["<pad>", "<unk>", "of", "the"]
     the_id = tagger.word_lookup.encode(["The"])[0]
     paris_id = tagger.word_lookup.encode([kept[5]])[0]
     assert the_id == tagger.words.index["the"] and paris_id == len(tagger.words) + 5
-    np.testing.assert_array_equal(tagger.model.embedder.word_vectors(torch.tensor([[paris_id]]))[0, 0].detach().numpy(),
-                                  vectors[5])
+    np.testing.assert_array_equal(
+        tagger.model.embedder.word_vectors(torch.tensor([[paris_id]]))[0, 0].detach().numpy(), vectors[5]
+    )

@@ -144,11 +144,17 @@ class TestBatcher:
                 assert sorted(group) == [i for d in members for i in d]  # whole documents only
                 assert len(group) <= 12 or len(members) == 1  # a longer document comes alone
         unshuffled = [batch.indices for batch in batcher.batches(12, documents=documents)]
-        assert unshuffled == [list(range(0, 3)), list(range(3, 15)), list(range(15, 16)), list(range(16, 30)),
-                              list(range(30, 40))]
+        assert unshuffled == [
+            list(range(0, 3)),
+            list(range(3, 15)),
+            list(range(15, 16)),
+            list(range(16, 30)),
+            list(range(30, 40)),
+        ]
         assert [b.indices for b in batcher.batches(16, documents=documents)][0] == list(range(0, 16))
-        shuffled = [[b.indices for b in batcher.batches(12, shuffle=True, seed=s, documents=documents)]
-                    for s in (1, 1, 2)]
+        shuffled = [
+            [b.indices for b in batcher.batches(12, shuffle=True, seed=s, documents=documents)] for s in (1, 1, 2)
+        ]
         assert shuffled[0] == shuffled[1] != shuffled[2]
 
     def test_shuffled_order_is_fixed_by_the_seed_alone(self) -> None:
@@ -186,21 +192,36 @@ class TestBatcher:
 def test_casing_classes_of_known_tokens() -> None:
     from ner.data.features import CASING_CLASSES, casing_class
 
-    examples = {"paris": "lower", "EU": "upper", "Paris": "title", "McDonald": "mixed", "1996": "numeric",
-                "3-1": "has_digit", "U.S.": "upper", "--": "punct", ",": "punct", "": "other", "é": "lower"}
+    examples = {
+        "paris": "lower",
+        "EU": "upper",
+        "Paris": "title",
+        "McDonald": "mixed",
+        "1996": "numeric",
+        "3-1": "has_digit",
+        "U.S.": "upper",
+        "--": "punct",
+        ",": "punct",
+        "": "other",
+        "é": "lower",
+    }
     assert {token: CASING_CLASSES[casing_class(token)] for token in examples} == examples
 
 
 def test_document_casing_classes_come_from_the_other_informative_occurrences() -> None:
     from ner.data.features import DOCUMENT_CASING_CLASSES, document_casing, documents_casing
 
-    document = [["EU", "REJECTS", "GERMAN", "CALL"],  # all capitals: says nothing about its words
-                ["The", "German", "call", "was", "rejected", "by", "the", "EU"],  # first tokens say nothing
-                ["Germany", "and", "German", "firms", "said", "the", "Call", "call"]]
+    document = [
+        ["EU", "REJECTS", "GERMAN", "CALL"],  # all capitals: says nothing about its words
+        ["The", "German", "call", "was", "rejected", "by", "the", "EU"],  # first tokens say nothing
+        ["Germany", "and", "German", "firms", "said", "the", "Call", "call"],
+    ]
     names = [[DOCUMENT_CASING_CLASSES[c] for c in sentence] for sentence in document_casing(document)]
-    assert names == [["capitalized", "unseen", "capitalized", "both"],  # "the EU", "German", "call" and "Call"
-                     ["lower", "capitalized", "both", "unseen", "unseen", "unseen", "lower", "unseen"],
-                     ["unseen", "unseen", "capitalized", "unseen", "unseen", "lower", "lower", "both"]]
+    assert names == [
+        ["capitalized", "unseen", "capitalized", "both"],  # "the EU", "German", "call" and "Call"
+        ["lower", "capitalized", "both", "unseen", "unseen", "unseen", "lower", "unseen"],
+        ["unseen", "unseen", "capitalized", "unseen", "unseen", "lower", "lower", "both"],
+    ]
     # a document is a run of equal ids: split in two, the headline loses what the later sentences said
     split = documents_casing(document, [0, 1, 1])
     assert split[0] == [1, 1, 1, 1] and split[1:] == document_casing(document[1:])

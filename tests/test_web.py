@@ -31,10 +31,25 @@ def browser_dom(url: str, profile: Path) -> str:
     """The page's DOM after its scripts ran (network included: virtual time waits for fetches)."""
     assert CHROMIUM is not None, "chromium is not installed (.ci/run installs it)"
     result = subprocess.run(
-        [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync",
-         f"--user-data-dir={profile}", "--virtual-time-budget=10000", "--dump-dom", url],
-        capture_output=True, text=True, timeout=90, check=True,
+        [
+            CHROMIUM,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            f"--user-data-dir={profile}",
+            "--virtual-time-budget=10000",
+            "--dump-dom",
+            url,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=90,
+        check=True,
     )
     return result.stdout
 
@@ -57,9 +72,15 @@ class Marks(HTMLParser):
             self.lines.append({"text": "", "marks": []})
             self._element = "line"
         elif tag == "mark" and "ent" in classes:
-            self.lines[-1]["marks"].append({
-                "type": attributes["data-type"], "score": attributes["data-score"], "title": attributes["title"],
-                "text": "", "coloured": "--ent-colour" in (attributes.get("style") or "")})
+            self.lines[-1]["marks"].append(
+                {
+                    "type": attributes["data-type"],
+                    "score": attributes["data-score"],
+                    "title": attributes["title"],
+                    "text": "",
+                    "coloured": "--ent-colour" in (attributes.get("style") or ""),
+                }
+            )
             self._element = "mark"
         elif "swatch" in classes or "count" in classes:
             self._element = "legend"
@@ -84,27 +105,30 @@ def html_page(tmp_path: Path, files: dict[str, str], **options: object) -> str:
     for name, text in files.items():
         (tmp_path / name).write_text(text, encoding="utf-8")
     output = tmp_path / "out.html"
-    tag_files(CapitalisedTagger(), [str(tmp_path / name) for name in files], output=str(output), fmt="html",
-              **options)
+    tag_files(CapitalisedTagger(), [str(tmp_path / name) for name in files], output=str(output), fmt="html", **options)
     return output.read_text(encoding="utf-8")
 
 
 def test_line_html_pins_the_markup() -> None:
-    entities = [{"start": 0, "end": 4, "type": "PER", "score": 0.9},
-                {"start": 9, "end": 14, "type": "LOC", "score": 0.51234}]
+    entities = [
+        {"start": 0, "end": 4, "type": "PER", "score": 0.9},
+        {"start": 9, "end": 14, "type": "LOC", "score": 0.51234},
+    ]
     assert line_html('Anna <&> Paris "', entities, 7) == (
         '<p class="line" data-line="7"><mark class="ent" data-type="PER" data-score="0.9000" title="PER 0.9000">'
         'Anna</mark> &lt;&amp;&gt; <mark class="ent" data-type="LOC" data-score="0.5123" title="LOC 0.5123">'
-        'Paris</mark> &quot;</p>')
+        "Paris</mark> &quot;</p>"
+    )
 
 
 def test_html_format_has_a_paragraph_per_line_with_the_jsonl_entities(tmp_path: Path) -> None:
-    text = TEXT + "Tom <b>&amp; Ann\tx \U0001F44D Bo\n"
+    text = TEXT + "Tom <b>&amp; Ann\tx \U0001f44d Bo\n"
     page = Marks(html_page(tmp_path, {"in.txt": text}))
     records = [json.loads(line) for line in tag_jsonl(tmp_path, text)]
     assert [line["text"] for line in page.lines] == [record["text"] for record in records]
-    assert [[(m["type"], m["text"], float(m["score"])) for m in line["marks"]] for line in page.lines] == \
-        [[(e["type"], e["text"], e["score"]) for e in record["entities"]] for record in records]
+    assert [[(m["type"], m["text"], float(m["score"])) for m in line["marks"]] for line in page.lines] == [
+        [(e["type"], e["text"], e["score"]) for e in record["entities"]] for record in records
+    ]
     assert page.lines[-1]["marks"][0]["title"] == "PER 0.5000"
 
 
@@ -135,8 +159,9 @@ class DocumentTagger(CapitalisedTagger):
         super().__init__()
         self.documents: list[list[int] | None] = []
 
-    def predict_spans(self, sentences: list[list[str]], batch_size: int,
-                      document_ids: list[int] | None = None) -> list[list[tuple[str, int, int, float]]]:
+    def predict_spans(
+        self, sentences: list[list[str]], batch_size: int, document_ids: list[int] | None = None
+    ) -> list[list[tuple[str, int, int, float]]]:
         self.documents.append(document_ids)
         return super().predict_spans(sentences, batch_size)
 
@@ -146,8 +171,7 @@ def test_tag_texts_tags_every_text_in_one_call_each_its_own_document() -> None:
     tagger = DocumentTagger()
     assert tag_texts(tagger, texts) == [tag_text(CapitalisedTagger(), text) for text in texts]
     assert tagger.documents == [[0, 0, 2, 3, 3]]  # the empty text has no sentence
-    assert tag_texts(tagger, texts, min_score=0.6) == [tag_text(CapitalisedTagger(), t, min_score=0.6)
-                                                       for t in texts]
+    assert tag_texts(tagger, texts, min_score=0.6) == [tag_text(CapitalisedTagger(), t, min_score=0.6) for t in texts]
     assert tag_texts(DocumentTagger(), []) == []
 
 
@@ -163,17 +187,21 @@ def test_html_format_page_gets_colours_and_a_legend_in_a_browser(tmp_path: Path)
 def test_javascript_marks_a_line_as_python_does(tmp_path: Path) -> None:
     """NerHighlight.line (the service's page) and line_html (the html format) give the same DOM, astral
     characters included (offsets count code points in both)."""
-    text = "\U0001F44D Anna & <Bo> met \u00e9mile in \U0001F3FD Paris"
-    entities = [{"start": 2, "end": 6, "type": "PER", "score": 0.97},
-                {"start": 18, "end": 23, "type": "PER", "score": 0.5},
-                {"start": 29, "end": 34, "type": "LOC", "score": 0.123456}]
-    assert [text[e["start"]:e["end"]] for e in entities] == ["Anna", "émile", "Paris"]
+    text = "\U0001f44d Anna & <Bo> met \u00e9mile in \U0001f3fd Paris"
+    entities = [
+        {"start": 2, "end": 6, "type": "PER", "score": 0.97},
+        {"start": 18, "end": 23, "type": "PER", "score": 0.5},
+        {"start": 29, "end": 34, "type": "LOC", "score": 0.123456},
+    ]
+    assert [text[e["start"] : e["end"]] for e in entities] == ["Anna", "émile", "Paris"]
     page = tmp_path / "both.html"
     page.write_text(
         f'<!doctype html><meta charset="utf-8"><div id="python">{line_html(text, entities, 3)}</div>'
         f'<div id="js"></div><script>{asset("highlight.js")}\n'
         f'document.getElementById("js").append(NerHighlight.line({json.dumps(text)}, {json.dumps(entities)}, 3));'
-        f"</script>", encoding="utf-8")
+        f"</script>",
+        encoding="utf-8",
+    )
     dom = browser_dom(page.as_uri(), tmp_path / "profile")
     python = dom.split('<div id="python">')[1].split("</div>")[0]
     javascript = dom.split('<div id="js">')[1].split("</div>")[0]

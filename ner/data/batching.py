@@ -84,15 +84,19 @@ class Batcher:
         with paused_gc():
             row_of: dict[str | tuple[str, int], int] = {}  # distinct key -> table row, from 1
             if token_features is None:
-                sentence_rows = [[row_of.setdefault(word, len(row_of) + 1) for word in tokens]
-                                 for tokens in self.tokens]
+                sentence_rows = [
+                    [row_of.setdefault(word, len(row_of) + 1) for word in tokens] for tokens in self.tokens
+                ]
             else:
-                sentence_rows = [[row_of.setdefault(key, len(row_of) + 1) for key in zip(tokens, features)]
-                                 for tokens, features in zip(self.tokens, token_features)]
+                sentence_rows = [
+                    [row_of.setdefault(key, len(row_of) + 1) for key in zip(tokens, features)]
+                    for tokens, features in zip(self.tokens, token_features)
+                ]
             self.keys: list[str | tuple[str, int]] = list(row_of)
             self.distinct: list[str] = self.keys if token_features is None else [word for word, _ in self.keys]
-            self.row_features = torch.tensor([0] + ([] if token_features is None else [f for _, f in self.keys]),
-                                             dtype=torch.long)  # (rows,) or (1,) without features
+            self.row_features = torch.tensor(
+                [0] + ([] if token_features is None else [f for _, f in self.keys]), dtype=torch.long
+            )  # (rows,) or (1,) without features
             spellings = [[]] + [chars.encode(word[:max_word_length]) for word in self.distinct]
             spelled_lengths = [len(ids) for ids in spellings]
             width = max(max(spelled_lengths), 1)  # one column at least, even if every word is ""
@@ -108,9 +112,15 @@ class Batcher:
     def __len__(self) -> int:
         return len(self.tokens)
 
-    def batches(self, batch_size: int, *, shuffle: bool = False, seed: int = 0,
-                documents: Sequence[range] | None = None,
-                select: Callable[[list[list[int]]], list[int]] | None = None) -> Iterator[Batch]:
+    def batches(
+        self,
+        batch_size: int,
+        *,
+        shuffle: bool = False,
+        seed: int = 0,
+        documents: Sequence[range] | None = None,
+        select: Callable[[list[list[int]]], list[int]] | None = None,
+    ) -> Iterator[Batch]:
         """Batches of up to ``batch_size`` sentences of similar length.
 
         Without ``shuffle`` sentences go shortest first (ties in input order). With ``shuffle`` sentences of
@@ -159,8 +169,7 @@ class Batcher:
         return Batch(word_ids, char_ids, rows, mask, tag_ids, list(indices), [self.tokens[i] for i in indices])
 
 
-def _document_groups(documents: Sequence[range], batch_size: int,
-                     rng: random.Random | None) -> list[list[list[int]]]:
+def _document_groups(documents: Sequence[range], batch_size: int, rng: random.Random | None) -> list[list[list[int]]]:
     """Batches of whole documents (each a list of its sentence indices), packed in order (shuffled by ``rng``)
     up to ``batch_size`` sentences each, a longer document alone."""
     order = list(documents)

@@ -343,7 +343,5 @@ def _first_token_line(lines: list[str]) -> tuple[int | None, str]:
 def _column_index(name: str, line: int, key: str, index: int, num_columns: int) -> int:
     """``index`` made non-negative, or a DataError when the file has no such column."""
     if not -num_columns <= index < num_columns:
-        raise DataError(
-            f"{location(name, line)}: {key} {index} does not exist: the file has {num_columns} columns"
-        )
+        raise DataError(f"{location(name, line)}: {key} {index} does not exist: the file has {num_columns} columns")
     return index % num_columns

@@ -30,7 +30,6 @@ def casing_class(token: str) -> int:
     return 4
 
 
-
 # Document casing classes (index 0 is padding): how a token's word (lowercased) is written at the *other*
 # places of its document where casing is informative: not the first token of a sentence, not in a sentence
 # written all in capitals (headlines, tables). "EU REJECTS GERMAN CALL" or a sentence-initial "Hurricane" say
@@ -55,11 +54,13 @@ def document_casing(document: Sequence[Sequence[str]]) -> list[list[int]]:
             marks.append(entry[1] if informative and position else 0)
     lower_counts = Counter(word for word, mark in zip(words, marks) if mark == 1)
     capital_counts = Counter(word for word, mark in zip(words, marks) if mark == 2)
-    classes = [1 + (lower_counts[word] > (mark == 1)) + 2 * (capital_counts[word] > (mark == 2))
-               for word, mark in zip(words, marks)]
+    classes = [
+        1 + (lower_counts[word] > (mark == 1)) + 2 * (capital_counts[word] > (mark == 2))
+        for word, mark in zip(words, marks)
+    ]
     by_sentence, start = [], 0
     for tokens in document:
-        by_sentence.append(classes[start:start + len(tokens)])
+        by_sentence.append(classes[start : start + len(tokens)])
         start += len(tokens)
     return by_sentence
 
@@ -77,5 +78,8 @@ def document_ranges(count: int, document_ids: Sequence[int] | None = None) -> li
 
 def documents_casing(sentences: Sequence[Sequence[str]], document_ids: Sequence[int] | None = None) -> list[list[int]]:
     """``document_casing`` of every sentence, documents as ``document_ranges`` gives them."""
-    return [classes for document in document_ranges(len(sentences), document_ids)
-            for classes in document_casing(sentences[document.start:document.stop])]
+    return [
+        classes
+        for document in document_ranges(len(sentences), document_ids)
+        for classes in document_casing(sentences[document.start : document.stop])
+    ]

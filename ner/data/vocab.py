@@ -101,7 +101,7 @@ class Vocabulary:
         if not isinstance(items, list) or not all(isinstance(item, str) for item in items):
             raise DataError(f"{location(path)}: items: expected a list of strings")
         specials = [PAD] * data["pad"] + [UNK] * data["unk"]
-        if items[:len(specials)] != specials:
+        if items[: len(specials)] != specials:
             raise DataError(f"{location(path)}: items: expected to start with {', '.join(specials)}")
         if len(set(items)) != len(items):
             seen: set[str] = set()
@@ -133,7 +133,10 @@ class WordLookup:
 
 
 def build_vocabularies(
-    sentences: Sequence[Sentence], min_count: int = 1, lowercase: bool = False, scheme: str | None = None,
+    sentences: Sequence[Sentence],
+    min_count: int = 1,
+    lowercase: bool = False,
+    scheme: str | None = None,
     keep: Container[str] = (),
 ) -> tuple[Vocabulary, Vocabulary, Vocabulary]:
     """Word, character and tag vocabularies of ``sentences``.
@@ -182,8 +185,11 @@ def load_vocabularies(directory: str | os.PathLike[str]) -> tuple[Vocabulary, Vo
 
 
 def _by_frequency(counts: Counter[str], min_count: int, keep: Container[str] = ()) -> list[str]:
-    return [item for item, count in sorted(counts.items(), key=lambda pair: (-pair[1], pair[0]))
-            if count >= min_count or item in keep]
+    return [
+        item
+        for item, count in sorted(counts.items(), key=lambda pair: (-pair[1], pair[0]))
+        if count >= min_count or item in keep
+    ]
 
 
 def _tag_order(tag: str) -> tuple[int, str, int]:

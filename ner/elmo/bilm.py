@@ -59,12 +59,15 @@ class BiLMOptions:
         try:
             lstm, cnn = raw["lstm"], raw["char_cnn"]
             if not lstm.get("use_skip_connections", False):
-                raise ConfigError(f"{origin}: lstm.use_skip_connections: expected true (ELMo biLMs have "
-                                  f"residual connections), got {lstm.get('use_skip_connections')!r}")
+                raise ConfigError(
+                    f"{origin}: lstm.use_skip_connections: expected true (ELMo biLMs have "
+                    f"residual connections), got {lstm.get('use_skip_connections')!r}"
+                )
             max_chars = cnn.get("max_characters_per_token", MAX_WORD_LENGTH)
             if max_chars != MAX_WORD_LENGTH:
-                raise ConfigError(f"{origin}: char_cnn.max_characters_per_token: expected {MAX_WORD_LENGTH}, "
-                                  f"got {max_chars!r}")
+                raise ConfigError(
+                    f"{origin}: char_cnn.max_characters_per_token: expected {MAX_WORD_LENGTH}, got {max_chars!r}"
+                )
             return cls(
                 filters=[(int(width), int(num)) for width, num in cnn["filters"]],
                 char_dim=int(cnn["embedding"]["dim"]),
@@ -82,12 +85,22 @@ class BiLMOptions:
     def to_allennlp(self) -> dict[str, Any]:
         """The AllenNLP/bilm-tf inference options mapping (``n_characters`` 262, as inference needs)."""
         return {
-            "lstm": {"use_skip_connections": True, "projection_dim": self.projection_dim,
-                     "cell_clip": self.cell_clip, "proj_clip": self.proj_clip, "dim": self.lstm_dim,
-                     "n_layers": self.num_layers},
-            "char_cnn": {"activation": self.activation, "filters": [list(f) for f in self.filters],
-                         "n_highway": self.highway_layers, "embedding": {"dim": self.char_dim},
-                         "n_characters": NUM_CHAR_IDS, "max_characters_per_token": MAX_WORD_LENGTH},
+            "lstm": {
+                "use_skip_connections": True,
+                "projection_dim": self.projection_dim,
+                "cell_clip": self.cell_clip,
+                "proj_clip": self.proj_clip,
+                "dim": self.lstm_dim,
+                "n_layers": self.num_layers,
+            },
+            "char_cnn": {
+                "activation": self.activation,
+                "filters": [list(f) for f in self.filters],
+                "n_highway": self.highway_layers,
+                "embedding": {"dim": self.char_dim},
+                "n_characters": NUM_CHAR_IDS,
+                "max_characters_per_token": MAX_WORD_LENGTH,
+            },
         }
 
 
@@ -120,15 +133,17 @@ class BiLM(nn.Module):
         self.options = options
         self.dropout = dropout
         dim, cell = options.projection_dim, options.lstm_dim
-        self.token_encoder = CharCNN(NUM_CHAR_IDS, options.char_dim, options.filters, options.activation,
-                                     options.highway_layers, dim)
+        self.token_encoder = CharCNN(
+            NUM_CHAR_IDS, options.char_dim, options.filters, options.activation, options.highway_layers, dim
+        )
 
         def stack() -> nn.ModuleList:
             # forget_bias: TF's constant forget-gate bias of 1, here only at initialisation (imported weights
             # carry it in bias_hh, see ner.elmo.weights).
             return nn.ModuleList(
-                LSTM(dim, cell, proj_size=dim, cell_clip=options.cell_clip, proj_clip=options.proj_clip,
-                     forget_bias=1.0)
+                LSTM(
+                    dim, cell, proj_size=dim, cell_clip=options.cell_clip, proj_clip=options.proj_clip, forget_bias=1.0
+                )
                 for _ in range(options.num_layers)
             )
 

@@ -127,8 +127,10 @@ class ElmoCache:
                             data.write(values[layer].tobytes())
                     bar.update(int(lengths[batch].sum()))
         bilm.train(was_training)
-        write_json_atomic(_sibling(path, ".json"),
-                          {"format": CACHE_FORMAT, "key": key, "dtype": str(dtype), "lengths": lengths.tolist()})
+        write_json_atomic(
+            _sibling(path, ".json"),
+            {"format": CACHE_FORMAT, "key": key, "dtype": str(dtype), "lengths": lengths.tolist()},
+        )
         return cls(path)
 
     @classmethod

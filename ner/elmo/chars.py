@@ -75,9 +75,7 @@ def add_sentence_boundaries(char_ids: torch.Tensor) -> tuple[torch.Tensor, torch
     return wrapped, mask
 
 
-def remove_sentence_boundaries(
-    tensor: torch.Tensor, mask: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor]:
+def remove_sentence_boundaries(tensor: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Drop the ``<S>``/``</S>`` positions: ``tensor`` (batch, time + 2, dim) -> (batch, time, dim).
 
     ``mask`` (batch, time + 2) is the wrapped mask; a row of length j keeps positions ``1 .. j - 2``.

@@ -79,8 +79,10 @@ def _pretrain(config: LMConfig, resume: bool, context: Context, device: torch.de
             raise NerError(f"{output}: already holds a pretraining run; pass --resume or choose another output_dir")
         sentences = read_sentences(Path(config.data.train), config.data.format)
         if len(sentences) <= config.data.heldout_sentences:
-            raise ConfigError(f"data.heldout_sentences: expected fewer than the {len(sentences)} sentences of "
-                              f"{config.data.train}, got {config.data.heldout_sentences}")
+            raise ConfigError(
+                f"data.heldout_sentences: expected fewer than the {len(sentences)} sentences of "
+                f"{config.data.train}, got {config.data.heldout_sentences}"
+            )
     if context.main:
         output.mkdir(parents=True, exist_ok=True)
     split = np.random.default_rng(train_cfg.seed).permutation(len(sentences))
@@ -108,24 +110,35 @@ def _pretrain(config: LMConfig, resume: bool, context: Context, device: torch.de
         write_text_atomic(output / "vocab.txt", "\n".join(vocab) + "\n")
         _write_yaml(output / "config.yaml", dataclasses.asdict(config))
     # Tail clusters of the adaptive softmax go unused in a batch without their words: DDP must look for them.
-    step_model = (distributed.data_parallel(model, model, find_unused_parameters=True) if context.distributed
-                  else model)
+    step_model = distributed.data_parallel(model, model, find_unused_parameters=True) if context.distributed else model
 
     steps_per_epoch = len(make_batches(train_lengths, train_cfg.batch_tokens, None))
     total_steps = steps_per_epoch * train_cfg.epochs
     if train_cfg.max_steps is not None:
         total_steps = min(total_steps, train_cfg.max_steps)
-    bar = tqdm(total=total_steps, initial=state["step"], unit="step", disable=not (train_cfg.progress and context.main),
-               desc="pretrain-lm", dynamic_ncols=True)
+    bar = tqdm(
+        total=total_steps,
+        initial=state["step"],
+        unit="step",
+        disable=not (train_cfg.progress and context.main),
+        desc="pretrain-lm",
+        dynamic_ncols=True,
+    )
     session_tokens, session_seconds, recent_losses = state["tokens"], state["train_seconds"], []
     for epoch, batch_index, indices in _schedule(train_lengths, train_cfg, state):
         if state["step"] >= total_steps:
             break
         step_start = time.perf_counter()
-        loss, tokens = _step(step_model, model, optimizer, train_corpus, indices, train_cfg, state["step"],
-                             total_steps, context, device)
-        state.update(step=state["step"] + 1, epoch=epoch, batch=batch_index + 1, tokens=state["tokens"] + tokens,
-                     train_seconds=state["train_seconds"] + time.perf_counter() - step_start)
+        loss, tokens = _step(
+            step_model, model, optimizer, train_corpus, indices, train_cfg, state["step"], total_steps, context, device
+        )
+        state.update(
+            step=state["step"] + 1,
+            epoch=epoch,
+            batch=batch_index + 1,
+            tokens=state["tokens"] + tokens,
+            train_seconds=state["train_seconds"] + time.perf_counter() - step_start,
+        )
         if not context.main:
             continue
         recent_losses.append(loss)
@@ -136,25 +149,42 @@ def _pretrain(config: LMConfig, resume: bool, context: Context, device: torch.de
         last = state["step"] == total_steps
         if state["step"] % train_cfg.eval_every == 0 or last:
             metrics = evaluate_lm(model, heldout_corpus, train_cfg.batch_tokens)
-            state["history"].append({"step": state["step"], "epoch": epoch, "tokens": state["tokens"],
-                                     "train_loss": round(train_loss, 4),
-                                     "train_seconds": round(state["train_seconds"], 1),
-                                     "tokens_per_s": round(tokens_per_s, 1), **metrics})
+            state["history"].append(
+                {
+                    "step": state["step"],
+                    "epoch": epoch,
+                    "tokens": state["tokens"],
+                    "train_loss": round(train_loss, 4),
+                    "train_seconds": round(state["train_seconds"], 1),
+                    "tokens_per_s": round(tokens_per_s, 1),
+                    **metrics,
+                }
+            )
             bar.write(json.dumps(state["history"][-1]))
             recent_losses = []
         if state["step"] % train_cfg.checkpoint_every == 0 or last:
             _save_checkpoint(checkpoint_path, model, optimizer, config, vocab, state)
             model.bilm.save(output)
-            write_json_atomic(output / "metrics.json", {"history": state["history"],
-                                                        "heldout_sentences": len(heldout_sentences),
-                                                        "vocab_size": len(vocab)})
+            write_json_atomic(
+                output / "metrics.json",
+                {"history": state["history"], "heldout_sentences": len(heldout_sentences), "vocab_size": len(vocab)},
+            )
     bar.close()
     return state["history"][-1] if state["history"] and context.main else {}
 
 
-def _step(step_model: nn.Module, model: BiLanguageModel, optimizer: torch.optim.Optimizer, corpus: Corpus,
-          indices: np.ndarray, cfg: LMTrainingConfig, step: int, total_steps: int, context: Context,
-          device: torch.device) -> tuple[float, int]:
+def _step(
+    step_model: nn.Module,
+    model: BiLanguageModel,
+    optimizer: torch.optim.Optimizer,
+    corpus: Corpus,
+    indices: np.ndarray,
+    cfg: LMTrainingConfig,
+    step: int,
+    total_steps: int,
+    context: Context,
+    device: torch.device,
+) -> tuple[float, int]:
     """One optimiser step on the batch ``indices``; returns its loss and its forward-LM targets (both of the
     whole batch, whatever this rank's share).
 
@@ -194,8 +224,9 @@ def _step(step_model: nn.Module, model: BiLanguageModel, optimizer: torch.optim.
     return float(distributed.all_sum(loss.detach(), context)) / context.world_size, targets_count
 
 
-def _schedule(lengths: np.ndarray, cfg: LMTrainingConfig,
-              state: dict[str, Any]) -> Iterator[tuple[int, int, np.ndarray]]:
+def _schedule(
+    lengths: np.ndarray, cfg: LMTrainingConfig, state: dict[str, Any]
+) -> Iterator[tuple[int, int, np.ndarray]]:
     """(epoch, batch index, sentence indices) from the resume position on; batch orders are seeded per epoch."""
     for epoch in range(state["epoch"], cfg.epochs):
         batches = make_batches(lengths, cfg.batch_tokens, np.random.default_rng([cfg.seed, epoch]))
@@ -222,8 +253,10 @@ def _init_bilm(bilm: BiLM, directory: Path, options: BiLMOptions) -> None:
     """Copy the weights of the biLM in ``directory`` into ``bilm``; its architecture must be the config's."""
     start = BiLM.load(directory)
     if start.options != options:
-        raise ConfigError(f"training.init_from: {directory} holds a biLM of another architecture than the model "
-                          f"section ({start.options} against {options})")
+        raise ConfigError(
+            f"training.init_from: {directory} holds a biLM of another architecture than the model "
+            f"section ({start.options} against {options})"
+        )
     bilm.load_state_dict(start.state_dict())
 
 
@@ -240,25 +273,45 @@ def _optimizer(model: nn.Module, cfg: LMTrainingConfig) -> torch.optim.Optimizer
     return torch.optim.Adam(model.parameters(), lr=cfg.lr)
 
 
-def _resume(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, config: LMConfig, vocab: list[str],
-            device: torch.device) -> dict[str, Any]:
+def _resume(
+    path: Path,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    config: LMConfig,
+    vocab: list[str],
+    device: torch.device,
+) -> dict[str, Any]:
     """Load the checkpoint (every rank reads it: a job across machines needs the output folder on a shared
     filesystem) and return the position; the world size may differ from the run's (the batches are global)."""
     checkpoint = torch.load(path, map_location=device, weights_only=True)
     if checkpoint["config"]["model"] != dataclasses.asdict(config.model) or checkpoint["vocab"] != vocab:
-        raise NerError(f"{path}: the checkpoint was trained with a different model section or "
-                       f"vocabulary than {config.data.train} and this config give")
+        raise NerError(
+            f"{path}: the checkpoint was trained with a different model section or "
+            f"vocabulary than {config.data.train} and this config give"
+        )
     model.load_state_dict(checkpoint["model"])
     optimizer.load_state_dict(checkpoint["optimizer"])
     torch.set_rng_state(checkpoint["rng"].cpu())
     return checkpoint["state"]
 
 
-def _save_checkpoint(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, config: LMConfig,
-                     vocab: list[str], state: dict[str, Any]) -> None:
+def _save_checkpoint(
+    path: Path,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    config: LMConfig,
+    vocab: list[str],
+    state: dict[str, Any],
+) -> None:
     """Everything ``--resume`` needs, in one ``weights_only``-loadable file, written atomically."""
-    checkpoint = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "rng": torch.get_rng_state(),
-                  "config": dataclasses.asdict(config), "vocab": vocab, "state": state}
+    checkpoint = {
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "rng": torch.get_rng_state(),
+        "config": dataclasses.asdict(config),
+        "vocab": vocab,
+        "state": state,
+    }
     atomic_write(path, lambda handle: torch.save(checkpoint, handle))
 
 

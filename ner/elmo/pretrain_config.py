@@ -50,10 +50,17 @@ class LMModelConfig:
     softmax_div_value: float = 4.0
 
     def bilm_options(self) -> BiLMOptions:
-        return BiLMOptions(filters=[(w, n) for w, n in self.filters], char_dim=self.char_dim,
-                           highway_layers=self.highway_layers, activation=self.activation,
-                           projection_dim=self.projection_dim, lstm_dim=self.lstm_dim, num_layers=self.num_layers,
-                           cell_clip=self.cell_clip, proj_clip=self.proj_clip)
+        return BiLMOptions(
+            filters=[(w, n) for w, n in self.filters],
+            char_dim=self.char_dim,
+            highway_layers=self.highway_layers,
+            activation=self.activation,
+            projection_dim=self.projection_dim,
+            lstm_dim=self.lstm_dim,
+            num_layers=self.num_layers,
+            cell_clip=self.cell_clip,
+            proj_clip=self.proj_clip,
+        )
 
 
 @dataclass
@@ -96,9 +103,11 @@ def load_lm_config(path: str | Path, overrides: Sequence[str] = ()) -> LMConfig:
     path = Path(path)
     errors: list[str] = []
     config, cli_keys = load_dataclass(LMConfig, path, overrides, errors)
-    for section, key, dotted, required in ((config.data, "train", "data.train", True),
-                                           (config, "output_dir", "output_dir", True),
-                                           (config.training, "init_from", "training.init_from", False)):
+    for section, key, dotted, required in (
+        (config.data, "train", "data.train", True),
+        (config, "output_dir", "output_dir", True),
+        (config.training, "init_from", "training.init_from", False),
+    ):
         if getattr(section, key):
             base = Path.cwd() if dotted in cli_keys else path.parent
             setattr(section, key, resolve_path(getattr(section, key), base))
@@ -113,14 +122,24 @@ def load_lm_config(path: str | Path, overrides: Sequence[str] = ()) -> LMConfig:
         (config.data.heldout_sentences >= 1, "data.heldout_sentences", "expected an integer >= 1"),
         (config.data.min_count >= 1, "data.min_count", "expected an integer >= 1"),
         (0 <= config.model.dropout < 1, "model.dropout", "expected a probability in [0, 1)"),
-        (0 < config.model.projection_dim < config.model.lstm_dim, "model.projection_dim",
-         f"expected an integer from 1 to model.lstm_dim - 1 = {config.model.lstm_dim - 1}, "
-         f"got {config.model.projection_dim}"),
-        (bool(config.model.filters) and all(len(f) == 2 and f[0] >= 1 and f[1] >= 1 for f in config.model.filters),
-         "model.filters", "expected [width, count] pairs of positive integers"),
-        (all(a < b for a, b in zip(config.model.softmax_cutoffs, config.model.softmax_cutoffs[1:]))
-         and bool(config.model.softmax_cutoffs) and config.model.softmax_cutoffs[0] > 0,
-         "model.softmax_cutoffs", "expected increasing positive integers"),
+        (
+            0 < config.model.projection_dim < config.model.lstm_dim,
+            "model.projection_dim",
+            f"expected an integer from 1 to model.lstm_dim - 1 = {config.model.lstm_dim - 1}, "
+            f"got {config.model.projection_dim}",
+        ),
+        (
+            bool(config.model.filters) and all(len(f) == 2 and f[0] >= 1 and f[1] >= 1 for f in config.model.filters),
+            "model.filters",
+            "expected [width, count] pairs of positive integers",
+        ),
+        (
+            all(a < b for a, b in zip(config.model.softmax_cutoffs, config.model.softmax_cutoffs[1:]))
+            and bool(config.model.softmax_cutoffs)
+            and config.model.softmax_cutoffs[0] > 0,
+            "model.softmax_cutoffs",
+            "expected increasing positive integers",
+        ),
     ]
     errors += [f"{path}: {key}: {message}" for ok, key, message in checks if not ok]
     if errors:

@@ -21,11 +21,14 @@ class BiLanguageModel(nn.Module):
         super().__init__()
         cutoffs = config.softmax_cutoffs
         if cutoffs[-1] >= vocab_size - 1:
-            raise ConfigError(f"model.softmax_cutoffs: expected values below the vocabulary size - 1 = "
-                              f"{vocab_size - 1}, got {cutoffs}")
+            raise ConfigError(
+                f"model.softmax_cutoffs: expected values below the vocabulary size - 1 = "
+                f"{vocab_size - 1}, got {cutoffs}"
+            )
         self.bilm = BiLM(config.bilm_options(), dropout=config.dropout)
-        self.softmax = nn.AdaptiveLogSoftmaxWithLoss(config.projection_dim, vocab_size, cutoffs,
-                                                     div_value=config.softmax_div_value)
+        self.softmax = nn.AdaptiveLogSoftmaxWithLoss(
+            config.projection_dim, vocab_size, cutoffs, div_value=config.softmax_div_value
+        )
 
     def forward(self, char_ids: torch.Tensor, targets: torch.Tensor, bptt: int) -> dict[str, torch.Tensor]:
         """``char_ids`` (batch, time, 50) of sentences sorted longest first; ``targets`` (batch, time + 2) the
@@ -46,8 +49,9 @@ class BiLanguageModel(nn.Module):
             result[f"{direction}_count"] = predict.sum()
         return result
 
-    def _run_windows(self, direction: str, x: torch.Tensor, mask: torch.Tensor, lengths: torch.Tensor,
-                     bptt: int) -> torch.Tensor:
+    def _run_windows(
+        self, direction: str, x: torch.Tensor, mask: torch.Tensor, lengths: torch.Tensor, bptt: int
+    ) -> torch.Tensor:
         """Top-layer output of one stack over ``x`` (batch, time, P), detaching states every ``bptt`` steps.
 
         Rows are sorted by length (longest first), so the rows still running in a window are a prefix.
@@ -59,7 +63,8 @@ class BiLanguageModel(nn.Module):
             rows = int((lengths > start).sum())
             if states is not None:
                 states = [(h[:, :rows].detach(), c[:, :rows].detach()) for h, c in states]
-            layers, states = self.bilm.run_stack(direction, x[:rows, start : start + step],
-                                                 mask[:rows, start : start + step], states)
+            layers, states = self.bilm.run_stack(
+                direction, x[:rows, start : start + step], mask[:rows, start : start + step], states
+            )
             outputs.append(F.pad(layers[-1], (0, 0, 0, 0, 0, x.size(0) - rows)))  # (batch, window, P)
         return torch.cat(outputs, dim=1)

@@ -47,8 +47,9 @@ def read_allennlp_weights(path: str | Path, bilm: torch.nn.Module) -> dict[str, 
             if name not in h5:
                 raise NerError(f"{path}: dataset {name!r} missing (do the options match these weights?)")
             if h5[name].shape != like.shape:
-                raise NerError(f"{path}: dataset {name!r} has shape {h5[name].shape}, the options file implies "
-                               f"{like.shape}")
+                raise NerError(
+                    f"{path}: dataset {name!r} has shape {h5[name].shape}, the options file implies {like.shape}"
+                )
             tf[name] = np.asarray(h5[name], dtype=np.float32)
     state = _tf_to_torch(tf, bilm.options)
     return {key: torch.from_numpy(np.ascontiguousarray(state[key])).to(value.dtype) for key, value in target.items()}
@@ -84,9 +85,11 @@ def _tf_to_torch(tf: Arrays, options) -> Arrays:
     for k in range(options.highway_layers):
         group = f"CNN_high_{k}"
         state[f"token_encoder.highway.layers.{k}.weight"] = np.concatenate(
-            [tf[f"{group}/W_transform"].T, -tf[f"{group}/W_carry"].T])  # (2n, n): [transform; gate]
+            [tf[f"{group}/W_transform"].T, -tf[f"{group}/W_carry"].T]
+        )  # (2n, n): [transform; gate]
         state[f"token_encoder.highway.layers.{k}.bias"] = np.concatenate(
-            [tf[f"{group}/b_transform"], -tf[f"{group}/b_carry"]])
+            [tf[f"{group}/b_transform"], -tf[f"{group}/b_carry"]]
+        )
     state["token_encoder.projection.weight"] = tf["CNN_proj/W_proj"].T  # (P, n)
     state["token_encoder.projection.bias"] = tf["CNN_proj/b_proj"]
     for group, prefix in _lstm_cells(options):

@@ -63,20 +63,28 @@ class _Recurrence(torch.autograd.Function):
     -> (T, 2, B, H). Its forward gives only the output's shape; the values come from onnxruntime."""
 
     @staticmethod
-    def forward(ctx: Any, x: torch.Tensor, lengths: torch.Tensor, h0: torch.Tensor, weights: tuple,
-                op: str, hidden: int, attributes: dict) -> torch.Tensor:
+    def forward(
+        ctx: Any,
+        x: torch.Tensor,
+        lengths: torch.Tensor,
+        h0: torch.Tensor,
+        weights: tuple,
+        op: str,
+        hidden: int,
+        attributes: dict,
+    ) -> torch.Tensor:
         return x.new_zeros(x.shape[0], 2, x.shape[1], hidden)
 
     @staticmethod
-    def symbolic(g: Any, x: Any, lengths: Any, h0: Any, weights: tuple, op: str, hidden: int,
-                 attributes: dict) -> Any:
+    def symbolic(g: Any, x: Any, lengths: Any, h0: Any, weights: tuple, op: str, hidden: int, attributes: dict) -> Any:
         w, r, b, peephole = (None if t is None else g.op("Constant", value_t=t) for t in weights)
         lengths = g.op("Cast", lengths, to_i=6)  # TensorProto.INT32
         inputs = [x, w, r, b, lengths, h0]  # initial_h = 0
         if op == "LSTM":
             inputs += [h0] if peephole is None else [h0, peephole]  # initial_c = 0, P
-        outputs = g.op(op, *inputs, direction_s="bidirectional", hidden_size_i=hidden, outputs=2 + (op == "LSTM"),
-                       **attributes)
+        outputs = g.op(
+            op, *inputs, direction_s="bidirectional", hidden_size_i=hidden, outputs=2 + (op == "LSTM"), **attributes
+        )
         return outputs[0]
 
 
@@ -131,10 +139,16 @@ class _ModelGraph(nn.Module):
     def forward(self, *tensors: torch.Tensor) -> torch.Tensor:
         given = dict(zip(self.inputs, tensors))
         word_ids, rows, lengths = given["word_ids"], given["rows"], given["lengths"]
-        columns = {name: given[name][:, None] if name in given else None
-                   for name in ("casing_ids", "document_casing_ids", "char_ids")}  # (V, 1), (V, 1, W)
-        features = self.model.embedder(word_ids[:, None], columns["casing_ids"], columns["char_ids"],
-                                       document_casing_ids=columns["document_casing_ids"])[:, 0]  # (V, D)
+        columns = {
+            name: given[name][:, None] if name in given else None
+            for name in ("casing_ids", "document_casing_ids", "char_ids")
+        }  # (V, 1), (V, 1, W)
+        features = self.model.embedder(
+            word_ids[:, None],
+            columns["casing_ids"],
+            columns["char_ids"],
+            document_casing_ids=columns["document_casing_ids"],
+        )[:, 0]  # (V, D)
         x = features[rows].transpose(0, 1)  # (T, B, D)
         for layer, (op, weights, attributes) in enumerate(self.layers):
             h0 = x.new_zeros(2, x.shape[1], self.hidden)  # (2, B, H)
@@ -162,8 +176,9 @@ def export_onnx(run_dir: str | Path, out_dir: str | Path) -> dict[str, Any]:
     if out_dir.exists() and out_dir.resolve() == run_dir.resolve():
         raise NerError(f"{out_dir}: is the run directory itself; choose a new OUT_DIR for the export")
     if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
-        raise NerError(f"{out_dir}: exists and is not an empty directory; choose a new OUT_DIR (nothing is "
-                       f"overwritten)")
+        raise NerError(
+            f"{out_dir}: exists and is not an empty directory; choose a new OUT_DIR (nothing is overwritten)"
+        )
     import_onnxruntime()
     try:
         import onnx  # noqa: F401  (torch's exporter needs it)
@@ -189,68 +204,111 @@ def export_onnx(run_dir: str | Path, out_dir: str | Path) -> dict[str, Any]:
 def _check_exportable(tagger: Tagger, run_dir: Path) -> None:
     model = tagger.model
     if model.elmo is not None:
-        raise NerError(f"{run_dir}: ELMo models cannot be exported to ONNX: the biLM's LSTM projects and clips its "
-                       f"states, which the ONNX LSTM operator cannot express")
+        raise NerError(
+            f"{run_dir}: ELMo models cannot be exported to ONNX: the biLM's LSTM projects and clips its "
+            f"states, which the ONNX LSTM operator cannot express"
+        )
     if model.encoder.layer_norm:
-        raise NerError(f"{run_dir}: model.lstm.layer_norm is on, and the ONNX LSTM operator has no layer "
-                       f"normalisation of the gates: this model cannot be exported")
+        raise NerError(
+            f"{run_dir}: model.lstm.layer_norm is on, and the ONNX LSTM operator has no layer "
+            f"normalisation of the gates: this model cannot be exported"
+        )
     size = sum(t.numel() * t.element_size() for t in [*model.parameters(), *model.buffers()])
     if size > _MAX_GRAPH_BYTES:
-        raise NerError(f"{run_dir}: the model holds {size / 1e9:.1f} GB of weights and tables, more than one ONNX "
-                       f"file can (2 GB)")
+        raise NerError(
+            f"{run_dir}: the model holds {size / 1e9:.1f} GB of weights and tables, more than one ONNX file can (2 GB)"
+        )
 
 
 def _write(tagger: Tagger, run_dir: Path, out: Path) -> dict[str, Any]:
     """Write the graphs, CRF, vocabularies and metadata of ``tagger`` into ``out``; returns the metadata."""
     config = tagger.config.model
-    inputs = ["word_ids"] + ["casing_ids"] * bool(config.embeddings.casing_dim) + \
-        ["document_casing_ids"] * bool(config.embeddings.document_casing_dim) + \
-        ["char_ids"] * bool(config.char_cnn.dim) + ["rows", "lengths"]
+    inputs = (
+        ["word_ids"]
+        + ["casing_ids"] * bool(config.embeddings.casing_dim)
+        + ["document_casing_ids"] * bool(config.embeddings.document_casing_dim)
+        + ["char_ids"] * bool(config.char_cnn.dim)
+        + ["rows", "lengths"]
+    )
     model = tagger.model.eval()
     output = "states" if config.document_context else "emissions"
     probe = _trace_inputs(tagger)
-    axes = {"word_ids": {0: "words"}, "casing_ids": {0: "words"}, "document_casing_ids": {0: "words"},
-            "char_ids": {0: "words", 1: "chars"}, "rows": {0: "batch", 1: "time"}, "lengths": {0: "batch"},
-            output: {0: "batch", 1: "time"}}
-    _export(_ModelGraph(model, inputs), tuple(probe[name] for name in inputs), out / MODEL_GRAPH, inputs, output,
-            axes)
+    axes = {
+        "word_ids": {0: "words"},
+        "casing_ids": {0: "words"},
+        "document_casing_ids": {0: "words"},
+        "char_ids": {0: "words", 1: "chars"},
+        "rows": {0: "batch", 1: "time"},
+        "lengths": {0: "batch"},
+        output: {0: "batch", 1: "time"},
+    }
+    _export(_ModelGraph(model, inputs), tuple(probe[name] for name in inputs), out / MODEL_GRAPH, inputs, output, axes)
     if config.document_context:
         states = torch.zeros(2, 3, 2 * config.lstm.hidden_size)
-        _export(_HeadGraph(model), (states, states), out / HEAD_GRAPH, ["states", "context"], "emissions",
-                {name: {0: "batch", 1: "time"} for name in ("states", "context", "emissions")})
+        _export(
+            _HeadGraph(model),
+            (states, states),
+            out / HEAD_GRAPH,
+            ["states", "context"],
+            "emissions",
+            {name: {0: "batch", 1: "time"} for name in ("states", "context", "emissions")},
+        )
     save_vocabularies(out, tagger.words, tagger.chars, tagger.tags)
     table_index = None
     if tagger.vectors is not None:
         table_index = TABLE_INDEX_FILE
         write_text_atomic(out / TABLE_INDEX_FILE, json.dumps(tagger.vectors.index, ensure_ascii=False) + "\n")
     crf = model.crf
-    parameters = {"start": crf.crf.start_transitions, "transitions": crf.crf.transitions,
-                  "end": crf.crf.end_transitions, "start_allowed": crf.start_allowed,
-                  "transitions_allowed": crf.transitions_allowed, "end_allowed": crf.end_allowed}
-    crf_data = {"tags": tagger.tags.items, "dtype": str(crf.crf.transitions.dtype).removeprefix("torch."),
-                **{name: value.detach().cpu().tolist() for name, value in parameters.items()}}
+    parameters = {
+        "start": crf.crf.start_transitions,
+        "transitions": crf.crf.transitions,
+        "end": crf.crf.end_transitions,
+        "start_allowed": crf.start_allowed,
+        "transitions_allowed": crf.transitions_allowed,
+        "end_allowed": crf.end_allowed,
+    }
+    crf_data = {
+        "tags": tagger.tags.items,
+        "dtype": str(crf.crf.transitions.dtype).removeprefix("torch."),
+        **{name: value.detach().cpu().tolist() for name, value in parameters.items()},
+    }
     write_text_atomic(out / CRF_FILE, json.dumps(crf_data) + "\n")
     write_text_atomic(out / CONFIG_FILE, (run_dir / CONFIG_FILE).read_text(encoding="utf-8"))
     meta = {
-        "format": EXPORT_FORMAT, "exported_from": str(run_dir.resolve()), "ner_version": ner.__version__,
-        "torch_version": torch.__version__, "onnx_opset": OPSET,
-        "data_scheme": tagger.data_scheme, "model_scheme": config.scheme,
+        "format": EXPORT_FORMAT,
+        "exported_from": str(run_dir.resolve()),
+        "ner_version": ner.__version__,
+        "torch_version": torch.__version__,
+        "onnx_opset": OPSET,
+        "data_scheme": tagger.data_scheme,
+        "model_scheme": config.scheme,
         "graphs": {"model": MODEL_GRAPH, "emissions": HEAD_GRAPH if config.document_context else None},
-        "inputs": inputs, "model_output": output,
+        "inputs": inputs,
+        "model_output": output,
         "word_lookup": {
-            "vocabulary": "words.json", "lowercase": tagger.words.lowercase, "table_index": table_index,
+            "vocabulary": "words.json",
+            "lowercase": tagger.words.lowercase,
+            "table_index": table_index,
             "table_first_id": len(tagger.words) if table_index else None,
             "how": "word_ids: a word's id in words.json (lowercased first if lowercase; 1 = <unk>); with a "
-                   "pretrained table, a word missing there but in table_index gets table_first_id + its row, "
-                   "which model.onnx looks up in the table it holds as an initializer"},
-        "chars": {"vocabulary": "chars.json", "max_word_length": MAX_WORD_LENGTH,
-                  "min_width": max((w for w, _ in config.char_cnn.filters), default=1)},
+            "pretrained table, a word missing there but in table_index gets table_first_id + its row, "
+            "which model.onnx looks up in the table it holds as an initializer",
+        },
+        "chars": {
+            "vocabulary": "chars.json",
+            "max_word_length": MAX_WORD_LENGTH,
+            "min_width": max((w for w, _ in config.char_cnn.filters), default=1),
+        },
         "document_context": config.document_context,
         "document_context_how": "model.onnx gives states (B, T, 2H); each token's context is the mean state of "
-                                "the other tokens of its lowercased spelling in its document, over all batches "
-                                "of a call (zeros if none); emissions.onnx maps states and context to emissions"
-                                if config.document_context else None,
-        "propagate_entities": config.propagate_entities, "crf": CRF_FILE, "tags": "tags.json", "config": CONFIG_FILE,
+        "the other tokens of its lowercased spelling in its document, over all batches "
+        "of a call (zeros if none); emissions.onnx maps states and context to emissions"
+        if config.document_context
+        else None,
+        "propagate_entities": config.propagate_entities,
+        "crf": CRF_FILE,
+        "tags": "tags.json",
+        "config": CONFIG_FILE,
     }
     write_json_atomic(out / META_FILE, meta)
     return meta
@@ -264,24 +322,39 @@ def _trace_inputs(tagger: Tagger) -> dict[str, torch.Tensor]:
     width = max(4, max((w for w, _ in tagger.config.model.char_cnn.filters), default=1))
     char_ids = torch.arange(1, 4 * width + 1).view(4, width) % max(len(tagger.chars) - 1, 1) + 1
     char_ids[0, 2:] = 0
-    return {"word_ids": word_ids, "casing_ids": torch.tensor([1, 2, 3, 1]),
-            "document_casing_ids": torch.tensor([1, 2, 3, 4]) % len(DOCUMENT_CASING_CLASSES), "char_ids": char_ids,
-            "rows": torch.tensor([[0, 1, 2], [3, 0, 0]]), "lengths": torch.tensor([3, 1])}
+    return {
+        "word_ids": word_ids,
+        "casing_ids": torch.tensor([1, 2, 3, 1]),
+        "document_casing_ids": torch.tensor([1, 2, 3, 4]) % len(DOCUMENT_CASING_CLASSES),
+        "char_ids": char_ids,
+        "rows": torch.tensor([[0, 1, 2], [3, 0, 0]]),
+        "lengths": torch.tensor([3, 1]),
+    }
 
 
-def _export(graph: nn.Module, args: tuple, path: Path, inputs: list[str], output: str,
-            axes: dict[str, dict[int, str]]) -> None:
+def _export(
+    graph: nn.Module, args: tuple, path: Path, inputs: list[str], output: str, axes: dict[str, dict[int, str]]
+) -> None:
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice, tracer warnings
         try:
-            torch.onnx.export(graph.eval(), args, str(path), dynamo=False, input_names=inputs, output_names=[output],
-                              dynamic_axes={name: axes[name] for name in [*inputs, output]}, opset_version=OPSET)
+            torch.onnx.export(
+                graph.eval(),
+                args,
+                str(path),
+                dynamo=False,
+                input_names=inputs,
+                output_names=[output],
+                dynamic_axes={name: axes[name] for name in [*inputs, output]},
+                opset_version=OPSET,
+            )
         except (torch.onnx.errors.OnnxExporterError, RuntimeError) as error:
             raise NerError(f"{path.name}: torch.onnx.export failed: {str(error).strip().splitlines()[0]}") from None
 
 
-def pytorch_emissions(tagger: Tagger, sentences: Sequence[Sequence[str]], batch_size: int = 64,
-                      document_ids: Sequence[int] | None = None) -> list[np.ndarray]:
+def pytorch_emissions(
+    tagger: Tagger, sentences: Sequence[Sequence[str]], batch_size: int = 64, document_ids: Sequence[int] | None = None
+) -> list[np.ndarray]:
     """The PyTorch tagger's emission scores (T_i, K) of each (non-empty) sentence, in input order."""
     result: list[np.ndarray] = [np.empty(0)] * len(sentences)
     encoded = tagger.encode(sentences, document_ids=document_ids)
@@ -308,6 +381,8 @@ def _check(tagger: Tagger, directory: Path, out_dir: Path) -> dict[str, Any]:
     found = OnnxTagger.load(directory, threads=1).emissions(sentences, 3, document_ids)
     difference = max(float(np.abs(a - b).max()) for a, b in zip(expected, found))
     if not difference <= CHECK_TOLERANCE:
-        raise NerError(f"{out_dir}: onnxruntime's emissions differ from PyTorch's by {difference:.3g} on the check "
-                       f"sentences (tolerance {CHECK_TOLERANCE}); nothing was written")
+        raise NerError(
+            f"{out_dir}: onnxruntime's emissions differ from PyTorch's by {difference:.3g} on the check "
+            f"sentences (tolerance {CHECK_TOLERANCE}); nothing was written"
+        )
     return {"sentences": len(sentences), "max_abs_emission_difference": difference}

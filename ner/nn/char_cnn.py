@@ -94,14 +94,14 @@ class CharCNN(nn.Module):
         chars = self.embedding(ids).transpose(1, 2)  # (tokens, char_dim, chars)
         positions = torch.arange(ids.size(1) + self.max_width, device=ids.device)  # window indices
         # Characters each token is read over: up to its last non-padding id (at least the widest filter, or 1).
-        read = ((ids != 0) * (positions[:ids.size(1)] + 1)).amax(dim=1)  # (tokens,)
+        read = ((ids != 0) * (positions[: ids.size(1)] + 1)).amax(dim=1)  # (tokens,)
         read = read.clamp(min=1 if self.boundary_windows else self.max_width)
         activation = _ACTIVATIONS[self.activation]
         features = []
         for (width, _), conv in zip(self.filters, self.convs):
             windows = conv(chars)  # (tokens, num, chars -/+ (width - 1)): window j starts at j (- (width - 1))
             inside = read + width - 1 if self.boundary_windows else read - width + 1  # (tokens,) windows to read
-            outside = positions[:windows.size(-1)] >= inside[:, None]  # (tokens, windows) past the token
+            outside = positions[: windows.size(-1)] >= inside[:, None]  # (tokens, windows) past the token
             features.append(activation(windows.masked_fill(outside[:, None], -math.inf).max(dim=-1).values))
         x = torch.cat(features, dim=-1)  # (tokens, num_filters)
         if self.highway is not None:

@@ -64,9 +64,11 @@ def allowed_transitions(tag_names: Sequence[str], scheme: str) -> Constraints:
     Returns ``Constraints(start (K,), transitions (K, K) [from, to], end (K,))`` bool tensors on the CPU.
     """
     start, transitions, end = transition_rules(tag_names, scheme)
-    return Constraints(torch.tensor(start, dtype=torch.bool),
-                       torch.tensor(transitions, dtype=torch.bool).reshape(len(start), len(start)),  # K = 0 too
-                       torch.tensor(end, dtype=torch.bool))
+    return Constraints(
+        torch.tensor(start, dtype=torch.bool),
+        torch.tensor(transitions, dtype=torch.bool).reshape(len(start), len(start)),  # K = 0 too
+        torch.tensor(end, dtype=torch.bool),
+    )
 
 
 def _log_matmul_exp(log_vectors: torch.Tensor, matrix: torch.Tensor) -> torch.Tensor:

@@ -24,8 +24,7 @@ def check_emissions(emissions: torch.Tensor, mask: torch.Tensor | None, num_tags
         raise ValueError(f"mask must be a bool tensor, got {mask.dtype}")
     if mask.shape != emissions.shape[:2]:
         raise ValueError(
-            f"mask must have shape {tuple(emissions.shape[:2])} (batch, time) like emissions, "
-            f"got {tuple(mask.shape)}"
+            f"mask must have shape {tuple(emissions.shape[:2])} (batch, time) like emissions, got {tuple(mask.shape)}"
         )
     first_off = ~mask[:, 0]  # (B,)
     on_after_off = mask[:, 1:] & ~mask[:, :-1]  # (B, T-1)
@@ -40,6 +39,7 @@ def check_emissions(emissions: torch.Tensor, mask: torch.Tensor | None, num_tags
         )
     return mask
 
+
 def check_tags(tags: torch.Tensor, mask: torch.Tensor, num_tags: int, name: str) -> None:
     """Check a (B, T) int64 tag tensor whose values are tag ids wherever the mask is on."""
     if tags.dtype != torch.int64:
@@ -53,6 +53,7 @@ def check_tags(tags: torch.Tensor, mask: torch.Tensor, num_tags: int, name: str)
             f"{name} must be tag ids in [0, {num_tags}) where the mask is on, got {int(tags[row, step])} "
             f"in row {row} at time step {step}"
         )
+
 
 def check_segments(mask: torch.Tensor, batch_index: torch.Tensor, start: torch.Tensor, end: torch.Tensor) -> None:
     """Check N segments: int64 (N,) tensors with 0 <= batch_index < B and 0 <= start < end <= length."""

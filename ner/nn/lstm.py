@@ -29,33 +29,21 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ner.nn import lstm_kernel
+from ner.nn.lstm_checks import check_initial_state, check_inputs, check_options, sequence_lengths
 from ner.nn.lstm_kernel import KernelRecurrence, kernel_steps
+from ner.nn.lstm_weights import LayerWeights, layer_weights
 from ner.nn.packing import Plan, gather_rows, make_plan, reverse_padded
 from ner.nn.products import matmul_nt
-from ner.nn.recurrence import FORGET_GATE, VARIANTS, Spec, StepWeights, candidate_scale, run_steps
+from ner.nn.recurrence import FORGET_GATE, Spec, StepWeights, candidate_scale, run_steps
 from ner.nn.recurrence_backward import Recurrence
 
 __all__ = ["GRU", "LSTM", "reverse_padded"]
-
-
-class _LayerWeights(NamedTuple):
-    """One layer's parameters, direction-stacked and ready for ``Recurrence`` / ``run_steps``."""
-
-    w_ih: Tensor  # (D, K * H, I)
-    bias: Tensor | None  # (D, K * H): b_ih (+ b_hh for LSTM)
-    w_hh: Tensor  # (D, K * H, R)
-    hh_bias: Tensor | None  # (D, K * H) GRU's b_hh
-    peephole: Tensor | None  # (D, 3, H)
-    w_hr: Tensor | None  # (D, R, H)
-    norm_weight: Tensor | None  # (D, 1, K, H)
-    norm_bias: Tensor | None  # (D, 1, K, H)
 
 
 # Inference keeps a layer's prepared (stacked, scaled) weights while its parameters are unchanged, if it has at
@@ -66,35 +54,35 @@ _CACHED_WEIGHTS_MAX = 1 << 22
 class _RNNBase(nn.Module):
     """Shared body of ``LSTM`` and ``GRU``: parameters in torch's layout, masks, layers and directions."""
 
-    def __init__(self, variant: str, input_size: int, hidden_size: int, num_layers: int = 1, bias: bool = True,
-                 batch_first: bool = True, dropout: float = 0.0, bidirectional: bool = False, *,
-                 proj_size: int = 0, cell_clip: float | None = None, proj_clip: float | None = None,
-                 layer_norm: bool = False, residual: bool = False, forget_bias: float = 0.0) -> None:
+    def __init__(
+        self,
+        variant: str,
+        input_size: int,
+        hidden_size: int,
+        num_layers: int = 1,
+        bias: bool = True,
+        batch_first: bool = True,
+        dropout: float = 0.0,
+        bidirectional: bool = False,
+        *,
+        proj_size: int = 0,
+        cell_clip: float | None = None,
+        proj_clip: float | None = None,
+        layer_norm: bool = False,
+        residual: bool = False,
+        forget_bias: float = 0.0,
+    ) -> None:
         super().__init__()
-        if variant not in VARIANTS:
-            raise ValueError(f"variant: expected one of {', '.join(VARIANTS)}, got {variant!r}")
-        for name, value in (("input_size", input_size), ("hidden_size", hidden_size), ("num_layers", num_layers)):
-            if value < 1:
-                raise ValueError(f"{name}: expected an integer >= 1, got {value!r}")
-        if not 0.0 <= dropout <= 1.0:
-            raise ValueError(f"dropout: expected a probability in [0, 1], got {dropout!r}")
-        if not 0 <= proj_size < hidden_size:
-            raise ValueError(f"proj_size: expected 0 (none) or an integer below hidden_size {hidden_size}, "
-                             f"got {proj_size!r}")
-        if proj_clip is not None and not proj_size:
-            raise ValueError("proj_clip: needs proj_size > 0")
-        for name, value in (("cell_clip", cell_clip), ("proj_clip", proj_clip)):
-            if value is not None and value <= 0:
-                raise ValueError(f"{name}: expected a positive bound or None, got {value!r}")
-        if variant == "gru" and (proj_size or cell_clip is not None or forget_bias):
-            raise ValueError("gru: proj_size, cell_clip and forget_bias apply to LSTM cells only")
+        check_options(
+            variant, input_size, hidden_size, num_layers, dropout, proj_size, cell_clip, proj_clip, forget_bias
+        )
         self.input_size, self.hidden_size, self.num_layers = input_size, hidden_size, num_layers
         self.bias, self.batch_first, self.dropout = bias, batch_first, float(dropout)
         self.bidirectional, self.proj_size, self.residual = bidirectional, proj_size, residual
         self.variant, self.cell_clip, self.proj_clip = variant, cell_clip, proj_clip
         self.layer_norm, self.forget_bias = layer_norm, forget_bias
         self.spec = Spec(variant, hidden_size, proj_size, cell_clip, proj_clip, layer_norm)
-        self._inference_weights: dict[int, tuple[tuple, _LayerWeights]] = {}  # see _layer_weights
+        self._inference_weights: dict[int, tuple[tuple, LayerWeights]] = {}  # see _layer_weights
         gate_size = self.spec.gates * hidden_size
         recurrent = proj_size or hidden_size
         self._layer_parameters: list[list[str]] = []  # names of each layer's parameters
@@ -122,7 +110,7 @@ class _RNNBase(nn.Module):
 
     @property
     def _suffixes(self) -> tuple[str, ...]:
-        return ("", "_reverse")[:self.directions]
+        return ("", "_reverse")[: self.directions]
 
     def reset_parameters(self) -> None:
         """torch's init (uniform in +-1/sqrt(hidden_size)); layer norm starts as identity; forget bias added."""
@@ -136,22 +124,31 @@ class _RNNBase(nn.Module):
                     parameter.uniform_(-bound, bound)
                 if name.startswith("bias_ih") and self.forget_bias:
                     forget = FORGET_GATE[self.spec.variant]
-                    parameter[forget * hidden:(forget + 1) * hidden] += self.forget_bias
+                    parameter[forget * hidden : (forget + 1) * hidden] += self.forget_bias
 
     def extra_repr(self) -> str:
-        options = [f"{self.input_size}, {self.hidden_size}", f"num_layers={self.num_layers}",
-                   f"bidirectional={self.bidirectional}"]
+        options = [
+            f"{self.input_size}, {self.hidden_size}",
+            f"num_layers={self.num_layers}",
+            f"bidirectional={self.bidirectional}",
+        ]
         spec = self.spec
-        for name, value, default in (("variant", spec.variant, "lstm"), ("proj_size", self.proj_size, 0),
-                                     ("cell_clip", spec.cell_clip, None), ("proj_clip", spec.proj_clip, None),
-                                     ("layer_norm", spec.layer_norm, False), ("residual", self.residual, False),
-                                     ("dropout", self.dropout, 0.0), ("bias", self.bias, True),
-                                     ("batch_first", self.batch_first, True)):
+        for name, value, default in (
+            ("variant", spec.variant, "lstm"),
+            ("proj_size", self.proj_size, 0),
+            ("cell_clip", spec.cell_clip, None),
+            ("proj_clip", spec.proj_clip, None),
+            ("layer_norm", spec.layer_norm, False),
+            ("residual", self.residual, False),
+            ("dropout", self.dropout, 0.0),
+            ("bias", self.bias, True),
+            ("batch_first", self.batch_first, True),
+        ):
             if value != default and not (name == "variant" and isinstance(self, GRU)):
                 options.append(f"{name}={value!r}")
         return ", ".join(options)
 
-    def _layer_weights(self, layer: int) -> _LayerWeights:
+    def _layer_weights(self, layer: int) -> LayerWeights:
         """Layer ``layer``'s parameters stacked over directions, in the form the recurrence reads.
 
         Without layer norm the candidate's rows come doubled (see ``StepWeights``). At inference the result
@@ -162,21 +159,7 @@ class _RNNBase(nn.Module):
         cached = self._inference_weights.get(layer)
         if not torch.is_grad_enabled() and cached is not None and cached[0] == key:
             return cached[1]
-        spec = self.spec
-        w_ih, w_hh, w_hr, b_ih, b_hh, peephole, norm_weight, norm_bias = (self._stacked(kind, layer) for kind in (
-            "weight_ih", "weight_hh", "weight_hr", "bias_ih", "bias_hh", "weight_peephole", "norm_weight",
-            "norm_bias"))
-        gru = spec.variant == "gru"
-        bias = b_ih if gru or b_ih is None else b_ih + b_hh  # (D, K * H)
-        hh_bias = b_hh if gru else None
-        if not spec.layer_norm:  # double the candidate's rows (see StepWeights)
-            row_scale = candidate_scale(spec, w_ih).expand(-1, self.hidden_size).flatten()  # (K * H,)
-            w_ih, w_hh = w_ih * row_scale[:, None], w_hh * row_scale[:, None]
-            bias, hh_bias = (None if b is None else b * row_scale for b in (bias, hh_bias))
-        norm = [None if p is None else p.unflatten(-1, (spec.gates, self.hidden_size))[:, None]
-                for p in (norm_weight, norm_bias)]  # (D, 1, K, H)
-        peephole = None if peephole is None else peephole.unflatten(-1, (3, self.hidden_size))  # (D, 3, H)
-        weights = _LayerWeights(w_ih, bias, w_hh, hh_bias, peephole, w_hr, *norm)
+        weights = layer_weights(self.spec, self.hidden_size, lambda kind: self._stacked(kind, layer))
         if not torch.is_grad_enabled() and sum(p.numel() for p in parameters) <= _CACHED_WEIGHTS_MAX:
             self._inference_weights[layer] = (key, weights)
         return weights
@@ -188,45 +171,6 @@ class _RNNBase(nn.Module):
             return None
         parts = [getattr(self, name) for name in names]
         return parts[0][None] if len(parts) == 1 else torch.stack(parts)
-
-    def _lengths(self, mask: Tensor | None, lengths: Tensor | Sequence[int] | None, batch: int,
-                 time: int) -> tuple[int, ...]:
-        """Sequence lengths from a left-aligned mask, explicit lengths, or full length."""
-        if mask is not None and lengths is not None:
-            raise ValueError("pass mask or lengths, not both")
-        if mask is not None:
-            if mask.dtype != torch.bool or mask.shape != (batch, time):
-                raise ValueError(f"mask: expected a bool tensor of shape {(batch, time)} (batch, time), got "
-                                 f"{mask.dtype} {tuple(mask.shape)}")
-            counts = mask.sum(1)
-            if not torch.equal(mask, torch.arange(time, device=mask.device) < counts[:, None]):
-                raise ValueError("mask: expected left-aligned padding (each row True then False), got a row "
-                                 "with False before True")
-            lengths = counts
-        elif lengths is None:
-            return (time,) * batch
-        values = tuple(int(n) for n in (lengths.tolist() if isinstance(lengths, Tensor) else lengths))
-        if len(values) != batch or not all(1 <= n <= time for n in values):
-            raise ValueError(f"lengths: expected {batch} values in 1..{time} (mask rows need a True first "
-                             f"step), got {list(values)}")
-        return values
-
-    def _initial_state(self, state: Tensor | tuple[Tensor, Tensor] | None,
-                       x: Tensor) -> tuple[Tensor | None, Tensor | None]:
-        """Check ``state`` against torch's shapes: h (L * D, B, R) and, for LSTM, c (L * D, B, H)."""
-        gru = self.spec.variant == "gru"
-        if state is None:
-            return None, None
-        h0, c0 = (state, None) if gru else state
-        batch, stacked = x.shape[0], self.num_layers * self.directions
-        expected = [("h0", h0, (stacked, batch, self.proj_size or self.hidden_size))]
-        if not gru:
-            expected.append(("c0", c0, (stacked, batch, self.hidden_size)))
-        for name, tensor, shape in expected:
-            if tuple(tensor.shape) != shape:
-                raise ValueError(f"state {name}: expected shape {shape} (layers * directions, batch, size), "
-                                 f"got {tuple(tensor.shape)}")
-        return h0, c0
 
     def input_projection(self, x: Tensor) -> Tensor:
         """The first layer's input part of every gate, ``W_ih x + b`` per direction, for V inputs: x (V,
@@ -241,9 +185,15 @@ class _RNNBase(nn.Module):
         weights = self._layer_weights(0)
         return matmul_nt(x.expand(self.directions, -1, -1), weights.w_ih, weights.bias, packed_rows=True)
 
-    def forward(self, x: Tensor, mask: Tensor | None = None, state: Tensor | tuple[Tensor, Tensor] | None = None,
-                *, lengths: Tensor | Sequence[int] | None = None,
-                inputs_table: Tensor | None = None) -> tuple[Tensor, Tensor | tuple[Tensor, Tensor]]:
+    def forward(
+        self,
+        x: Tensor,
+        mask: Tensor | None = None,
+        state: Tensor | tuple[Tensor, Tensor] | None = None,
+        *,
+        lengths: Tensor | Sequence[int] | None = None,
+        inputs_table: Tensor | None = None,
+    ) -> tuple[Tensor, Tensor | tuple[Tensor, Tensor]]:
         """Run every layer over ``x`` (B, T, input_size) (or (T, B, input_size) without batch_first). With
         ``inputs_table`` (D, V, K * H) from ``input_projection``, x is instead (B, T) long: each token's row
         in the table, from which the first layer reads its gate inputs.
@@ -255,33 +205,35 @@ class _RNNBase(nn.Module):
         Returns ``output`` (B, T, directions * (proj_size or hidden_size)), zero at padding, and the final
         states at each sentence's last token in torch's layout: ``(h_n, c_n)`` for LSTM, ``h_n`` for GRU.
         """
-        layout = "batch, time" if self.batch_first else "time, batch"
-        if inputs_table is None and (x.dim() != 3 or x.shape[-1] != self.input_size):
-            raise ValueError(f"x: expected shape ({layout}, {self.input_size}), got {tuple(x.shape)}")
-        if inputs_table is not None:
-            table_shape = (self.directions, self.spec.gates * self.hidden_size)
-            if inputs_table.dim() != 3 or (inputs_table.shape[0], inputs_table.shape[2]) != table_shape:
-                raise ValueError(f"inputs_table: expected shape ({table_shape[0]}, rows, {table_shape[1]}), got "
-                                 f"{tuple(inputs_table.shape)}")
-            if x.dim() != 2 or x.dtype != torch.long:
-                raise ValueError(f"x: expected ({layout}) long row ids into inputs_table, got {x.dtype} "
-                                 f"{tuple(x.shape)}")
+        gate_width = self.spec.gates * self.hidden_size
+        check_inputs(x, inputs_table, self.input_size, self.batch_first, self.directions, gate_width)
         if not self.batch_first:
             x = x.transpose(0, 1)
         batch, time = x.shape[:2]
-        h0_all, c0_all = self._initial_state(state, x)
-        plan = make_plan(self._lengths(mask, lengths, batch, time), time, self.directions, x.device)
+        recurrent = self.proj_size or self.hidden_size
+        h0_all, c0_all = check_initial_state(
+            state, self.spec.variant == "gru", batch, self.num_layers * self.directions, recurrent, self.hidden_size
+        )
+        plan = make_plan(sequence_lengths(mask, lengths, batch, time), time, self.directions, x.device)
         tensors = [x, *self.parameters(), *(t for t in (h0_all, c0_all, inputs_table) if t is not None)]
         training = torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
         with torch.set_grad_enabled(training):  # inference saves nothing for backward
-            output, h_n, c_n = self._layers(x, plan, h0_all, c0_all, fast=training and not self.spec.layer_norm,
-                                            inputs_table=inputs_table)
+            output, h_n, c_n = self._layers(
+                x, plan, h0_all, c0_all, fast=training and not self.spec.layer_norm, inputs_table=inputs_table
+            )
         if not self.batch_first:
             output = output.transpose(0, 1)
         return output, (h_n if c_n is None else (h_n, c_n))
 
-    def _layers(self, x: Tensor, plan: Plan, h0_all: Tensor | None, c0_all: Tensor | None, fast: bool,
-                inputs_table: Tensor | None) -> tuple[Tensor, Tensor, Tensor | None]:
+    def _layers(
+        self,
+        x: Tensor,
+        plan: Plan,
+        h0_all: Tensor | None,
+        c0_all: Tensor | None,
+        fast: bool,
+        inputs_table: Tensor | None,
+    ) -> tuple[Tensor, Tensor, Tensor | None]:
         """Every layer over batch-first x (B, T, I), or rows (B, T) of ``inputs_table``: output (B, T, D * R),
         h_n (L * D, B, R), c_n or None."""
         batch, time = x.shape[:2]
@@ -302,17 +254,26 @@ class _RNNBase(nn.Module):
         h_n, c_n = [], []
         for layer in range(self.num_layers):
             states = slice(layer * directions, (layer + 1) * directions)
-            h0 = (like.new_zeros(directions, batch, recurrent) if h0_all is None
-                  else h0_all[states][:, plan.order])  # (D, B, R) sorted
-            c0 = None if gru else (like.new_zeros(directions, batch, self.hidden_size) if c0_all is None
-                                   else c0_all[states][:, plan.order])  # (D, B, H) sorted
+            h0 = (
+                like.new_zeros(directions, batch, recurrent) if h0_all is None else h0_all[states][:, plan.order]
+            )  # (D, B, R) sorted
+            c0 = (
+                None
+                if gru
+                else (
+                    like.new_zeros(directions, batch, self.hidden_size)
+                    if c0_all is None
+                    else c0_all[states][:, plan.order]
+                )
+            )  # (D, B, H) sorted
             w_ih, bias, w_hh, hh_bias, peephole, w_hr, norm_weight, norm_bias = self._layer_weights(layer)
             kernel = lstm_kernel.supports(spec, like)  # the C++ loops, else the PyTorch ones
             if fast and gx is None and kernel:
                 out, cells = KernelRecurrence.apply(spec, plan, layer_input, w_ih, bias, h0, c0, w_hh, w_hr)
             elif fast and gx is None:
-                out, cells = Recurrence.apply(spec, plan, layer_input, w_ih, bias, h0, c0, w_hh, hh_bias,
-                                              peephole, w_hr)
+                out, cells = Recurrence.apply(
+                    spec, plan, layer_input, w_ih, bias, h0, c0, w_hh, hh_bias, peephole, w_hr
+                )
             else:
                 if gx is None:
                     gx = matmul_nt(layer_input, w_ih, bias, packed_rows=True)  # (D, N, K * H)
@@ -328,8 +289,9 @@ class _RNNBase(nn.Module):
                 c_n.append(cells[:, plan.unorder])  # (D, B, H)
             residual = self.residual and layer > 0
             if layer + 1 == self.num_layers and not residual:  # straight into the output, each direction's rows
-                output = like.new_zeros(batch * time * directions, recurrent).index_put((plan.scatter,),
-                                                                                         out.reshape(-1, recurrent))
+                output = like.new_zeros(batch * time * directions, recurrent).index_put(
+                    (plan.scatter,), out.reshape(-1, recurrent)
+                )
                 break
             if layer + 1 < self.num_layers:  # dropout before the gather, so both directions see one mask
                 out = F.dropout(out, self.dropout, self.training)
@@ -338,8 +300,9 @@ class _RNNBase(nn.Module):
             if residual:
                 layer_output = layer_output + layer_input
             layer_input = layer_output
-            output = like.new_zeros(batch * time, directions * recurrent).index_put((plan.positions[0],),
-                                                                                    layer_output[0])
+            output = like.new_zeros(batch * time, directions * recurrent).index_put(
+                (plan.positions[0],), layer_output[0]
+            )
         cells = None if gru else c_n[0] if len(c_n) == 1 else torch.cat(c_n)
         return output.view(batch, time, -1), h_n[0] if len(h_n) == 1 else torch.cat(h_n), cells
 
@@ -354,24 +317,70 @@ class LSTM(_RNNBase):
     gate's initial ``bias_ih``.
     """
 
-    def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, bias: bool = True,
-                 batch_first: bool = True, dropout: float = 0.0, bidirectional: bool = False, *,
-                 variant: str = "lstm", proj_size: int = 0, cell_clip: float | None = None,
-                 proj_clip: float | None = None, layer_norm: bool = False, residual: bool = False,
-                 forget_bias: float = 0.0) -> None:
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        num_layers: int = 1,
+        bias: bool = True,
+        batch_first: bool = True,
+        dropout: float = 0.0,
+        bidirectional: bool = False,
+        *,
+        variant: str = "lstm",
+        proj_size: int = 0,
+        cell_clip: float | None = None,
+        proj_clip: float | None = None,
+        layer_norm: bool = False,
+        residual: bool = False,
+        forget_bias: float = 0.0,
+    ) -> None:
         if variant == "gru":
             raise ValueError("variant: for 'gru' use the GRU class; LSTM takes lstm, peephole or coupled")
-        super().__init__(variant, input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional,
-                         proj_size=proj_size, cell_clip=cell_clip, proj_clip=proj_clip, layer_norm=layer_norm,
-                         residual=residual, forget_bias=forget_bias)
+        super().__init__(
+            variant,
+            input_size,
+            hidden_size,
+            num_layers,
+            bias,
+            batch_first,
+            dropout,
+            bidirectional,
+            proj_size=proj_size,
+            cell_clip=cell_clip,
+            proj_clip=proj_clip,
+            layer_norm=layer_norm,
+            residual=residual,
+            forget_bias=forget_bias,
+        )
 
 
 class GRU(_RNNBase):
     """Multi-layer, optionally bidirectional GRU with the parameters of torch's GRU module; ``forward`` returns h_n
     only."""
 
-    def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, bias: bool = True,
-                 batch_first: bool = True, dropout: float = 0.0, bidirectional: bool = False, *,
-                 layer_norm: bool = False, residual: bool = False) -> None:
-        super().__init__("gru", input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional,
-                         layer_norm=layer_norm, residual=residual)
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        num_layers: int = 1,
+        bias: bool = True,
+        batch_first: bool = True,
+        dropout: float = 0.0,
+        bidirectional: bool = False,
+        *,
+        layer_norm: bool = False,
+        residual: bool = False,
+    ) -> None:
+        super().__init__(
+            "gru",
+            input_size,
+            hidden_size,
+            num_layers,
+            bias,
+            batch_first,
+            dropout,
+            bidirectional,
+            layer_norm=layer_norm,
+            residual=residual,
+        )

@@ -77,9 +77,15 @@ def build(verbose: bool = False) -> None:
         _log.info("compiling the LSTM kernel into %s (once, about a minute)", directory)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # e.g. cpp_extension's note on the compiler's ABI
-        cpp_extension.load(name="ner_lstm_kernel", sources=[str(SOURCE)], extra_cflags=list(_CFLAGS),
-                           extra_ldflags=list(_LDFLAGS), build_directory=str(directory), is_python_module=False,
-                           verbose=verbose)  # copies: load() appends to the lists it is given
+        cpp_extension.load(
+            name="ner_lstm_kernel",
+            sources=[str(SOURCE)],
+            extra_cflags=list(_CFLAGS),
+            extra_ldflags=list(_LDFLAGS),
+            build_directory=str(directory),
+            is_python_module=False,
+            verbose=verbose,
+        )  # copies: load() appends to the lists it is given
     partial = stamp.with_name(f"{stamp.name}.{os.getpid()}.tmp")
     partial.write_text(_source_hash(), encoding="utf-8")
     partial.replace(stamp)
@@ -106,8 +112,13 @@ def available() -> bool:
 
 def supports(spec: Spec, like: Tensor) -> bool:
     """Whether the kernel runs the cell ``spec`` on tensors like ``like``."""
-    return (spec.variant == "lstm" and not spec.layer_norm and like.device.type == "cpu"
-            and like.dtype in (torch.float32, torch.float64) and available())
+    return (
+        spec.variant == "lstm"
+        and not spec.layer_norm
+        and like.device.type == "cpu"
+        and like.dtype in (torch.float32, torch.float64)
+        and available()
+    )
 
 
 def _transpose(w_hh: Tensor) -> Tensor:
@@ -121,13 +132,15 @@ def _transpose(w_hh: Tensor) -> Tensor:
     return w_hh_t
 
 
-def kernel_steps(spec: Spec, plan: Plan, gx: Tensor, h0: Tensor, c0: Tensor, w_hh: Tensor,
-                 w_hr: Tensor | None) -> tuple[Tensor, Tensor]:
+def kernel_steps(
+    spec: Spec, plan: Plan, gx: Tensor, h0: Tensor, c0: Tensor, w_hh: Tensor, w_hr: Tensor | None
+) -> tuple[Tensor, Tensor]:
     """Inference over one layer: gx (D, N, 4H) the packed input projections (overwritten), h0 (D, B, R) and
     c0 (D, B, H) sorted. Returns the outputs (D, N, R) and the final cells (D, B, H) in sorted order."""
     w_hh_t = _transpose(w_hh) if plan.batch_sizes[-1] <= FUSED_MAX_ROWS else None  # only fused steps read it
-    out, c_n = torch.ops.ner_lstm.forward(gx.contiguous(), h0, c0, w_hh, w_hh_t, w_hr, plan.batch_sizes,
-                                          spec.cell_clip, spec.proj_clip, False)
+    out, c_n = torch.ops.ner_lstm.forward(
+        gx.contiguous(), h0, c0, w_hh, w_hh_t, w_hr, plan.batch_sizes, spec.cell_clip, spec.proj_clip, False
+    )
     return out, c_n
 
 
@@ -139,11 +152,22 @@ class KernelRecurrence(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, spec: Spec, plan: Plan, x: Tensor, w_ih: Tensor, bias: Tensor | None, h0: Tensor, c0: Tensor,
-                w_hh: Tensor, w_hr: Tensor | None):
+    def forward(
+        ctx,
+        spec: Spec,
+        plan: Plan,
+        x: Tensor,
+        w_ih: Tensor,
+        bias: Tensor | None,
+        h0: Tensor,
+        c0: Tensor,
+        w_hh: Tensor,
+        w_hr: Tensor | None,
+    ):
         gx = matmul_nt(x, w_ih, bias, packed_rows=True).contiguous()  # (D, N, 4H)
         out, c_n, act, c_raw, tanh_c, h_raw = torch.ops.ner_lstm.forward(
-            gx, h0, c0, w_hh, None, w_hr, plan.batch_sizes, spec.cell_clip, spec.proj_clip, True)
+            gx, h0, c0, w_hh, None, w_hr, plan.batch_sizes, spec.cell_clip, spec.proj_clip, True
+        )
         ctx.spec, ctx.plan, ctx.has_bias = spec, plan, bias is not None
         ctx.save_for_backward(x, w_ih, h0, c0, w_hh, w_hr, out, act, c_raw, tanh_c, h_raw)
         return out, c_n
@@ -154,12 +178,25 @@ class KernelRecurrence(torch.autograd.Function):
         spec, plan = ctx.spec, ctx.plan
         x, w_ih, h0, c0, w_hh, w_hr, out, act, c_raw, tanh_c, h_raw = ctx.saved_tensors
         d_gx, d_h0, d_c0, h_prev, d_h_raw = torch.ops.ner_lstm.backward(
-            d_out, d_c_n, h0, c0, out, act, c_raw, tanh_c, h_raw if h_raw.numel() else None, w_hh, w_hr,
-            plan.batch_sizes, spec.cell_clip, spec.proj_clip)
+            d_out,
+            d_c_n,
+            h0,
+            c0,
+            out,
+            act,
+            c_raw,
+            tanh_c,
+            h_raw if h_raw.numel() else None,
+            w_hh,
+            w_hr,
+            plan.batch_sizes,
+            spec.cell_clip,
+            spec.proj_clip,
+        )
         d_w_hh = weight_gradient(d_gx, h_prev)  # (D, 4H, R)
         d_w_hr = None
         if w_hr is not None:
-            m = act[:, :, 3 * spec.hidden_size:] * tanh_c  # (D, N, H) o * tanh(c), the projection's input
+            m = act[:, :, 3 * spec.hidden_size :] * tanh_c  # (D, N, H) o * tanh(c), the projection's input
             d_w_hr = weight_gradient(d_h_raw, m)  # (D, R, H)
         d_x, d_w_ih, d_bias = input_gradients(d_gx, x, w_ih, ctx.needs_input_grad[2], ctx.has_bias)
         return None, None, d_x, d_w_ih, d_bias, d_h0, d_c0, d_w_hh, d_w_hr
@@ -175,4 +212,3 @@ def main() -> None:
         print(f"LSTM kernel not built ({first_line}); the PyTorch path will be used")
         return
     print(f"LSTM kernel ready in {build_directory()} ({time.perf_counter() - start:.1f} s)")
-

@@ -73,8 +73,16 @@ def make_plan(lengths: tuple[int, ...], time: int, directions: int, device: torc
     def put(index: Tensor) -> Tensor:
         return index.to(device, non_blocking=True)
 
-    return Plan(batch_sizes, offsets, put(positions), None if cross is None else put(cross), put(scatter), put(last),
-                 put(order), put(unorder))
+    return Plan(
+        batch_sizes,
+        offsets,
+        put(positions),
+        None if cross is None else put(cross),
+        put(scatter),
+        put(last),
+        put(order),
+        put(unorder),
+    )
 
 
 def gather_rows(source: Tensor, index: Tensor) -> Tensor:

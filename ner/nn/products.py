@@ -47,12 +47,18 @@ _ONEDNN_MIN_PACKED_ROWS = 256
 
 def _onednn(a: Tensor) -> bool:
     """Whether a product with left factor ``a`` (D, M, K) goes to oneDNN (never under autograd)."""
-    return (_ONEDNN and a.shape[1] >= _ONEDNN_MIN_ROWS and a.dtype == torch.float32 and a.device.type == "cpu"
-            and not torch.is_grad_enabled())
+    return (
+        _ONEDNN
+        and a.shape[1] >= _ONEDNN_MIN_ROWS
+        and a.dtype == torch.float32
+        and a.device.type == "cpu"
+        and not torch.is_grad_enabled()
+    )
 
 
-def matmul_nt(a: Tensor, b: Tensor, bias: Tensor | None = None, add: Tensor | None = None, *,
-               packed_rows: bool = False) -> Tensor:
+def matmul_nt(
+    a: Tensor, b: Tensor, bias: Tensor | None = None, add: Tensor | None = None, *, packed_rows: bool = False
+) -> Tensor:
     """add + a @ b^T + bias for direction-stacked a (D, M, K), b (D, P, K), bias (D, P), add (D, M, P).
 
     ``packed_rows``: M is the packed row count (it varies from batch to batch, see the note above).
@@ -61,8 +67,10 @@ def matmul_nt(a: Tensor, b: Tensor, bias: Tensor | None = None, add: Tensor | No
         rows = a.shape[1]
         if packed_rows and rows % _ROW_BUCKET:
             a = F.pad(a, (0, 0, 0, _ROW_BUCKET - rows % _ROW_BUCKET))
-        parts = [torch.ops.mkldnn._linear_pointwise(a_d, b_d, None if bias is None else bias[d], "none", [], "")
-                 for d, (a_d, b_d) in enumerate(zip(a, b))]
+        parts = [
+            torch.ops.mkldnn._linear_pointwise(a_d, b_d, None if bias is None else bias[d], "none", [], "")
+            for d, (a_d, b_d) in enumerate(zip(a, b))
+        ]
         parts = [part[:rows] for part in parts]
         product = parts[0][None] if len(parts) == 1 else torch.stack(parts)  # (D, M, P), contiguous
         return product if add is None else product.add_(add)

@@ -26,6 +26,7 @@ GATES = {"lstm": 4, "peephole": 4, "coupled": 3, "gru": 3}
 FORGET_GATE = {"lstm": 1, "peephole": 1, "coupled": 0}
 _CANDIDATE = {"lstm": 2, "peephole": 2, "coupled": 1, "gru": 2}  # gate index of g (GRU: n)
 
+
 @dataclass(frozen=True)
 class Spec:
     """What a cell computes; shared by every layer of a module."""
@@ -40,7 +41,6 @@ class Spec:
     @property
     def gates(self) -> int:
         return GATES[self.variant]
-
 
 
 class StepWeights(NamedTuple):
@@ -113,8 +113,9 @@ def _gate_norm(pre: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
     return F.layer_norm(pre, pre.shape[-1:]) * weight + bias
 
 
-def _lstm_step(spec: Spec, w: StepWeights, gx: Tensor, h_prev: Tensor, c_prev: Tensor,
-               keep: bool) -> tuple[Tensor, Tensor, LSTMStep | None]:
+def _lstm_step(
+    spec: Spec, w: StepWeights, gx: Tensor, h_prev: Tensor, c_prev: Tensor, keep: bool
+) -> tuple[Tensor, Tensor, LSTMStep | None]:
     """Advance every direction one step: gx (D, bs, K * H) input part, returns h (D, bs, R) and c (D, bs, H).
 
     The candidate's pre-activation arrives doubled (see ``StepWeights``), so g = 2 sigmoid - 1 = tanh.
@@ -122,8 +123,9 @@ def _lstm_step(spec: Spec, w: StepWeights, gx: Tensor, h_prev: Tensor, c_prev: T
     """
     pre = matmul_nt(h_prev, w.hh, add=gx)  # (D, bs, K * H)
     if w.norm_weight is not None:
-        pre = (_gate_norm(pre.unflatten(-1, (spec.gates, spec.hidden_size)), w.norm_weight, w.norm_bias)
-               * w.gate_scale).flatten(2)
+        pre = (
+            _gate_norm(pre.unflatten(-1, (spec.gates, spec.hidden_size)), w.norm_weight, w.norm_bias) * w.gate_scale
+        ).flatten(2)
     if spec.variant == "peephole":
         pre_i, pre_f, pre_g, pre_o = pre.chunk(4, -1)
         i = torch.sigmoid(torch.addcmul(pre_i, w.peephole[:, None, 0], c_prev))
@@ -170,8 +172,9 @@ def _gru_step(spec: Spec, w: StepWeights, gx: Tensor, h_prev: Tensor) -> tuple[T
     return h, GRUStep(h_prev, r, z, n, hn)
 
 
-def run_steps(spec: Spec, plan: Plan, w: StepWeights, gx: Tensor, h0: Tensor, c0: Tensor | None,
-               keep: bool) -> tuple[Tensor, Tensor | None, list]:
+def run_steps(
+    spec: Spec, plan: Plan, w: StepWeights, gx: Tensor, h0: Tensor, c0: Tensor | None, keep: bool
+) -> tuple[Tensor, Tensor | None, list]:
     """Run the recurrence of one layer over packed input projections gx (D, N, K * H).
 
     Returns the outputs (D, N, R), the final cells (D, B, H) in sorted order (None for GRU) and, when ``keep``,
@@ -180,7 +183,7 @@ def run_steps(spec: Spec, plan: Plan, w: StepWeights, gx: Tensor, h0: Tensor, c0
     outputs, final_cells, steps = [], [], []
     h, c = h0, c0  # (D, B, R), (D, B, H)
     for t, (offset, size) in enumerate(zip(plan.offsets, plan.batch_sizes)):
-        gx_t = gx[:, offset:offset + size]  # (D, bs, K * H)
+        gx_t = gx[:, offset : offset + size]  # (D, bs, K * H)
         if c is None:
             h, saved = _gru_step(spec, w, gx_t, h if h.shape[1] == size else h[:, :size])
         else:

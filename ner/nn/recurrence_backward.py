@@ -15,8 +15,9 @@ from ner.nn.products import add_matmul_nt_, matmul_nt, weight_gradient
 from ner.nn.recurrence import GRUStep, LSTMStep, Spec, StepWeights, candidate_scale, run_steps
 
 
-def _lstm_step_backward(spec: Spec, w: StepWeights, s: LSTMStep, dh: Tensor, dc: Tensor,
-                        derivative_scale: Tensor) -> tuple[Tensor, Tensor | None]:
+def _lstm_step_backward(
+    spec: Spec, w: StepWeights, s: LSTMStep, dh: Tensor, dc: Tensor, derivative_scale: Tensor
+) -> tuple[Tensor, Tensor | None]:
     """Gradients of one LSTM step from dh (D, bs, R) and dc (D, bs, H) flowing into its outputs.
 
     Returns the gradient of the gate pre-activations (D, bs, K * H) and, with a projection, that of the
@@ -81,9 +82,20 @@ class Recurrence(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, spec: Spec, plan: Plan, x: Tensor, w_ih: Tensor, bias: Tensor | None, h0: Tensor,
-                c0: Tensor | None, w_hh: Tensor, hh_bias: Tensor | None, peephole: Tensor | None,
-                w_hr: Tensor | None):
+    def forward(
+        ctx,
+        spec: Spec,
+        plan: Plan,
+        x: Tensor,
+        w_ih: Tensor,
+        bias: Tensor | None,
+        h0: Tensor,
+        c0: Tensor | None,
+        w_hh: Tensor,
+        hh_bias: Tensor | None,
+        peephole: Tensor | None,
+        w_hr: Tensor | None,
+    ):
         gx = matmul_nt(x, w_ih, bias, packed_rows=True)  # (D, N, K * H)
         w = StepWeights(w_hh, hh_bias, peephole, w_hr, None, None, None)
         out, c_n, ctx.steps = run_steps(spec, plan, w, gx, h0, c0, keep=True)
@@ -105,8 +117,8 @@ class Recurrence(torch.autograd.Function):
         d_gh, d_pre_n, d_h_raw = [], [], []
         for t in reversed(range(len(steps))):
             offset, size = plan.offsets[t], plan.batch_sizes[t]
-            dh = d_h[:, offset:offset + size]
-            target = d_h[:, plan.offsets[t - 1]:plan.offsets[t - 1] + size] if t else d_h0
+            dh = d_h[:, offset : offset + size]
+            target = d_h[:, plan.offsets[t - 1] : plan.offsets[t - 1] + size] if t else d_h0
             if gru:
                 d_step, d_n, dh_z = _gru_step_backward(steps[t], dh)
                 d_pre_n.append(d_n)
@@ -130,8 +142,9 @@ class Recurrence(torch.autograd.Function):
             d_pre = d_gh.unflatten(-1, (4, spec.hidden_size))  # (D, N, 4, H)
             c_prev = torch.cat([s.c_prev for s in steps], 1)  # (D, N, H)
             c = torch.cat([s.c for s in steps], 1)
-            d_peephole = torch.stack([(d_pre[:, :, 0] * c_prev).sum(1), (d_pre[:, :, 1] * c_prev).sum(1),
-                                      (d_pre[:, :, 3] * c).sum(1)], 1)  # (D, 3, H)
+            d_peephole = torch.stack(
+                [(d_pre[:, :, 0] * c_prev).sum(1), (d_pre[:, :, 1] * c_prev).sum(1), (d_pre[:, :, 3] * c).sum(1)], 1
+            )  # (D, 3, H)
         if w.hr is not None:
             m = torch.cat([s.m for s in steps], 1)  # (D, N, H)
             d_w_hr = weight_gradient(torch.cat(d_h_raw[::-1], 1), m)  # (D, R, H)
@@ -139,8 +152,9 @@ class Recurrence(torch.autograd.Function):
         return (None, None, d_x, d_w_ih, d_bias, d_h0, d_c, d_w_hh, d_hh_bias, d_peephole, d_w_hr)
 
 
-def input_gradients(d_gx: Tensor, x: Tensor, w_ih: Tensor, needs_x: bool,
-                    has_bias: bool) -> tuple[Tensor | None, Tensor, Tensor | None]:
+def input_gradients(
+    d_gx: Tensor, x: Tensor, w_ih: Tensor, needs_x: bool, has_bias: bool
+) -> tuple[Tensor | None, Tensor, Tensor | None]:
     """Gradients of x (D, N, I), w_ih (D, K * H, I) and the bias (D, K * H) from that of the input projection
     gx = x @ w_ih^T + bias (D, N, K * H); None for x unless ``needs_x``, for the bias unless ``has_bias``."""
     d_x = matmul_nt(d_gx, w_ih.transpose(1, 2), packed_rows=True) if needs_x else None

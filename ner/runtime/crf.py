@@ -34,10 +34,17 @@ class CrfScores:
     end: np.ndarray
 
     @classmethod
-    def from_parameters(cls, start: np.ndarray, transitions: np.ndarray, end: np.ndarray,
-                        start_allowed: np.ndarray, transitions_allowed: np.ndarray,
-                        end_allowed: np.ndarray) -> CrfScores:
+    def from_parameters(
+        cls,
+        start: np.ndarray,
+        transitions: np.ndarray,
+        end: np.ndarray,
+        start_allowed: np.ndarray,
+        transitions_allowed: np.ndarray,
+        end_allowed: np.ndarray,
+    ) -> CrfScores:
         """The parameters with disallowed entries (False in the ``*_allowed`` masks) replaced by IMPOSSIBLE."""
+
         def masked(values: np.ndarray, allowed: np.ndarray) -> np.ndarray:
             return np.where(allowed, values, values.dtype.type(IMPOSSIBLE)).astype(values.dtype)
 
@@ -87,8 +94,9 @@ def _logsumexp(x: np.ndarray) -> np.ndarray:
     return np.log(np.exp(x - shift).sum(axis=-1)) + shift[..., 0]
 
 
-def forward_backward(emissions: np.ndarray, lengths: np.ndarray, scores: CrfScores
-                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def forward_backward(
+    emissions: np.ndarray, lengths: np.ndarray, scores: CrfScores
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """log_alpha (B, T, K), log_beta (B, T, K) (both 0 at padding) and log Z (B,), in float64, as
     ``ner.nn.crf.CRF.forward_backward``."""
     lengths = np.asarray(lengths, dtype=np.int64)
@@ -112,8 +120,14 @@ def forward_backward(emissions: np.ndarray, lengths: np.ndarray, scores: CrfScor
     return np.where(padding, 0.0, log_alpha), np.where(padding, 0.0, log_beta), log_z
 
 
-def span_probabilities(emissions: np.ndarray, lengths: np.ndarray, spans: Sequence[Sequence[SpanTuple]],
-                       tag_names: Sequence[str], scheme: str, scores: CrfScores) -> list[list[float]]:
+def span_probabilities(
+    emissions: np.ndarray,
+    lengths: np.ndarray,
+    spans: Sequence[Sequence[SpanTuple]],
+    tag_names: Sequence[str],
+    scheme: str,
+    scores: CrfScores,
+) -> list[list[float]]:
     """P(each span is an entity of its type): emissions (B, T, K), lengths (B,), spans[b] sentence b's
     ``(type, start, end_exclusive)`` spans; ``tag_names[i]`` names tag id i; scheme ``IOB2`` or ``BIOES``.
     Returns floats shaped as ``spans``."""
@@ -123,21 +137,22 @@ def span_probabilities(emissions: np.ndarray, lengths: np.ndarray, spans: Sequen
     if not rows:
         return [[] for _ in spans]
     log_probs = np.minimum(_segment_log_probs(emissions, lengths, scores, rows), 0.0)  # (N,)
-    span_log_probs = log_probs[:len(has_follower)]  # (n,)
+    span_log_probs = log_probs[: len(has_follower)]  # (n,)
     follower_log_probs = np.full_like(span_log_probs, -np.inf)  # -inf: no I-X term
-    follower_log_probs[np.array(has_follower, dtype=bool)] = log_probs[len(has_follower):]
+    follower_log_probs[np.array(has_follower, dtype=bool)] = log_probs[len(has_follower) :]
     # P(segment) - P(segment, I-X) = P(segment) * (1 - exp(log P(segment, I-X) - log P(segment)))
     ratio = np.minimum(follower_log_probs - span_log_probs, 0.0)
     probabilities = (np.exp(span_log_probs) * -np.expm1(ratio)).tolist()
     result, offset = [], 0
     for sentence_spans in spans:
-        result.append(probabilities[offset:offset + len(sentence_spans)])
+        result.append(probabilities[offset : offset + len(sentence_spans)])
         offset += len(sentence_spans)
     return result
 
 
-def _segment_log_probs(emissions: np.ndarray, lengths: np.ndarray, scores: CrfScores,
-                       rows: list[Segment]) -> np.ndarray:
+def _segment_log_probs(
+    emissions: np.ndarray, lengths: np.ndarray, scores: CrfScores, rows: list[Segment]
+) -> np.ndarray:
     """log P(y[start : start + len(ids)] == ids) (N,) for each (sentence, start, ids) row: log_alpha at the first
     step + transitions and emissions inside + log_beta at the last step - log Z."""
     log_alpha, log_beta, log_z = forward_backward(emissions, lengths, scores)
@@ -153,5 +168,9 @@ def _segment_log_probs(emissions: np.ndarray, lengths: np.ndarray, scores: CrfSc
     step_scores = emissions[sentence[:, None], times[:, 1:], tags[:, 1:]] + transitions[tags[:, :-1], tags[:, 1:]]
     inner = np.where(inside[:, 1:], step_scores, 0.0).sum(axis=1)  # (N,) moving into each later step
     last_tags = tags[np.arange(len(rows)), size - 1]  # (N,)
-    return (log_alpha[sentence, start, tags[:, 0]] + inner + log_beta[sentence, start + size - 1, last_tags]
-            - log_z[sentence])
+    return (
+        log_alpha[sentence, start, tags[:, 0]]
+        + inner
+        + log_beta[sentence, start + size - 1, last_tags]
+        - log_z[sentence]
+    )

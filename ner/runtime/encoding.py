@@ -46,8 +46,9 @@ class Encoder:
     min_width: int  # char_ids columns at least (the widest filter of the character CNN)
     document_context: bool
 
-    def batches(self, sentences: Sequence[Sequence[str]], batch_size: int,
-                document_ids: Sequence[int] | None = None) -> Iterator[EncodedBatch]:
+    def batches(
+        self, sentences: Sequence[Sequence[str]], batch_size: int, document_ids: Sequence[int] | None = None
+    ) -> Iterator[EncodedBatch]:
         """Batches of the (non-empty) ``sentences``; ``document_ids`` (one per sentence; None: one document)
         delimit the documents of the document casing feature and context."""
         if any(not tokens for tokens in sentences):
@@ -56,17 +57,22 @@ class Encoder:
         groups = self._mention_groups(sentences, document_ids) if self.document_context else None
         order = sorted(range(len(sentences)), key=lambda i: len(sentences[i]))
         for start in range(0, len(order), batch_size):
-            indices = order[start:start + batch_size]
+            indices = order[start : start + batch_size]
             yield self._batch(indices, sentences, features, groups)
 
-    def _batch(self, indices: list[int], sentences: Sequence[Sequence[str]], features: list[list[int]] | None,
-               groups: list[list[int]] | None) -> EncodedBatch:
+    def _batch(
+        self,
+        indices: list[int],
+        sentences: Sequence[Sequence[str]],
+        features: list[list[int]] | None,
+        groups: list[list[int]] | None,
+    ) -> EncodedBatch:
         lengths = np.array([len(sentences[i]) for i in indices], dtype=np.int64)  # (B,)
         rows = np.zeros((len(indices), int(lengths.max())), dtype=np.int64)  # (B, T)
         position: dict[str | tuple[str, int], int] = {}  # distinct word (or (word, class)) -> row
         for b, i in enumerate(indices):
             keys = sentences[i] if features is None else zip(sentences[i], features[i])
-            rows[b, :lengths[b]] = [position.setdefault(key, len(position)) for key in keys]
+            rows[b, : lengths[b]] = [position.setdefault(key, len(position)) for key in keys]
         distinct = list(position)
         words = distinct if features is None else [word for word, _ in distinct]
         feeds = {"word_ids": np.array(self.words.encode(words), dtype=np.int64), "rows": rows, "lengths": lengths}
@@ -75,16 +81,16 @@ class Encoder:
         if features is not None:
             feeds["document_casing_ids"] = np.array([feature for _, feature in distinct], dtype=np.int64)
         if "char_ids" in self.inputs:
-            spellings = [self.chars.encode(word[:self.max_word_length]) for word in words]
+            spellings = [self.chars.encode(word[: self.max_word_length]) for word in words]
             char_ids = np.zeros((len(words), max(self.min_width, max(map(len, spellings)))), dtype=np.int64)
             for row, ids in enumerate(spellings):
-                char_ids[row, :len(ids)] = ids
+                char_ids[row, : len(ids)] = ids
             feeds["char_ids"] = char_ids  # (V, W)
         mention_groups = None
         if groups is not None:
             mention_groups = np.zeros_like(rows)
             for b, i in enumerate(indices):
-                mention_groups[b, :lengths[b]] = groups[i]
+                mention_groups[b, : lengths[b]] = groups[i]
         return EncodedBatch(indices, lengths, feeds, mention_groups)
 
     @staticmethod

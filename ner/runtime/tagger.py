@@ -54,8 +54,15 @@ class OnnxTagger:
     ``threads``: onnxruntime's intra-op threads (None: its default, one per physical core).
     """
 
-    def __init__(self, directory: Path, meta: dict[str, Any], encoder: Encoder, tags: Vocabulary,
-                 scores: CrfScores, threads: int | None = None) -> None:
+    def __init__(
+        self,
+        directory: Path,
+        meta: dict[str, Any],
+        encoder: Encoder,
+        tags: Vocabulary,
+        scores: CrfScores,
+        threads: int | None = None,
+    ) -> None:
         self.directory, self.meta, self.encoder, self.tags, self.scores = directory, meta, encoder, tags, scores
         self.scheme: str = meta["model_scheme"]
         self.propagate: bool = meta["propagate_entities"]
@@ -69,32 +76,44 @@ class OnnxTagger:
         if not directory.is_dir():
             raise NerError(f"{directory}: no such export directory (expected the OUT_DIR of `ner export`)")
         if (directory / "model.pt").is_file() and not (directory / META_FILE).is_file():
-            raise NerError(f"{directory}: a run directory of `ner train`, not an export: run `ner export "
-                           f"{directory} OUT_DIR` first (or tag without --backend onnx)")
+            raise NerError(
+                f"{directory}: a run directory of `ner train`, not an export: run `ner export "
+                f"{directory} OUT_DIR` first (or tag without --backend onnx)"
+            )
         meta = _read_json(directory / META_FILE, directory)
         if not isinstance(meta, dict) or meta.get("format") != EXPORT_FORMAT:
             found = meta.get("format") if isinstance(meta, dict) else None
-            raise NerError(f"{directory / META_FILE}: export format {found!r} is not supported by this ner "
-                           f"(expected {EXPORT_FORMAT}); export the model again with this version")
+            raise NerError(
+                f"{directory / META_FILE}: export format {found!r} is not supported by this ner "
+                f"(expected {EXPORT_FORMAT}); export the model again with this version"
+            )
         try:
             words, chars, tags = (Vocabulary.load(directory / name) for name in VOCABULARY_FILES)
             lookup = words
             if meta["word_lookup"]["table_index"]:
                 index = _read_json(directory / meta["word_lookup"]["table_index"], directory)
                 lookup = WordLookup(words, index)
-            encoder = Encoder(lookup, chars, tuple(meta["inputs"]), int(meta["chars"]["max_word_length"]),
-                              int(meta["chars"]["min_width"]), bool(meta["document_context"]))
+            encoder = Encoder(
+                lookup,
+                chars,
+                tuple(meta["inputs"]),
+                int(meta["chars"]["max_word_length"]),
+                int(meta["chars"]["min_width"]),
+                bool(meta["document_context"]),
+            )
             scores = _read_crf(directory / CRF_FILE, tags, directory)
             tagger = cls(directory, meta, encoder, tags, scores, threads)
         except (KeyError, TypeError, ValueError) as error:
-            raise NerError(f"{directory / META_FILE}: missing or bad entry {error} (expected a file written by "
-                           f"`ner export`)") from None
+            raise NerError(
+                f"{directory / META_FILE}: missing or bad entry {error} (expected a file written by `ner export`)"
+            ) from None
         tagger._open()
         return tagger
 
     # ----------------------------------------------------------------------------------------- predicting
-    def predict_spans(self, sentences: Sequence[Sequence[str]], batch_size: int = 64,
-                      document_ids: Sequence[int] | None = None) -> list[list[Span]]:
+    def predict_spans(
+        self, sentences: Sequence[Sequence[str]], batch_size: int = 64, document_ids: Sequence[int] | None = None
+    ) -> list[list[Span]]:
         """Entities of tokenised sentences as ``(type, start_token, end_token_exclusive, probability)``, as
         ``ner.model.Tagger.predict_spans``; ``document_ids`` (one per sentence) delimit documents."""
         sentences = checked_sentences(sentences)
@@ -117,14 +136,16 @@ class OnnxTagger:
             tags = [spans_to_tags(spans, len(t), self.scheme) for spans, t in zip(propagated, tags)]
         for batch, emissions in batches:
             batch_spans = [tags_to_spans(tags[index]) for index in batch.indices]
-            probabilities = span_probabilities(emissions, batch.lengths, batch_spans, self.tags.items,
-                                               self.scheme, self.scores)
+            probabilities = span_probabilities(
+                emissions, batch.lengths, batch_spans, self.tags.items, self.scheme, self.scores
+            )
             for index, spans, probs in zip(batch.indices, batch_spans, probabilities):
                 result[nonempty[index]] = [(kind, start, end, p) for (kind, start, end), p in zip(spans, probs)]
         return result
 
-    def emissions(self, sentences: Sequence[Sequence[str]], batch_size: int = 64,
-                  document_ids: Sequence[int] | None = None) -> list[np.ndarray]:
+    def emissions(
+        self, sentences: Sequence[Sequence[str]], batch_size: int = 64, document_ids: Sequence[int] | None = None
+    ) -> list[np.ndarray]:
         """Emission scores (T_i, K) of each (non-empty) sentence, in input order."""
         result: list[np.ndarray] = [np.empty(0)] * len(sentences)
         for batch, emissions in self._scored(checked_sentences(sentences), document_ids, batch_size):
@@ -137,8 +158,9 @@ class OnnxTagger:
         return tag_text(self, text)
 
     # ------------------------------------------------------------------------------------------ internals
-    def _scored(self, sentences: list[list[str]], document_ids: Sequence[int] | None,
-                batch_size: int) -> list[tuple[EncodedBatch, np.ndarray]]:
+    def _scored(
+        self, sentences: list[list[str]], document_ids: Sequence[int] | None, batch_size: int
+    ) -> list[tuple[EncodedBatch, np.ndarray]]:
         """Each batch with its emission scores (B, T, K) float32."""
         _, model, head = self._open()
         batches = list(self.encoder.batches(sentences, batch_size, document_ids))
@@ -148,16 +170,17 @@ class OnnxTagger:
         groups = np.concatenate([batch.mention_groups.reshape(-1) for batch in batches])  # (N,)
         context = mean_of_other_mentions(np.concatenate([s.reshape(-1, s.shape[-1]) for s in outputs]), groups)
         parts = np.split(context, np.cumsum([s.shape[0] * s.shape[1] for s in outputs])[:-1])
-        return [(batch, head.run(None, {"states": states, "context": part.reshape(states.shape)})[0])
-                for batch, states, part in zip(batches, outputs, parts)]
+        return [
+            (batch, head.run(None, {"states": states, "context": part.reshape(states.shape)})[0])
+            for batch, states, part in zip(batches, outputs, parts)
+        ]
 
     def _open(self) -> tuple[int, Any, Any]:
         """This process's onnxruntime sessions (a forked worker opens its own)."""
         if self._sessions is None or self._sessions[0] != os.getpid():
             graphs = self.meta["graphs"]
             model = self._session(graphs["model"], [*self.encoder.inputs])
-            head = self._session(graphs["emissions"], ["states", "context"]) if self.encoder.document_context \
-                else None
+            head = self._session(graphs["emissions"], ["states", "context"]) if self.encoder.document_context else None
             self._sessions = (os.getpid(), model, head)
         return self._sessions
 
@@ -178,8 +201,10 @@ class OnnxTagger:
             raise NerError(f"{path}: not a valid ONNX graph: {message}") from None
         found = [node.name for node in session.get_inputs()]
         if sorted(found) != sorted(inputs):
-            raise NerError(f"{path}: the graph takes inputs {', '.join(found)}, but {META_FILE} expects "
-                           f"{', '.join(inputs)}: export the model again")
+            raise NerError(
+                f"{path}: the graph takes inputs {', '.join(found)}, but {META_FILE} expects "
+                f"{', '.join(inputs)}: export the model again"
+            )
         return session
 
     def __getstate__(self) -> dict[str, Any]:
@@ -212,6 +237,6 @@ def _read_crf(path: Path, tags: Vocabulary, directory: Path) -> CrfScores:
         for key, array in ((name, arrays[name]), (f"{name}_allowed", allowed[name])):
             if array.shape != shape:
                 raise NerError(f"{path}: {key} has shape {array.shape}, expected {shape} for {size} tags")
-    return CrfScores.from_parameters(arrays["start"], arrays["transitions"], arrays["end"], allowed["start"],
-                                     allowed["transitions"], allowed["end"])
-
+    return CrfScores.from_parameters(
+        arrays["start"], arrays["transitions"], arrays["end"], allowed["start"], allowed["transitions"], allowed["end"]
+    )

@@ -33,11 +33,19 @@ try:
     from fastapi import FastAPI, HTTPException, Request
     from fastapi.responses import HTMLResponse, Response
 except ModuleNotFoundError as missing:
-    raise NerError(f"`ner serve` needs the serve extra ({missing.name} is not installed): "
-                   f"pip install 'ner[serve]'") from None
+    raise NerError(
+        f"`ner serve` needs the serve extra ({missing.name} is not installed): pip install 'ner[serve]'"
+    ) from None
 
-JSON_TYPES = {dict: "an object", list: "an array", str: "a string", int: "a number", float: "a number",
-              bool: "a boolean", type(None): "null"}
+JSON_TYPES = {
+    dict: "an object",
+    list: "an array",
+    str: "a string",
+    int: "a number",
+    float: "a number",
+    bool: "a boolean",
+    type(None): "null",
+}
 KEYS = ("text", "texts", "min_score")
 DEFAULT_LIMITS = Limits()
 
@@ -50,8 +58,12 @@ def entity_types(tagger: Tagger) -> list[str]:
 def create_app(tagger: Tagger, limits: Limits = DEFAULT_LIMITS, name: str = "model") -> FastAPI:
     """The service for ``tagger`` (``name`` is shown by ``/health`` and the page); its batcher starts and stops
     with the app (the framework's lifespan)."""
-    batcher = MicroBatcher(partial(tag_texts, tagger, batch_size=limits.batch_size), limits.batch_texts,
-                           limits.batch_wait_ms / 1000, limits.max_queue)
+    batcher = MicroBatcher(
+        partial(tag_texts, tagger, batch_size=limits.batch_size),
+        limits.batch_texts,
+        limits.batch_wait_ms / 1000,
+        limits.max_queue,
+    )
     types = entity_types(tagger)
     page = service_page()
 
@@ -71,8 +83,14 @@ def create_app(tagger: Tagger, limits: Limits = DEFAULT_LIMITS, name: str = "mod
 
     @app.get("/health")
     async def health() -> dict[str, Any]:
-        return {"status": "ok", "model": name, "types": types, "waiting": batcher.waiting,
-                "batches": batcher.batches, "texts": batcher.texts}
+        return {
+            "status": "ok",
+            "model": name,
+            "types": types,
+            "waiting": batcher.waiting,
+            "batches": batcher.batches,
+            "texts": batcher.texts,
+        }
 
     @app.post("/tag")
     async def tag(request: Request) -> Response:
@@ -86,8 +104,10 @@ def create_app(tagger: Tagger, limits: Limits = DEFAULT_LIMITS, name: str = "mod
         except Exception as error:  # whatever broke the batch: this request fails, the service goes on
             raise HTTPException(500, f"tagging failed: {type(error).__name__}: {error}") from None
         # a batch mixes requests of different min_score: each keeps its own entities here
-        records = [{"text": text, "entities": [e for e in found if e["score"] >= min_score]}
-                   for text, found in zip(texts, entities)]
+        records = [
+            {"text": text, "entities": [e for e in found if e["score"] >= min_score]}
+            for text, found in zip(texts, entities)
+        ]
         body = {"records": records} if several else records[0]
         return Response(json.dumps(body, ensure_ascii=False), media_type="application/json")
 
@@ -119,8 +139,9 @@ def parse_request(body: bytes, limits: Limits) -> tuple[list[str], bool, float]:
     except RecursionError:
         raise HTTPException(400, "malformed JSON: nested too deeply") from None
     if not isinstance(payload, dict):
-        raise HTTPException(422, f'expected a JSON object {{"text": "..."}} or {{"texts": ["...", ...]}}, '
-                                 f"got {_json_type(payload)}")
+        raise HTTPException(
+            422, f'expected a JSON object {{"text": "..."}} or {{"texts": ["...", ...]}}, got {_json_type(payload)}'
+        )
     unknown = [key for key in payload if key not in KEYS]
     if unknown:
         raise HTTPException(422, f"unknown key {unknown[0]!r}: expected text or texts, and optionally min_score")
@@ -137,13 +158,13 @@ def parse_request(body: bytes, limits: Limits) -> tuple[list[str], bool, float]:
         if not isinstance(text, str):
             raise HTTPException(422, f"{where}: expected a string, got {_json_type(text)}")
         if len(text) > limits.max_text_chars:
-            raise HTTPException(413, f"{where}: {len(text)} characters, more than the limit of "
-                                     f"{limits.max_text_chars}")
+            raise HTTPException(413, f"{where}: {len(text)} characters, more than the limit of {limits.max_text_chars}")
         try:
             text.encode("utf-8")
         except UnicodeEncodeError as error:
-            raise HTTPException(422, f"{where}: lone surrogate {text[error.start]!r} at offset {error.start} "
-                                     f"(not a Unicode character)") from None
+            raise HTTPException(
+                422, f"{where}: lone surrogate {text[error.start]!r} at offset {error.start} (not a Unicode character)"
+            ) from None
     min_score = payload.get("min_score", 0.0)
     if isinstance(min_score, bool) or not isinstance(min_score, (int, float)) or not 0.0 <= min_score <= 1.0:
         raise HTTPException(422, f"min_score: expected a number in [0, 1], got {json.dumps(min_score)}")
@@ -173,8 +194,11 @@ def listen(host: str = "127.0.0.1", port: int = 8000) -> socket.socket:
 def run_server(tagger: Tagger, listener: socket.socket, limits: Limits = DEFAULT_LIMITS, name: str = "model") -> None:
     """Serve ``tagger`` on ``listener`` (from ``listen``) until interrupted; says where on standard error."""
     host, port = listener.getsockname()[:2]
-    print(f"serving {name} on http://{f'[{host}]' if ':' in host else host}:{port}/ (Ctrl+C stops)",
-          file=sys.stderr, flush=True)
+    print(
+        f"serving {name} on http://{f'[{host}]' if ':' in host else host}:{port}/ (Ctrl+C stops)",
+        file=sys.stderr,
+        flush=True,
+    )
     config = uvicorn.Config(create_app(tagger, limits, name), log_level="warning", timeout_graceful_shutdown=5)
     server = uvicorn.Server(config)
     with listener:

@@ -40,11 +40,11 @@ class MicroBatcher:
     """Batches the texts of concurrent ``submit`` calls: at most ``max_texts`` texts a batch (a request with more
     is a batch of its own), gathered for at most ``max_wait`` seconds, at most ``max_queue`` requests waiting."""
 
-    def __init__(self, tag_batch: TagBatch, max_texts: int = 32, max_wait: float = 0.005,
-                 max_queue: int = 256) -> None:
+    def __init__(self, tag_batch: TagBatch, max_texts: int = 32, max_wait: float = 0.005, max_queue: int = 256) -> None:
         if max_texts < 1 or max_wait < 0 or max_queue < 1:
-            raise ValueError(f"expected max_texts >= 1, max_wait >= 0, max_queue >= 1, "
-                             f"got {max_texts}, {max_wait}, {max_queue}")
+            raise ValueError(
+                f"expected max_texts >= 1, max_wait >= 0, max_queue >= 1, got {max_texts}, {max_wait}, {max_queue}"
+            )
         self.tag_batch, self.max_texts, self.max_wait, self.max_queue = tag_batch, max_texts, max_wait, max_queue
         self.batches = 0  # batches tagged so far
         self.texts = 0  # texts tagged so far
@@ -112,7 +112,7 @@ class MicroBatcher:
             at = 0
             for request in batch:
                 if not request.future.done():
-                    request.future.set_result(results[at:at + len(request.texts)])
+                    request.future.set_result(results[at : at + len(request.texts)])
                 at += len(request.texts)
             self._batch = []
 
@@ -126,8 +126,9 @@ class MicroBatcher:
         while size < self.max_texts:
             remaining = deadline - asyncio.get_running_loop().time()
             try:
-                request = self._queue.get_nowait() if remaining <= 0 else \
-                    await asyncio.wait_for(self._queue.get(), remaining)
+                request = (
+                    self._queue.get_nowait() if remaining <= 0 else await asyncio.wait_for(self._queue.get(), remaining)
+                )
             except (asyncio.QueueEmpty, asyncio.TimeoutError):
                 break
             if size + len(request.texts) > self.max_texts:

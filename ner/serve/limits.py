@@ -15,10 +15,12 @@ class Limits:
     max_body_bytes: int = field(default=1 << 20, metadata={"help": "a larger request body gets 413"})
     max_texts: int = field(default=64, metadata={"help": "texts a request may hold (more: 413)"})
     max_text_chars: int = field(default=20_000, metadata={"help": "characters a text may hold (more: 413)"})
-    batch_texts: int = field(default=32, metadata={"help": "texts tagged together at most (a request with "
-                                                           "more is tagged alone)"})
-    batch_wait_ms: float = field(default=5.0, metadata={"help": "how long a batch waits for more requests "
-                                                                "after its first"})
+    batch_texts: int = field(
+        default=32, metadata={"help": "texts tagged together at most (a request with more is tagged alone)"}
+    )
+    batch_wait_ms: float = field(
+        default=5.0, metadata={"help": "how long a batch waits for more requests after its first"}
+    )
     max_queue: int = field(default=256, metadata={"help": "requests waiting for a batch (more: 503)"})
     batch_size: int = field(default=64, metadata={"help": "sentences per forward pass"})
 

@@ -40,8 +40,10 @@ def line_html(text: str, entities: list[dict], number: int) -> str:
     for entity in entities:
         start, end, kind, score = entity["start"], entity["end"], entity["type"], entity["score"]
         parts.append(html.escape(text[at:start]))
-        parts.append(f'<mark class="ent" data-type="{html.escape(kind)}" data-score="{score:.4f}" '
-                     f'title="{html.escape(kind)} {score:.4f}">{html.escape(text[start:end])}</mark>')
+        parts.append(
+            f'<mark class="ent" data-type="{html.escape(kind)}" data-score="{score:.4f}" '
+            f'title="{html.escape(kind)} {score:.4f}">{html.escape(text[start:end])}</mark>'
+        )
         at = end
     parts.append(html.escape(text[at:]) + "</p>")
     return "".join(parts)
