@@ -38,7 +38,7 @@ from ner.entities import kept, tag_sentences, tag_texts
 from ner.errors import DataError, NerError, location
 from ner.fileio import atomic_stream, check_output
 from ner.formats import WRITERS, Line
-from ner.tagging import STDIN, WINDOW_CHARS, input_files, read_lines
+from ner.tagging import STDIN, WINDOW_CHARS, check_tag_options, input_files, read_lines
 
 if TYPE_CHECKING:
     import ray.data
@@ -146,7 +146,7 @@ def tag_dataset(
     ``batch_size`` at a time). The rows come out in input order: this sets Ray Data's ``preserve_order`` in the
     dataset's context (which its parent shares)."""
     ray = _ray()
-    _check_options(batch_size, min_score, actors)
+    check_tag_options(batch_size, min_score, actors)
     tagged = dataset.map_batches(
         _TextTagger,
         fn_constructor_kwargs={
@@ -161,15 +161,6 @@ def tag_dataset(
     )
     tagged.context.execution_options.preserve_order = True
     return tagged
-
-
-def _check_options(batch_size: int, min_score: float, actors: int) -> None:
-    if batch_size < 1:
-        raise NerError(f"--batch-size: expected an integer >= 1, got {batch_size}")
-    if not 0.0 <= min_score <= 1.0:
-        raise NerError(f"--min-score: expected a probability in [0, 1], got {min_score}")
-    if actors < 1:
-        raise NerError(f"--workers: expected an integer >= 1, got {actors}")
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -297,7 +288,7 @@ def tag_files_on_ray(
     writes them, tagged by ``workers`` Ray actors; into ``output`` (written under a temporary name, renamed at the
     end) or standard output. Returns counts, ``tokens_per_second`` and ``seconds_to_first_record`` (the actors'
     start-up)."""
-    _check_options(batch_size, min_score, workers)
+    check_tag_options(batch_size, min_score, workers)
     if STDIN in inputs:
         raise NerError("--engine ray: standard input (-) is not supported; give files or folders")
     files = input_files(inputs)

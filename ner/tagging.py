@@ -270,6 +270,16 @@ def _processed(job: _WindowJob, windows: Iterator[_Window], workers: int) -> Ite
                 future.cancel()
 
 
+def check_tag_options(batch_size: int, min_score: float, workers: int) -> None:
+    """NerError naming the option if one of ``ner tag``'s numeric options is out of range."""
+    if batch_size < 1:
+        raise NerError(f"--batch-size: expected an integer >= 1, got {batch_size}")
+    if not 0.0 <= min_score <= 1.0:
+        raise NerError(f"--min-score: expected a probability in [0, 1], got {min_score}")
+    if workers < 1:
+        raise NerError(f"--workers: expected an integer >= 1, got {workers}")
+
+
 def tag_files(
     tagger: SpanPredictor,
     inputs: list[str],
@@ -290,12 +300,7 @@ def tag_files(
     """
     if fmt not in FORMATS:
         raise NerError(f"--format: expected one of {', '.join(FORMATS)}, got {fmt!r}")
-    if batch_size < 1:
-        raise NerError(f"--batch-size: expected an integer >= 1, got {batch_size}")
-    if not 0.0 <= min_score <= 1.0:
-        raise NerError(f"--min-score: expected a probability in [0, 1], got {min_score}")
-    if workers < 1:
-        raise NerError(f"--workers: expected an integer >= 1, got {workers}")
+    check_tag_options(batch_size, min_score, workers)
     files = input_files(inputs)
     if output:
         check_output(output, inputs=files)
