@@ -32,6 +32,8 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     link planted under its name, so a writer that needs a file name (h5py, numpy's memory maps) opens ours."""
     target = Path(path)
     check_output(target)
+    if _special(target):
+        raise NerError(f"{target}: not a regular file (a device or a pipe): expected the path of a file to write")
     temporary = target.with_name(f".{target.name}.{os.getpid()}.tmp")
     os.close(os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | _NOFOLLOW, 0o666))  # a link: refused
     try:
@@ -45,7 +47,14 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
 
 @contextlib.contextmanager
 def atomic_stream(path: str | os.PathLike[str]) -> Iterator[BinaryIO]:
-    """A binary handle whose bytes appear at ``path`` only if the block ends without an error (``atomic_path``)."""
+    """A binary handle whose bytes appear at ``path`` only if the block ends without an error (``atomic_path``).
+    A device or a pipe (``/dev/null``, ``/dev/stdout``, a FIFO) is written through instead: renaming a file over it
+    would replace the device itself (as root, ``/dev/null`` for everyone)."""
+    if _special(Path(path)):
+        check_output(path)
+        with open(path, "wb") as handle:
+            yield handle
+        return
     with atomic_path(path) as temporary:
         # O_NOFOLLOW: a symbolic link put in place of the temporary file is refused, not written through.
         with os.fdopen(os.open(temporary, os.O_WRONLY | _NOFOLLOW), "wb") as handle:
@@ -94,6 +103,11 @@ def check_output(path: str | os.PathLike[str], inputs: Iterable[str | os.PathLik
             raise NerError(
                 f"{target}: is also an input ({source}): refusing to overwrite it; choose another output path"
             )
+
+
+def _special(path: Path) -> bool:
+    """Whether ``path`` exists as something other than a regular file or a folder (a device, a pipe, a socket)."""
+    return path.exists() and not path.is_file() and not path.is_dir()
 
 
 def _same_file(first: Path, second: Path) -> bool:

@@ -9,8 +9,10 @@ import pickle
 import re
 import resource
 import shutil
+import stat
 import subprocess
 import sys
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -25,7 +27,7 @@ from ner.cli import main
 from ner.config import load_config, save_config
 from ner.data.conll import read_conll
 from ner.errors import NerError
-from ner.fileio import run_lock, write_text_atomic
+from ner.fileio import atomic_path, atomic_stream, run_lock, write_text_atomic
 from ner.model import Tagger
 
 REPO = Path(__file__).resolve().parents[1]
@@ -547,3 +549,19 @@ def test_fuzzed_vocabularies_load_or_are_one_line_errors(
     else:
         assert tagger.predict([["EU", "rejects", "German", "call"]])[0]
     shutil.rmtree(run.parent)
+
+
+def test_a_pipe_as_output_is_written_through_and_stays_a_pipe(tmp_path: Path) -> None:
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    received: list[bytes] = []
+    reader = threading.Thread(target=lambda: received.append(fifo.read_bytes()))
+    reader.start()
+    with atomic_stream(fifo) as handle:
+        handle.write(b"tagged\n")
+    reader.join(10)
+    assert received == [b"tagged\n"] and stat.S_ISFIFO(os.stat(fifo).st_mode)
+    with pytest.raises(NerError, match=r"pipe: not a regular file \(a device or a pipe\): expected the path of a"):
+        with atomic_path(fifo):
+            pass
+    assert stat.S_ISFIFO(os.stat(fifo).st_mode)

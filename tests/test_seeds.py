@@ -4,6 +4,8 @@ equal to one after another, evaluate and load of such a run."""
 from __future__ import annotations
 
 import json
+import os
+import stat
 import statistics
 from pathlib import Path
 
@@ -136,6 +138,7 @@ def test_load_and_tag_use_the_seed_best_on_dev_and_say_so(two_seeds: Path, capsy
     tagger = Tagger.load(two_seeds)
     assert torch.equal(tagger.model.emissions.weight, weights(two_seeds / f"seed-{best}")["emissions.weight"])
     assert main(["tag", str(two_seeds), str(REPO / "data/sample/raw.txt"), "-o", "/dev/null"]) == 0
+    assert stat.S_ISCHR(os.stat("/dev/null").st_mode)  # written through, not replaced by a file (as root it could be)
     assert f"using seed-{best}, the best of 2 finished seeds on dev" in capsys.readouterr().err
 
 
