@@ -115,6 +115,9 @@ def process_group(device_name: str) -> Iterator[tuple[Context, torch.device]]:
         log.setLevel(logging.WARNING)  # rank 0 logs the job's progress; the others only their warnings
     try:
         yield context, device
+        # Leave together: a gloo rank that tears its group down while rank 0 still scores and writes aborts the
+        # job ("terminate called without an active exception"). On an error, torchrun's teardown ends the others.
+        torch.distributed.barrier()
     finally:
         torch.distributed.destroy_process_group()
 
