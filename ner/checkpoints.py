@@ -17,6 +17,7 @@ from ner.distributed import Context
 from ner.errors import NerError
 from ner.fileio import append_line, atomic_write, write_text_atomic
 from ner.log import log
+from ner.optim import Optimizer
 from ner.rundir import SEED_PREFIX
 from ner.tagger_files import CONFIG_FILE, META_FILE, VECTORS_FILE, WEIGHTS_FILE
 
@@ -50,16 +51,15 @@ class TrainingState:
 def save_checkpoint(
     run_dir: Path,
     model: torch.nn.Module,
-    optimizer: torch.optim.Optimizer,
-    scheduler: Any,
+    optimizer: Optimizer,
     state: TrainingState,
     world_size: int = 1,
 ) -> None:
-    """The last epoch's weights, optimizer, scheduler, state and random generators, for ``--resume``."""
+    """The last epoch's weights, optimizer, state and random generators, for ``--resume`` (the learning rate
+    follows from the epoch)."""
     checkpoint = {
         "model": model.state_dict(),
         "optimizer": optimizer.state_dict(),
-        "scheduler": scheduler.state_dict(),
         "state": vars(state),
         "rng": torch.get_rng_state(),
         "world_size": world_size,

@@ -54,6 +54,7 @@ from ner.log import log, setup_logging
 from ner.memory import release_free_memory
 from ner.model import Tagger
 from ner.nn.lstm import LSTM
+from ner.optim import SGD, Adam, Optimizer
 from ner.tagger_files import CONFIG_FILE
 from ner.yaml_config import read_yaml
 
@@ -138,13 +139,11 @@ def _train_locked(
     if opts.precision == "bf16":
         distributed.keep_float32(model, LSTM)
     optimizer = make_optimizer(model, opts)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda epoch: 1.0 / (1.0 + opts.lr_decay * epoch))
     state = TrainingState()
     if checkpoint is not None:
         try:
             model.load_state_dict(checkpoint["model"])
             optimizer.load_state_dict(checkpoint["optimizer"])
-            scheduler.load_state_dict(checkpoint["scheduler"])
             state = TrainingState(**checkpoint["state"])
             torch.set_rng_state(checkpoint["rng"].cpu())
             if "cuda_rng" in checkpoint and torch.cuda.is_available():
@@ -164,6 +163,7 @@ def _train_locked(
             state.best_epoch,
             world_change(checkpoint, context),
         )
+    set_learning_rate(optimizer, opts, state.epoch)
 
     elmo_cache = run_dir / "elmo_cache" if config.model.elmo.enabled and not config.model.elmo.fine_tune else None
     for turn in (True, False) if context.distributed and elmo_cache is not None else (None,):
@@ -190,7 +190,7 @@ def _train_locked(
         loss = train_epoch(
             tagger, train_data, optimizer, opts, epoch, config.output.progress and context.main, parallel, context
         )
-        scheduler.step()
+        set_learning_rate(optimizer, opts, epoch)
         seconds = time.perf_counter() - started
         if not context.main:  # rank 0 scores, writes and decides whether to stop
             if on_epoch_end is not None:
@@ -221,7 +221,7 @@ def _train_locked(
         if dev:
             record.update({f"dev_{k}": dev["default"]["micro"][k] for k in ("precision", "recall", "f1")})
         append_jsonl(run_dir / METRICS_LOG, record)
-        save_checkpoint(run_dir, model, optimizer, scheduler, state, context.world_size)
+        save_checkpoint(run_dir, model, optimizer, state, context.world_size)
         log.info(
             "epoch %d: loss %.4f, dev F1 %s%s, %.1f s",
             epoch,
@@ -237,7 +237,7 @@ def _train_locked(
             log.info("early stop: no better dev F1 for %d epochs", opts.patience)
             break
 
-    del tagger, model, optimizer, scheduler, train_data, dev_data, parallel  # scores load the best model
+    del tagger, model, optimizer, train_data, dev_data, parallel  # scores load the best model
     release_free_memory()
     return _final_scores(run_dir, corpora, state, device) if context.main else {}
 
@@ -245,7 +245,7 @@ def _train_locked(
 def train_epoch(
     tagger: Tagger,
     data: EncodedSentences,
-    optimizer: torch.optim.Optimizer,
+    optimizer: Optimizer,
     opts: TrainingConfig,
     epoch: int,
     progress: bool,
@@ -298,12 +298,17 @@ def train_epoch(
     return mean
 
 
-def make_optimizer(model: torch.nn.Module, opts: TrainingConfig) -> torch.optim.Optimizer:
+def make_optimizer(model: torch.nn.Module, opts: TrainingConfig) -> Optimizer:
     """SGD with momentum or Adam over the trainable parameters, as ``training.optimizer`` says."""
     params = [p for p in model.parameters() if p.requires_grad]
     if opts.optimizer == "adam":
-        return torch.optim.Adam(params, lr=opts.lr, weight_decay=opts.weight_decay)
-    return torch.optim.SGD(params, lr=opts.lr, momentum=opts.momentum, weight_decay=opts.weight_decay)
+        return Adam(params, lr=opts.lr, weight_decay=opts.weight_decay)
+    return SGD(params, lr=opts.lr, momentum=opts.momentum, weight_decay=opts.weight_decay)
+
+
+def set_learning_rate(optimizer: Optimizer, opts: TrainingConfig, epochs_done: int) -> None:
+    """The learning rate of the epoch after ``epochs_done``: ``lr / (1 + lr_decay * epochs_done)``."""
+    optimizer.param_groups[0]["lr"] = opts.lr * (1.0 / (1.0 + opts.lr_decay * epochs_done))
 
 
 def _final_scores(

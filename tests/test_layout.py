@@ -22,7 +22,7 @@ MAX_LINES = 400
 LAYERS = {
     "ner.errors": 0, "ner.log": 0, "ner.fileio": 0, "ner.memory": 0, "ner.yaml_config": 0,
     "ner.data": 1, "ner.config": 1, "ner.web": 1, "ner.long_lines": 1, "ner.scoring": 1, "ner.rundir": 1,
-    "ner.distributed": 1,
+    "ner.distributed": 1, "ner.optim": 1,
     "ner.nn": 2, "ner.elmo": 2, "ner.propagation": 2, "ner.runfiles": 2, "ner.entities": 2, "ner.formats": 2,
     "ner.input_cache": 2,
     "ner.network": 3, "ner.encoding": 3, "ner.tagger_files": 3, "ner.model": 3, "ner.runtime": 3,

@@ -63,7 +63,7 @@ def test_run_directory_holds_everything_evaluate_and_tag_need(trained: Path) -> 
     assert not list(trained.glob("*.tmp"))
     # Both files load with the safe unpickler.
     assert "crf.crf.transitions" in torch.load(trained / "model.pt", weights_only=True)
-    assert set(torch.load(trained / CHECKPOINT_FILE, weights_only=True)) >= {"model", "optimizer", "scheduler", "rng"}
+    assert set(torch.load(trained / CHECKPOINT_FILE, weights_only=True)) >= {"model", "optimizer", "state", "rng"}
 
 
 def test_metrics_log_has_one_line_per_epoch_and_training_learns(trained: Path) -> None:

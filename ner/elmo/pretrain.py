@@ -51,6 +51,7 @@ from ner.elmo.pretrain_model import BiLanguageModel
 from ner.errors import ConfigError, NerError
 from ner.fileio import atomic_write, write_json_atomic, write_text_atomic
 from ner.nn.lstm import LSTM
+from ner.optim import Adagrad, Adam, Optimizer
 
 __all__ = ["LMConfig", "LMTrainingConfig", "evaluate_lm", "load_lm_config", "pretrain_lm", "read_sentences"]
 
@@ -176,7 +177,7 @@ def _pretrain(config: LMConfig, resume: bool, context: Context, device: torch.de
 def _step(
     step_model: nn.Module,
     model: BiLanguageModel,
-    optimizer: torch.optim.Optimizer,
+    optimizer: Optimizer,
     corpus: Corpus,
     indices: np.ndarray,
     cfg: LMTrainingConfig,
@@ -267,16 +268,16 @@ def _lr_factor(cfg: LMTrainingConfig, step: int, total_steps: int) -> float:
     return 1.0
 
 
-def _optimizer(model: nn.Module, cfg: LMTrainingConfig) -> torch.optim.Optimizer:
+def _optimizer(model: nn.Module, cfg: LMTrainingConfig) -> Optimizer:
     if cfg.optimizer == "adagrad":
-        return torch.optim.Adagrad(model.parameters(), lr=cfg.lr, initial_accumulator_value=1.0)
-    return torch.optim.Adam(model.parameters(), lr=cfg.lr)
+        return Adagrad(model.parameters(), lr=cfg.lr, initial_accumulator_value=1.0)
+    return Adam(model.parameters(), lr=cfg.lr)
 
 
 def _resume(
     path: Path,
     model: nn.Module,
-    optimizer: torch.optim.Optimizer,
+    optimizer: Optimizer,
     config: LMConfig,
     vocab: list[str],
     device: torch.device,
@@ -298,7 +299,7 @@ def _resume(
 def _save_checkpoint(
     path: Path,
     model: nn.Module,
-    optimizer: torch.optim.Optimizer,
+    optimizer: Optimizer,
     config: LMConfig,
     vocab: list[str],
     state: dict[str, Any],
