@@ -3,8 +3,8 @@
 Three modes, each printing its figures, the command, and a last JSON line:
 
     python bench/memory.py imports
-        resident memory after each import of the training path, and after creating torch's SGD optimizer
-        (which imports torch._dynamo and sympy)
+        resident memory after each import of the training path, after creating our SGD optimizer, and then
+        torch's (which imports torch._dynamo and sympy: why ner.optim exists)
     python bench/memory.py phases CONFIG [key=value ...]
         ``ner train`` with the resident and peak memory (VmRSS, VmHWM) and glibc's malloc figures logged before
         and after each phase: reading, building, encoding, every 100th step, dev scoring, final scoring
@@ -78,7 +78,11 @@ def imports() -> dict[str, Any]:
         stages[f"import {name}"] = status()["VmRSS"]
     import torch
 
-    torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1, momentum=0.9)
+    from ner.optim import SGD
+
+    SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1, momentum=0.9)
+    stages["ner.optim.SGD(...)"] = status()["VmRSS"]
+    torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1, momentum=0.9)  # for comparison: not used
     stages["torch.optim.SGD(...)"] = status()["VmRSS"]
     previous = 0.0
     for stage, rss in stages.items():
