@@ -34,11 +34,11 @@ from typing import TYPE_CHECKING, Any
 from tqdm import tqdm
 
 from ner.data.text import split_sentences
-from ner.entities import kept, tag_sentences, tag_texts
+from ner.entities import kept, tag_texts
 from ner.errors import DataError, NerError, location
 from ner.fileio import atomic_stream, check_output
 from ner.formats import WRITERS, Line
-from ner.tagging import STDIN, WINDOW_CHARS, check_tag_options, input_files, read_lines
+from ner.tagging import STDIN, WINDOW_CHARS, check_tag_options, input_files, read_lines, tag_lines
 
 if TYPE_CHECKING:
     import ray.data
@@ -118,9 +118,7 @@ class _WindowTagger(_Actor):
                 for number, line in enumerate(str(text).split("\n"), int(first))
             ]
             before = self.tagger.tokens
-            spans = iter(tag_sentences(self.tagger, [s for line in lines for s in line.sentences], self.batch_size))
-            for line in lines:
-                line.spans = [next(spans) for _ in line.sentences]
+            tag_lines(self.tagger, lines, self.batch_size)
             records.append("".join(WRITERS["jsonl"](line, self.min_score, bool(several)) for line in lines))
             tokens.append(self.tagger.tokens - before)
             entities.append(sum(len(kept(spans, self.min_score)) for line in lines for spans in line.spans))

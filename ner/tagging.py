@@ -130,8 +130,8 @@ def read_lines(stream: BinaryIO, name: str, stats: dict[str, float]) -> Iterator
 # Tagging
 
 
-def _tag_window(tagger: SpanPredictor, lines: list[Line], batch_size: int) -> None:
-    """Fill ``spans`` of every line in the window."""
+def tag_lines(tagger: SpanPredictor, lines: list[Line], batch_size: int) -> None:
+    """Fill ``spans`` of every line (a window of ``ner tag``, a document of ``--engine ray``) in one call."""
     sentences = [sentence for line in lines for sentence in line.sentences]
     spans = iter(tag_sentences(tagger, sentences, batch_size))
     for line in lines:
@@ -168,7 +168,7 @@ class _WindowJob:
         clock = time.perf_counter()
         lines = [Line(name, number, text, split_sentences(text)) for name, number, text in window.lines]
         split = time.perf_counter()
-        _tag_window(self.tagger, lines, self.batch_size)
+        tag_lines(self.tagger, lines, self.batch_size)
         tagged = time.perf_counter()
         writer = WRITERS[self.fmt]
         header = "-DOCSTART- O\n\n" if window.starts_file and self.several_files and self.fmt == "conll" else ""
