@@ -14,7 +14,6 @@ from collections.abc import Callable, Sequence
 from ner.errors import NerError
 from ner.fileio import check_output
 from ner.log import setup_logging
-from ner.memory import limit_heap_growth
 from ner.serve.limits import Limits
 
 EXIT_USAGE = 2
@@ -30,7 +29,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     elif extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     setup_logging()
-    limit_heap_growth()  # this process is ours: large temporaries go back to the system when freed
     try:
         args.run(args)
     except NerError as error:

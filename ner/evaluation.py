@@ -19,6 +19,7 @@ from ner.data.sources import check_unseen_tags
 from ner.encoding import EncodedSentences
 from ner.errors import NerError
 from ner.fileio import check_output, refuse_links_out, write_json_atomic
+from ner.memory import large_blocks_returned
 from ner.model import Tagger
 from ner.scoring import report
 
@@ -46,7 +47,8 @@ def score_corpus(
     scheme = tagger.config.model.scheme
     if encoded is None:
         encoded = tagger.encode([s.tokens for s in corpus.sentences], document_ids=corpus.document_ids())
-    predicted = tagger.predict_encoded(encoded, batch_size)  # in the model's scheme
+    with large_blocks_returned():  # the peak of a training run: its temporaries go back when freed
+        predicted = tagger.predict_encoded(encoded, batch_size)  # in the model's scheme
     gold = [convert_tags(s.tags, corpus.scheme, scheme) for s in corpus.sentences]
     return score(gold, predicted, scheme), [convert_tags(p, scheme, corpus.scheme) for p in predicted]
 

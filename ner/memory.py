@@ -1,25 +1,29 @@
 """Hand freed heap memory back to the operating system: between the phases of a run (glibc's ``malloc_trim``),
-and at once for large blocks (a fixed ``mmap`` threshold).
+and while scoring a corpus at once for blocks of 128 kB or more (glibc's ``mmap`` threshold).
 
 glibc keeps the memory that a phase's temporaries freed inside its heap, where other allocations (Python
 objects, the next phase's tensors) pin it: after scoring a corpus that is ~100 MB of resident memory nobody uses.
 ``malloc_trim(0)`` returns those free pages; it takes milliseconds, so it runs between phases, never per step.
 
 glibc also serves blocks of 128 kB or more with their own mappings, unmapped when freed, but it raises that
-threshold to the size of every such block freed (up to 32 MB): after the first epoch's large tensors, tensors of
-a few MB came from the heap too, and their holes kept ~100 MB resident through the run (BENCHMARKS.md, "Memory").
-``limit_heap_growth`` fixes the threshold at 128 kB (what ``MALLOC_MMAP_THRESHOLD_=131072`` does); the command-line
-tool calls it for its process, the library leaves the process's allocator alone. A threshold already set in the
-environment wins. Elsewhere than glibc (macOS, musl) both do nothing.
+threshold to the size of every such block freed (up to 32 MB): once large tensors have come and gone, tensors of
+a few MB come from the heap too, and the holes they leave kept ~100 MB resident at the peak of a CoNLL-2003
+training run, the scoring of dev (BENCHMARKS.md, "Memory"). ``large_blocks_returned`` fixes the threshold at
+128 kB while scoring, then at 32 MB. Not for the training steps: mapping and faulting in every tensor of 128 kB
+or more afresh made epochs 50-65 % slower. A threshold set in the environment (``MALLOC_MMAP_THRESHOLD_``) wins.
+Elsewhere than glibc (macOS, musl) these do nothing.
 """
 
 from __future__ import annotations
 
 import ctypes
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from functools import cache
 
-MMAP_THRESHOLD = 128 * 1024  # bytes: glibc's initial value, kept fixed
+SMALL_MMAP_THRESHOLD = 128 * 1024  # bytes: glibc's initial value
+LARGE_MMAP_THRESHOLD = 32 * 1024 * 1024  # the most glibc's dynamic threshold rises to (64-bit)
 _M_MMAP_THRESHOLD = -3  # mallopt's parameter number (malloc.h)
 
 
@@ -30,12 +34,19 @@ def release_free_memory() -> None:
         trim(0)
 
 
-def limit_heap_growth() -> None:
-    """From now on, blocks of ``MMAP_THRESHOLD`` bytes or more get their own mappings (glibc), unless the
-    environment sets the threshold; else nothing."""
+@contextmanager
+def large_blocks_returned() -> Iterator[None]:
+    """Inside, blocks of ``SMALL_MMAP_THRESHOLD`` bytes or more get their own mappings and go back to the system
+    when freed; after, only blocks of ``LARGE_MMAP_THRESHOLD`` or more (glibc, unless the environment sets it)."""
     mallopt = _libc_function("mallopt")
-    if mallopt is not None and "MALLOC_MMAP_THRESHOLD_" not in os.environ:
-        mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD)
+    if mallopt is None or "MALLOC_MMAP_THRESHOLD_" in os.environ:
+        yield
+        return
+    mallopt(_M_MMAP_THRESHOLD, SMALL_MMAP_THRESHOLD)
+    try:
+        yield
+    finally:
+        mallopt(_M_MMAP_THRESHOLD, LARGE_MMAP_THRESHOLD)
 
 
 @cache
