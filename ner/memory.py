@@ -9,9 +9,10 @@ glibc also serves blocks of 128 kB or more with their own mappings, unmapped whe
 threshold to the size of every such block freed (up to 32 MB): once large tensors have come and gone, tensors of
 a few MB come from the heap too, and the holes they leave kept ~100 MB resident at the peak of a CoNLL-2003
 training run, the scoring of dev (BENCHMARKS.md, "Memory"). ``large_blocks_returned`` fixes the threshold at
-128 kB while scoring, then at 32 MB. Not for the training steps: mapping and faulting in every tensor of 128 kB
-or more afresh made epochs 50-65 % slower. A threshold set in the environment (``MALLOC_MMAP_THRESHOLD_``) wins.
-Elsewhere than glibc (macOS, musl) these do nothing.
+128 kB while scoring, then at 32 MB (and the trim threshold at 64 MB, as glibc's own rule would). Not for the
+training steps: mapping and faulting in every tensor of 128 kB or more afresh made epochs 50-65 % slower. A
+threshold set in the environment (``MALLOC_MMAP_THRESHOLD_``) wins. Elsewhere than glibc (macOS, musl) these do
+nothing.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from functools import cache
 
 SMALL_MMAP_THRESHOLD = 128 * 1024  # bytes: glibc's initial value
 LARGE_MMAP_THRESHOLD = 32 * 1024 * 1024  # the most glibc's dynamic threshold rises to (64-bit)
-_M_MMAP_THRESHOLD = -3  # mallopt's parameter number (malloc.h)
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # mallopt's parameter numbers (malloc.h)
 
 
 def release_free_memory() -> None:
@@ -47,6 +48,9 @@ def large_blocks_returned() -> Iterator[None]:
         yield
     finally:
         mallopt(_M_MMAP_THRESHOLD, LARGE_MMAP_THRESHOLD)
+        # Setting a threshold stops glibc adjusting the trim threshold too; its own rule is twice the mmap one.
+        # Left small, the heap's top would be handed back and faulted in again at every training step.
+        mallopt(_M_TRIM_THRESHOLD, 2 * LARGE_MMAP_THRESHOLD)
 
 
 @cache
