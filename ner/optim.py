@@ -74,7 +74,7 @@ class Optimizer:
                 continue
             if set(entry) != set(self.state_keys) or not all(isinstance(v, Tensor) for v in entry.values()):
                 raise ValueError(f"parameter {position}: state {sorted(entry)}, expected {sorted(self.state_keys)}")
-            if any(name != "step" and value.shape != param.shape for name, value in entry.items()):
+            if any(value.shape != (() if name == "step" else param.shape) for name, value in entry.items()):
                 raise ValueError(f"parameter {position}: state of another shape than {tuple(param.shape)}")
             self.state[param] = {
                 name: value.to(torch.float32) if name == "step" else value.to(param.device, param.dtype)

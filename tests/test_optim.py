@@ -87,6 +87,12 @@ def test_a_state_dict_of_other_parameters_is_refused() -> None:
     saved["state"][0]["momentum_buffer"] = torch.zeros(3)
     with pytest.raises(ValueError, match=r"parameter 0: state of another shape than \(7, 5\)"):
         optim.SGD(params, lr=0.1, momentum=0.9).load_state_dict(saved)
+    adam = optim.Adam(params)
+    run_steps(adam, params, range(1), lr_schedule(0.1))
+    saved = adam.state_dict()
+    saved["state"][0]["step"] = torch.zeros(3)
+    with pytest.raises(ValueError, match=r"parameter 0: state of another shape than \(7, 5\)"):
+        optim.Adam(params).load_state_dict(saved)
 
 
 def test_training_does_not_import_the_compiler(tmp_path: Path) -> None:
