@@ -83,6 +83,17 @@ def _truncate(name: str, keep: float = 0.5) -> Callable[[Path], None]:
     return lambda run: (run / name).write_bytes((run / name).read_bytes()[: int((run / name).stat().st_size * keep)])
 
 
+def _truncate_at_line(name: str, keep: float) -> Callable[[Path], None]:
+    """Cut at the first line end past ``keep`` of the file: where a cut inside a line falls depends on the length
+    of the paths the run's config.yaml holds, so on where the repository was cloned."""
+
+    def cut(run: Path) -> None:
+        data = (run / name).read_bytes()
+        (run / name).write_bytes(data[: data.index(b"\n", int(len(data) * keep)) + 1])
+
+    return cut
+
+
 def _folder(name: str) -> Callable[[Path], None]:
     def make(run: Path) -> None:
         (run / name).unlink()
@@ -221,7 +232,7 @@ DAMAGED = {
         _config("hidden_size: 24", "hidden_size: 32"),
         "tensor 'encoder.weight_ih_l0' has shape (96, 64), expected (128, 64)",
     ),
-    "config.yaml truncated": (_truncate("config.yaml", 0.1), "{run}/model.pt: weights do not fit"),
+    "config.yaml truncated": (_truncate_at_line("config.yaml", 0.1), "{run}/model.pt: weights do not fit"),
     "config.yaml a folder": (_folder("config.yaml"), "{run}/config.yaml: is a folder, expected a file"),
     "config.yaml NaN": (
         _config("dropout: 0.3", "dropout: .nan"),
