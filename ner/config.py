@@ -112,6 +112,9 @@ class ElmoConfig:
     layer_norm: bool = False
     dropout: float = 0.0
     l2: float = 0.0
+    # A second mix of the biLM layers joined to the BiLSTM's output states, before the document context and the
+    # emission layer (Peters et al. 2018, section 3.3), besides the mix at the BiLSTM's input.
+    output_mix: bool = False
     cache_dtype: Literal["float16", "float32"] = "float16"
 
     @property

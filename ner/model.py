@@ -192,19 +192,22 @@ class Tagger:
         return self.model.emit(self.states(item, unk_probability), _to(item.mention_groups, self.device))
 
     def states(self, item: TaggerBatch, unk_probability: torch.Tensor | None = None) -> torch.Tensor:
-        """Encoder states (B, T, 2H) of a batch, zero at padding; ``unk_probability`` as in ``emissions``."""
+        """Encoder states (B, T, S) of a batch (``TaggerModel.states``), zero at padding; ``unk_probability`` as in
+        ``emissions``."""
         batch = item.batch
         word_ids = batch.word_ids.to(self.device)  # (B, T)
         if unk_probability is not None:
             dropped = torch.rand(word_ids.shape, device=self.device) < unk_probability[word_ids]  # (B, T)
             word_ids = word_ids.masked_fill(dropped & (word_ids > 0), self.words.unk_id)
+        elmo_input, elmo_output = self._elmo_features(item)
         return self.model.states(
             word_ids,
             item.casing_ids.to(self.device),
             batch.char_ids.to(self.device),
             batch.mask.to(self.device),
-            self._elmo_features(item),
+            elmo_input,
             _to(item.document_casing_ids, self.device),
+            elmo_output,
         )
 
     def token_input_parts(
@@ -229,18 +232,20 @@ class Tagger:
                 ),
             )  # (2, m, G)
 
-    def _elmo_features(self, item: TaggerBatch) -> torch.Tensor | None:
-        """Mixed ELMo features (B, T, 2P) from the cached layers, or by running the biLM; None without ELMo."""
+    def _elmo_features(self, item: TaggerBatch) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """Mixed ELMo features (B, T, 2P) for the BiLSTM's input and, with ``model.elmo.output_mix``, for its
+        output, from the cached layers or by running the biLM; (None, None) without ELMo."""
         elmo = self.model.elmo
         if elmo is None:
-            return None
+            return None, None
         if item.elmo_layers is not None:
             layers = item.elmo_layers.to(self.device)  # (L + 1, B, T + 2, 2P)
             mask = batch_mask_with_boundaries(item.batch.mask).to(self.device)  # (B, T + 2)
-            features, _ = elmo.from_layers(layers, mask)
         else:
-            features, _ = elmo(batch_to_char_ids(item.batch.tokens).to(self.device))
-        return features  # (B, T, 2P)
+            layers, mask = elmo.layers(batch_to_char_ids(item.batch.tokens).to(self.device))
+        features, _ = elmo.from_layers(layers, mask)  # (B, T, 2P)
+        output = elmo.from_layers(layers, mask, output=True)[0] if elmo.output_scalar_mix is not None else None
+        return features, output
 
     def loss(self, item: TaggerBatch) -> torch.Tensor:
         """Mean negative log-likelihood of the batch's gold tags (training mode: dropout, <unk> replacement),
@@ -305,7 +310,7 @@ class Tagger:
         states = []
         for item in items:
             if table is None:
-                states.append(self.states(item))  # (B, T, 2H)
+                states.append(self.states(item))  # (B, T, S)
             else:
                 rows = columns[item.batch.rows.to(self.device)]  # (B, T)
                 states.append(self.model.states_from_inputs(table, rows, item.batch.mask.to(self.device)))

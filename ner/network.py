@@ -114,7 +114,14 @@ class TaggerModel(nn.Module):
         super().__init__()
         elmo = config.elmo
         self.elmo = (
-            Elmo(bilm, dropout=elmo.dropout, do_layer_norm=elmo.layer_norm, fine_tune=elmo.fine_tune, l2_coef=elmo.l2)
+            Elmo(
+                bilm,
+                dropout=elmo.dropout,
+                do_layer_norm=elmo.layer_norm,
+                fine_tune=elmo.fine_tune,
+                l2_coef=elmo.l2,
+                output_mix=elmo.output_mix,
+            )
             if bilm is not None
             else None
         )
@@ -138,7 +145,8 @@ class TaggerModel(nn.Module):
             StateAttention(2 * lstm.hidden_size, attention.heads, attention.dropout) if attention.heads else None
         )
         self.document_context = config.document_context
-        self.emissions = nn.Linear(2 * lstm.hidden_size * (2 if config.document_context else 1), len(tag_names))
+        state_dim = 2 * lstm.hidden_size + (self.elmo.output_dim if self.elmo and elmo.output_mix else 0)
+        self.emissions = nn.Linear(state_dim * (2 if config.document_context else 1), len(tag_names))
         self.crf = CRF(len(tag_names), allowed_transitions(tag_names, config.scheme))
 
     def states(
@@ -149,11 +157,14 @@ class TaggerModel(nn.Module):
         mask: torch.Tensor,
         elmo: torch.Tensor | None = None,
         document_casing_ids: torch.Tensor | None = None,
+        elmo_output: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Encoder states (B, T, 2H) of the batch's tokens, zero at padding."""
+        """Encoder states (B, T, S) of the batch's tokens, zero at padding: the BiLSTM's (S = 2H), joined by
+        ``elmo_output`` (B, T, E), the output mix's features, when given (S = 2H + E)."""
         x = self.dropout(self.embedder(word_ids, casing_ids, char_ids, elmo, document_casing_ids))  # (B, T, D)
         hidden, _ = self.encoder(x, mask)  # (B, T, 2H)
-        return self.attention(hidden, mask) if self.attention is not None else hidden
+        hidden = self.attention(hidden, mask) if self.attention is not None else hidden
+        return hidden if elmo_output is None else torch.cat([hidden, elmo_output], dim=-1)  # (B, T, S)
 
     def token_inputs(
         self,
@@ -179,19 +190,20 @@ class TaggerModel(nn.Module):
         return self.attention(hidden, mask) if self.attention is not None else hidden
 
     def emit(self, hidden: torch.Tensor, mention_groups: torch.Tensor | None) -> torch.Tensor:
-        """Emission scores (B, T, K) from encoder states (B, T, 2H). With ``model.document_context`` each state
-        is joined by the mean state of the other mentions of its word in its document: ``mention_groups``
-        (B, T) gives equal ids to those tokens (0 on padding); the batch must hold whole documents."""
+        """Emission scores (B, T, K) from encoder states (B, T, S) (see ``states``). With ``model.document_context``
+        each state is joined by the mean state of the other mentions of its word in its document:
+        ``mention_groups`` (B, T) gives equal ids to those tokens (0 on padding); the batch must hold whole
+        documents."""
         context = None
         if self.document_context:
             if mention_groups is None:
                 raise ValueError("mention_groups: required by a model with document context")
-            context = mean_of_other_mentions(hidden, mention_groups)  # (B, T, 2H)
+            context = mean_of_other_mentions(hidden, mention_groups)  # (B, T, S)
         return self.emit_with_context(hidden, context)
 
     def emit_with_context(self, hidden: torch.Tensor, context: torch.Tensor | None) -> torch.Tensor:
-        """Emission scores (B, T, K) from encoder states (B, T, 2H) and, with document context, the mean states
-        of each token's other mentions (B, T, 2H), however they were gathered."""
+        """Emission scores (B, T, K) from encoder states (B, T, S) and, with document context, the mean states
+        of each token's other mentions (B, T, S), however they were gathered."""
         if context is not None:
-            hidden = torch.cat([hidden, context], dim=-1)  # (B, T, 4H)
+            hidden = torch.cat([hidden, context], dim=-1)  # (B, T, 2S)
         return self.emissions(self.dropout(hidden))  # (B, T, K)

@@ -46,6 +46,26 @@ def test_mix_on_boundaries_then_strip(bilm: BiLM) -> None:
         assert embeddings[row, n:].abs().sum() == 0
 
 
+def test_output_mix_has_its_own_weights_and_penalty(bilm: BiLM) -> None:
+    elmo = Elmo(bilm, dropout=0.0, output_mix=True, l2_coef=0.1)
+    with torch.no_grad():
+        elmo.output_scalar_mix.scalar_parameters.copy_(torch.tensor([1.0, -2.0, 0.5]))
+        elmo.output_scalar_mix.gamma.fill_(2.0)
+    layers, full_mask = elmo.layers(batch_to_char_ids(SENTENCES))
+    inputs, mask = elmo.from_layers(layers, full_mask)
+    outputs, output_mask = elmo.from_layers(layers, full_mask, output=True)
+    weights = 2.0 * torch.softmax(torch.tensor([1.0, -2.0, 0.5]), 0)
+    expected = sum(w * layer for w, layer in zip(weights, layers))
+    assert torch.equal(mask, output_mask)
+    for row, tokens in enumerate(SENTENCES):
+        n = len(tokens)
+        torch.testing.assert_close(outputs[row, :n], expected[row, 1 : n + 1], atol=1e-6, rtol=1e-6)
+        torch.testing.assert_close(inputs[row, :n], torch.stack(layers).mean(0)[row, 1 : n + 1], atol=1e-6, rtol=1e-6)
+    assert elmo.penalty().item() == pytest.approx(0.1 * (1 + 4 + 0.25))  # the input mix's weights are all 0
+    with pytest.raises(ValueError, match="this Elmo was made without output_mix"):
+        Elmo(bilm).from_layers(layers, full_mask, output=True)
+
+
 def test_frozen_trains_only_the_mix_and_fine_tuning_reaches_the_bilm(bilm: BiLM) -> None:
     ids = batch_to_char_ids(SENTENCES)
     frozen = Elmo(bilm, dropout=0.5)

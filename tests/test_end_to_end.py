@@ -13,7 +13,7 @@ from test_sources import TRAIN_ROWS, VALIDATION_ROWS, offline, save_dataset  # n
 
 from ner.checkpoints import METRICS_FILE, METRICS_LOG
 from ner.data.conll import read_conll
-from ner.elmo import BiLM, BiLMOptions
+from ner.elmo import BiLM, BiLMOptions, batch_to_char_ids
 from ner.evaluation import evaluate_run
 from ner.model import Tagger
 from ner.training import train_from_config
@@ -27,9 +27,10 @@ def epochs(run_dir: Path) -> list[dict]:
     return [json.loads(line) for line in (run_dir / METRICS_LOG).read_text().splitlines()]
 
 
-@pytest.fixture(scope="module")
-def elmo_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The sample corpus, 2 epochs, with a frozen tiny biLM whose layers training caches (in float32)."""
+@pytest.fixture(scope="module", params=[False, True], ids=["input-mix", "input-and-output-mix"])
+def elmo_run(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> Path:
+    """The sample corpus, 2 epochs, with a frozen tiny biLM whose layers training caches (in float32); its
+    features at the BiLSTM's input only, or at its output as well (``model.elmo.output_mix``)."""
     folder = tmp_path_factory.mktemp("elmo")
     torch.manual_seed(0)
     options = BiLMOptions(filters=[(1, 4), (2, 4), (3, 8)], char_dim=4, highway_layers=1, projection_dim=6, lstm_dim=8)
@@ -41,6 +42,7 @@ def elmo_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
             "training.epochs=2",
             f"model.elmo.pretrained_dir={folder / 'bilm'}",
             "model.elmo.cache_dtype=float32",
+            f"model.elmo.output_mix={str(request.param).lower()}",
             f"output.dir={folder / 'run'}",
         ],
     )
@@ -73,6 +75,31 @@ def test_loaded_elmo_tagger_tags_the_same_from_the_cache_and_from_the_bilm(elmo_
     text = "Maren Quist scored twice for Versk United in Oslo.\nEU rejects German call."
     for entity in tagger.tag(text):
         assert text[entity["start"] : entity["end"]] == entity["text"] and 0.0 < entity["score"] <= 1.0
+
+
+def test_the_output_mix_is_trained_and_joins_the_bilstm_states(elmo_run: Path) -> None:
+    tagger = Tagger.load(elmo_run)
+    model, elmo = tagger.model, tagger.model.elmo
+    if not tagger.config.model.elmo.output_mix:
+        assert elmo.output_scalar_mix is None and model.emissions.in_features == 2 * 16
+        return
+    assert model.emissions.in_features == 2 * 16 + elmo.output_dim
+    mixes = elmo.scalar_mix, elmo.output_scalar_mix
+    assert elmo.output_scalar_mix.gamma.item() != 1.0  # trained, and apart from the input mix
+    assert not torch.equal(mixes[0].scalar_parameters, mixes[1].scalar_parameters)
+    sentences = [s.tokens for s in read_conll(REPO / "data" / "sample" / "test.txt").sentences[:8]]
+    item = next(tagger.encode(sentences).batches(8, whole_documents=False))
+    model.eval()
+    with torch.no_grad():
+        states = tagger.states(item)  # (B, T, 2H + 2P)
+        layers, mask = elmo.layers(batch_to_char_ids(item.batch.tokens))
+        inputs, _ = elmo.from_layers(layers, mask)
+        outputs, _ = elmo.from_layers(layers, mask, output=True)
+        batch = item.batch
+        bilstm = model.states(batch.word_ids, item.casing_ids, batch.char_ids, batch.mask, inputs)  # (B, T, 2H)
+    assert states.shape[-1] == 2 * 16 + elmo.output_dim
+    assert torch.equal(states[..., : 2 * 16], bilstm)
+    assert torch.equal(states[..., 2 * 16 :], outputs)
 
 
 def test_sgd_decays_its_rate_and_stops_early(tmp_path: Path) -> None:

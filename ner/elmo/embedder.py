@@ -1,7 +1,9 @@
 """The ELMo embedder: biLM -> scalar mix (+ optional batch layer norm) -> strip ``<S>``/``</S>`` -> dropout.
 
-This is AllenNLP's ``Elmo`` with one output representation (docs/elmo.md section 6). The mix is applied to the
-``time + 2`` tensors, so its layer norm counts the boundary tokens, as in the reference. A frozen embedder can
+This is AllenNLP's ``Elmo`` with one output representation (docs/elmo.md section 6), and optionally a second one
+for the tagger's BiLSTM output (``output_mix``: Peters et al. 2018, section 3.3, "ELMo at the output": its own
+layer weights and gamma, the same dropout). The mix is applied to the ``time + 2`` tensors, so its layer norm
+counts the boundary tokens, as in the reference. A frozen embedder can
 skip the biLM altogether: ``ElmoCache.layers_for`` returns the same ``(layers, mask)`` the biLM would, and
 ``Elmo.from_layers`` does the rest.
 """
@@ -30,6 +32,7 @@ class Elmo(nn.Module):
         fine_tune: train the biLM too; otherwise its parameters are frozen and it runs without gradients.
         scalar_mix_parameters: fixed pre-softmax layer weights; when given, the weights and gamma are frozen.
         l2_coef: L2 coefficient on the mix weights, returned by ``penalty()`` (add it to the training loss).
+        output_mix: also make a second mix of the same layers (``from_layers(..., output=True)``).
     """
 
     def __init__(
@@ -40,38 +43,53 @@ class Elmo(nn.Module):
         fine_tune: bool = False,
         scalar_mix_parameters: Sequence[float] | None = None,
         l2_coef: float = 0.0,
+        output_mix: bool = False,
     ) -> None:
         super().__init__()
         self.bilm = bilm
         self.fine_tune = fine_tune
         bilm.requires_grad_(fine_tune)
-        self.scalar_mix = ScalarMix(
-            bilm.options.num_layers + 1,
-            do_layer_norm=do_layer_norm,
-            initial_scalar_parameters=scalar_mix_parameters,
-            trainable=scalar_mix_parameters is None,
-            l2_coef=l2_coef,
-        )
+        mixes = [
+            ScalarMix(
+                bilm.options.num_layers + 1,
+                do_layer_norm=do_layer_norm,
+                initial_scalar_parameters=scalar_mix_parameters,
+                trainable=scalar_mix_parameters is None,
+                l2_coef=l2_coef,
+            )
+            for _ in range(2 if output_mix else 1)
+        ]
+        self.scalar_mix = mixes[0]
+        self.output_scalar_mix = mixes[1] if output_mix else None
         self.dropout = nn.Dropout(dropout)
         self.output_dim = bilm.output_dim
 
     def forward(self, char_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.from_layers(*self.layers(char_ids))
+
+    def layers(self, char_ids: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """The biLM's ``num_layers + 1`` layers ``(batch, time + 2, 2P)`` and their ``(batch, time + 2)`` mask,
+        with gradients only when fine-tuning."""
         with torch.set_grad_enabled(self.fine_tune and torch.is_grad_enabled()):
-            layers, mask = self.bilm(char_ids)  # [(batch, time + 2, 2P)], (batch, time + 2)
-        return self.from_layers(layers, mask)
+            return self.bilm(char_ids)
 
     def from_layers(
-        self, layers: Sequence[torch.Tensor] | torch.Tensor, mask: torch.Tensor
+        self, layers: Sequence[torch.Tensor] | torch.Tensor, mask: torch.Tensor, output: bool = False
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Mix biLM ``layers`` (``num_layers + 1`` tensors, or one stacked tensor, ``(batch, time + 2, 2P)``)
-        with their ``(batch, time + 2)`` mask; returns ``(batch, time, 2P)`` and the ``(batch, time)`` mask."""
-        mixed = self.scalar_mix(layers, mask)  # (batch, time + 2, 2P)
+        with their ``(batch, time + 2)`` mask; returns ``(batch, time, 2P)`` and the ``(batch, time)`` mask.
+        ``output`` uses the second mix (``output_mix``)."""
+        mix = self.output_scalar_mix if output else self.scalar_mix
+        if mix is None:
+            raise ValueError("from_layers(output=True): this Elmo was made without output_mix")
+        mixed = mix(layers, mask)  # (batch, time + 2, 2P)
         embeddings, token_mask = remove_sentence_boundaries(mixed, mask)  # (batch, time, 2P), (batch, time)
         return self.dropout(embeddings), token_mask
 
     def penalty(self) -> torch.Tensor:
-        """L2 penalty on the scalar-mix weights (``l2_coef * sum(w ** 2)``)."""
-        return self.scalar_mix.penalty()
+        """L2 penalty on the scalar-mix weights (``l2_coef * sum(w ** 2)``, summed over the mixes)."""
+        penalty = self.scalar_mix.penalty()
+        return penalty if self.output_scalar_mix is None else penalty + self.output_scalar_mix.penalty()
 
 
 def load_bilm(
