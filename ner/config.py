@@ -171,6 +171,9 @@ class TrainingConfig:
     lr_decay: float = 0.05  # lr_epoch = lr / (1 + lr_decay * epoch), as in Ma & Hovy (2016)
     grad_clip: float = 5.0  # global gradient-norm clip; 0 disables
     patience: int = 8  # stop after this many epochs without a better dev F1; 0 disables
+    # Decay of an exponential moving average of the weights, updated after every step: scored on dev and saved as
+    # the model (training goes on from the raw weights). 0 disables; 0.999 averages over about 1,000 steps.
+    average: float = 0.0
     seed: int = 1
     # Several seeds: one run per seed in output.dir/seed-N, then summary.json (mean and std); ner/seeds.py.
     # Empty: one run with ``seed``. The command line's --seeds 1,2,3 sets it.
@@ -303,6 +306,7 @@ RANGES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "training.lr_decay": number_range(0),
     "training.grad_clip": number_range(0),
     "training.patience": int_range(0),
+    "training.average": _PROBABILITY,
     "training.seed": int_range(0, MAX_SEED),
     "training.seeds": (_seeds, f"distinct integers in [0, {MAX_SEED}]"),
     "training.threads": int_range(0, MAX_THREADS),

@@ -62,13 +62,18 @@ class EncodedSentences:
         seed: int = 0,
         whole_documents: bool = True,
         select: Callable[[list[list[int]]], list[int]] | None = None,
+        sentences: Sequence[int] | None = None,
     ) -> Iterator[TaggerBatch]:
         """Batches grouped by length; ``shuffle`` orders them by ``seed`` alone. With document context and
         ``whole_documents`` (training) they hold whole documents and carry their tokens' mention groups;
         without, they are grouped by length alone and ``other_mentions`` gathers the context across them.
-        ``select``: this process's part of each batch (``Batcher.batches``)."""
+        ``select``: this process's part of each batch (``Batcher.batches``). ``sentences``: only these (e.g. a
+        group of ``document_groups``), without ``whole_documents``."""
         documents = self.documents if whole_documents else None
-        for batch in self.batcher.batches(batch_size, shuffle=shuffle, seed=seed, documents=documents, select=select):
+        batches = self.batcher.batches(
+            batch_size, shuffle=shuffle, seed=seed, documents=documents, select=select, sentences=sentences
+        )
+        for batch in batches:
             casing = self.casing_table[batch.rows]  # (B, T), 0 on padding
             document_casing = self.batcher.row_features[batch.rows] if self.has_document_casing else None  # (B, T)
             layers = None
@@ -76,6 +81,24 @@ class EncodedSentences:
                 layers, _ = self.elmo_cache.layers_for(batch.indices)  # (L + 1, B, T + 2, 2P)
             groups = group_ids(self._mention_keys(batch)) if documents is not None else None  # (B, T)
             yield TaggerBatch(batch, casing, layers, document_casing, groups)
+
+    def document_groups(self, max_tokens: int) -> list[list[int]]:
+        """Sentence indices in groups of consecutive whole documents of up to ``max_tokens`` tokens each (a longer
+        document alone), so that inference holds one group's states at a time. Documents are those of the
+        document context, or else of ``document_ids`` (all one document without them)."""
+        documents = self.documents or document_ranges(len(self), self.document_ids)
+        lengths = self.batcher.lengths
+        groups: list[list[int]] = []
+        tokens = 0
+        for document in documents:
+            size = sum(lengths[i] for i in document)
+            if groups and tokens + size <= max_tokens:
+                groups[-1].extend(document)
+                tokens += size
+            else:
+                groups.append(list(document))
+                tokens = size
+        return groups
 
     def other_mentions(self, batches: Sequence[Batch], states: Sequence[torch.Tensor]) -> Iterator[torch.Tensor]:
         """For batches of these sentences (together holding every sentence of a document they touch) and their

@@ -48,7 +48,7 @@ def score_corpus(
     if encoded is None:
         encoded = tagger.encode([s.tokens for s in corpus.sentences], document_ids=corpus.document_ids())
     with large_blocks_returned():  # the peak of a training run: its temporaries go back when freed
-        predicted = tagger.predict_encoded(encoded, batch_size)  # in the model's scheme
+        predicted = tagger.predict_encoded(encoded, batch_size, keep_inputs=False)  # in the model's scheme
     gold = [convert_tags(s.tags, corpus.scheme, scheme) for s in corpus.sentences]
     return score(gold, predicted, scheme), [convert_tags(p, scheme, corpus.scheme) for p in predicted]
 

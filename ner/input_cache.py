@@ -46,9 +46,7 @@ class TokenInputCache:
         parameters they depend on. A call with more distinct words than the capacity bypasses the cache.
         """
         if len(keys) > self.capacity:
-            every_row = torch.arange(len(keys) + 1)  # padding row 0 included: its inputs are never read
-            table = _assembled(parts(every_row), len(every_row))
-            return table, every_row.to(table.device)
+            return uncached_inputs(parts, len(keys))
         self._check_weights(model)
         columns = [0] * (len(keys) + 1)
         missing: list[int] = []  # rows of the call's table to compute
@@ -101,6 +99,13 @@ class TokenInputCache:
                 grown[:, : self.table.shape[1]] = self.table
             self.table = grown
         self.table[:, columns.to(inputs.device)] = inputs
+
+
+def uncached_inputs(parts: InputParts, count: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``TokenInputCache.lookup``'s result for a call's ``count`` distinct words, computed afresh and kept nowhere."""
+    every_row = torch.arange(count + 1)  # padding row 0 included: its inputs are never read
+    table = _assembled(parts(every_row), len(every_row))
+    return table, every_row.to(table.device)
 
 
 def _assembled(parts: Iterator[tuple[torch.Tensor, torch.Tensor]], size: int) -> torch.Tensor:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterator, Sequence
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -31,12 +30,16 @@ from ner.encoding import EncodedSentences, TaggerBatch
 from ner.entities import checked_sentences, tag_text
 from ner.errors import NerError
 from ner.fileio import atomic_write, write_json_atomic
-from ner.input_cache import TokenInputCache
+from ner.input_cache import TokenInputCache, uncached_inputs
 from ner.network import TaggerModel
 from ner.propagation import propagate_entities
 from ner.rundir import best_seed_dir, is_multi_seed
 from ner.tagger_build import initialise_word_rows, new_tagger_parts
 from ner.tagger_files import META_FILE, MODEL_FORMAT, VECTORS_FILE, WEIGHTS_FILE, read_tagger_files
+
+# Tokens of whole documents that inference encodes at once: bounds the states, ELMo layers and per-word inputs held
+# (~11 kB a token at hidden size 200 with the biLM's 3 layers of 256) where a corpus would take them all at once.
+GROUP_TOKENS = 8192
 
 
 class Tagger:
@@ -261,16 +264,17 @@ class Tagger:
     # ------------------------------------------------------------------------------------------ predicting
     @torch.no_grad()
     def predict_encoded(
-        self, encoded: EncodedSentences, batch_size: int = 64, with_scores: bool = False
+        self, encoded: EncodedSentences, batch_size: int = 64, with_scores: bool = False, keep_inputs: bool = True
     ) -> list[list[str]] | tuple[list[list[str]], list[list[tuple[str, int, int, float]]]]:
-        """Tags in the model's scheme for every encoded sentence (in input order), optionally scored spans.
+        """Tags in the model's scheme for every encoded sentence (in input order), optionally scored spans;
+        ``keep_inputs`` as in ``inference_emissions``.
 
         With ``model.propagate_entities`` the decoded entities are propagated within each document
         (``ner.propagation``); a span's score is then the CRF's probability of the final span.
         """
         tags: list[list[str]] = [[] for _ in range(len(encoded))]
         scheme = self.config.model.scheme
-        scored = self.inference_emissions(encoded, batch_size)  # each batch with its emissions (B, T, K)
+        scored = self.inference_emissions(encoded, batch_size, keep_inputs)  # each batch, its emissions (B, T, K)
         for batch, emissions in scored:
             paths = self.model.crf.decode(emissions, batch.mask.to(self.device)).tolist()  # (B, T)
             for index, path, tokens in zip(batch.indices, paths, batch.tokens):
@@ -293,26 +297,38 @@ class Tagger:
         return tags, spans
 
     @torch.no_grad()
-    def inference_emissions(self, encoded: EncodedSentences, batch_size: int = 64) -> list[tuple[Batch, torch.Tensor]]:
+    def inference_emissions(
+        self, encoded: EncodedSentences, batch_size: int = 64, keep_inputs: bool = True
+    ) -> list[tuple[Batch, torch.Tensor]]:
         """Each batch of ``encoded`` (grouped by length) with its emission scores (B, T, K), in eval mode.
 
-        Without ELMo everything before the recurrence depends on the spelling alone: it is computed once per
-        word (``input_cache``). The document context is gathered across all the batches, so they need not
-        hold whole documents (as training's do) and pad little.
+        Sentences go in groups of whole documents (``GROUP_TOKENS``), so that the encoder states, the ELMo layers
+        and the per-word inputs held at once are a group's, not the corpus's. Within a group the document
+        context is gathered across its batches, so they need not hold whole documents (as training's do) and
+        pad little. Without ELMo everything before the recurrence depends on the spelling alone: it is computed
+        once per word of a group, and with ``keep_inputs`` kept in ``input_cache`` for later groups and calls
+        (tagging); without, dropped after the group (scoring a corpus once).
         """
         self.model.eval()
-        table, columns = (
-            (None, None)
-            if self.model.elmo is not None
-            else self.input_cache.lookup(encoded.batcher.keys, partial(self.token_input_parts, encoded), self.model)
-        )
-        items = list(encoded.batches(batch_size, whole_documents=False))
+        return [
+            scored
+            for group in encoded.document_groups(GROUP_TOKENS)
+            for scored in self._group_emissions(encoded, batch_size, group, keep_inputs)
+        ]
+
+    def _group_emissions(
+        self, encoded: EncodedSentences, batch_size: int, sentences: list[int], keep_inputs: bool
+    ) -> list[tuple[Batch, torch.Tensor]]:
+        """``inference_emissions`` of one group of whole documents."""
+        items = list(encoded.batches(batch_size, whole_documents=False, sentences=sentences))
+        if self.model.elmo is None:
+            table, columns = self._group_inputs(encoded, [item.batch for item in items], keep_inputs)
         states = []
         for item in items:
-            if table is None:
+            if self.model.elmo is not None:
                 states.append(self.states(item))  # (B, T, S)
             else:
-                rows = columns[item.batch.rows.to(self.device)]  # (B, T)
+                rows = columns[item.batch.rows].to(self.device)  # (B, T)
                 states.append(self.model.states_from_inputs(table, rows, item.batch.mask.to(self.device)))
         batches = [item.batch for item in items]
         contexts = encoded.other_mentions(batches, states) if self.model.document_context else [None] * len(items)
@@ -320,6 +336,27 @@ class Tagger:
             (batch, self.model.emit_with_context(hidden, context))
             for batch, hidden, context in zip(batches, states, contexts)
         ]
+
+    def _group_inputs(
+        self, encoded: EncodedSentences, batches: list[Batch], keep_inputs: bool
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The first-layer gate inputs (2, C, G) of the words of ``batches`` and, for every row of ``encoded``'s
+        word table, its column there (rows,) (0 for words outside these batches)."""
+        padding = torch.zeros(1, dtype=torch.long)
+        rows = torch.unique(torch.cat([padding, *(batch.rows.reshape(-1) for batch in batches)]))  # (n + 1,) 0 first
+        keys = encoded.batcher.keys
+
+        def parts(positions: torch.Tensor) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+            return self.token_input_parts(encoded, rows[positions])
+
+        table, group_columns = (
+            self.input_cache.lookup([keys[row - 1] for row in rows[1:].tolist()], parts, self.model)
+            if keep_inputs
+            else uncached_inputs(parts, len(rows) - 1)
+        )
+        columns = torch.zeros(len(keys) + 1, dtype=torch.long)  # (rows,)
+        columns[rows] = group_columns.cpu()
+        return table, columns
 
     def predict(
         self, sentences: Sequence[Sequence[str]], batch_size: int = 64, document_ids: Sequence[int] | None = None

@@ -8,7 +8,8 @@ arithmetic (BENCHMARKS.md, "Memory"). tests/test_optim.py checks every step agai
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -17,16 +18,23 @@ from torch import Tensor
 
 class Optimizer:
     """One group of parameters, its hyper-parameters (``param_groups[0]``, ``lr`` may be changed between steps)
-    and per-parameter state."""
+    and per-parameter state.
+
+    With ``average`` (a decay in (0, 1)) it also keeps an exponential moving average of every parameter, updated
+    after each step (``average * mean + (1 - average) * param``, starting from the first step's weights), for
+    ``averaged_weights``: the averaged model is scored and saved, the raw weights go on training.
+    """
 
     state_keys: tuple[str, ...] = ()  # the tensors each parameter's state holds
 
-    def __init__(self, params: Iterable[Tensor], **hyper: Any) -> None:
+    def __init__(self, params: Iterable[Tensor], average: float = 0.0, **hyper: Any) -> None:
         params = list(params)
         if not params:
             raise ValueError("optimizer got an empty parameter list")
         self.param_groups: list[dict[str, Any]] = [{"params": params, **hyper}]
         self.state: dict[Tensor, dict[str, Tensor]] = {}
+        self.average = average
+        self.averages: list[Tensor] = []  # one per parameter once the first step is done
 
     @property
     def params(self) -> list[Tensor]:
@@ -47,6 +55,31 @@ class Optimizer:
         for param in self.params:
             if param.grad is not None:
                 self._update(param, param.grad, self.state.setdefault(param, {}), group)
+        if not self.average:
+            return
+        if not self.averages:
+            self.averages = [param.detach().clone() for param in self.params]
+            return
+        for mean, param in zip(self.averages, self.params):
+            mean.lerp_(param, 1 - self.average)
+
+    @contextmanager
+    def averaged_weights(self) -> Iterator[None]:
+        """Inside, the parameters hold their moving averages (as they are without ``average``, or before the
+        first step); the raw weights come back on leaving."""
+        if not self.averages:
+            yield
+            return
+        raw = [param.detach().clone() for param in self.params]
+        with torch.no_grad():
+            for param, mean in zip(self.params, self.averages):
+                param.copy_(mean)
+        try:
+            yield
+        finally:
+            with torch.no_grad():
+                for param, weights in zip(self.params, raw):
+                    param.copy_(weights)
 
     def _update(self, param: Tensor, grad: Tensor, state: dict[str, Tensor], group: dict[str, Any]) -> None:
         raise NotImplementedError
@@ -55,10 +88,13 @@ class Optimizer:
         """``{"state": {index: {name: tensor}}, "param_groups": [{hyper..., "params": [indices]}]}``, as torch."""
         index = {id(param): i for i, param in enumerate(self.params)}
         group = {key: value for key, value in self.param_groups[0].items() if key != "params"}
-        return {
+        saved = {
             "state": {index[id(param)]: dict(state) for param, state in self.state.items()},
             "param_groups": [{**group, "params": list(range(len(self.params)))}],
         }
+        if self.averages:
+            saved["averages"] = list(self.averages)
+        return saved
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Restore a state dict of this optimizer or of its ``torch.optim`` namesake over the same parameters;
@@ -83,6 +119,21 @@ class Optimizer:
         for key in self.param_groups[0]:
             if key != "params" and key in groups[0]:
                 self.param_groups[0][key] = groups[0][key]
+        self.averages = self._loaded_averages(state_dict.get("averages"))
+
+    def _loaded_averages(self, averages: Any) -> list[Tensor]:
+        """The saved moving averages, checked against the parameters ([] when none were kept yet)."""
+        if not self.average:
+            if averages is not None:
+                raise ValueError("moving averages saved, but this optimizer keeps none")
+            return []
+        if averages is None:
+            return []
+        if not isinstance(averages, list) or len(averages) != len(self.params):
+            raise ValueError("moving averages: not one per parameter")
+        if any(not isinstance(mean, Tensor) or mean.shape != param.shape for mean, param in zip(averages, self.params)):
+            raise ValueError("moving averages: not of the parameters' shapes")
+        return [mean.to(param.device, param.dtype) for mean, param in zip(averages, self.params)]
 
 
 class SGD(Optimizer):
@@ -90,8 +141,15 @@ class SGD(Optimizer):
 
     state_keys = ("momentum_buffer",)
 
-    def __init__(self, params: Iterable[Tensor], lr: float, momentum: float = 0.0, weight_decay: float = 0.0) -> None:
-        super().__init__(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
+    def __init__(
+        self,
+        params: Iterable[Tensor],
+        lr: float,
+        momentum: float = 0.0,
+        weight_decay: float = 0.0,
+        average: float = 0.0,
+    ) -> None:
+        super().__init__(params, average, lr=lr, momentum=momentum, weight_decay=weight_decay)
         if momentum == 0:
             self.state_keys = ()
 
@@ -120,8 +178,9 @@ class Adam(Optimizer):
         betas: tuple[float, float] = (0.9, 0.999),
         eps: float = 1e-8,
         weight_decay: float = 0.0,
+        average: float = 0.0,
     ) -> None:
-        super().__init__(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay)
+        super().__init__(params, average, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay)
 
     def _update(self, param: Tensor, grad: Tensor, state: dict[str, Tensor], group: dict[str, Any]) -> None:
         if not state:

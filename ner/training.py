@@ -199,13 +199,13 @@ def _train_locked(
                 break
             continue
         release_free_memory()  # the steps' temporaries: scoring dev would otherwise come on top of them
-        dev = score_corpus(tagger, dev_corpus, dev_data)[0] if dev_corpus is not None else None
-        tagger.input_cache.clear()  # its entries die with the next step's weights: free them now
-        release_free_memory()
-        dev_f1 = dev["default"]["micro"]["f1"] if dev else -loss  # no dev set: keep the lowest loss
-        improved = dev_f1 > state.best_f1
-        if improved:
-            tagger.save_weights(run_dir)
+        with optimizer.averaged_weights():  # with training.average, the averaged model is scored and kept
+            dev = score_corpus(tagger, dev_corpus, dev_data)[0] if dev_corpus is not None else None
+            release_free_memory()
+            dev_f1 = dev["default"]["micro"]["f1"] if dev else -loss  # no dev set: keep the lowest loss
+            improved = dev_f1 > state.best_f1
+            if improved:
+                tagger.save_weights(run_dir)
         state.epoch = epoch
         if improved:
             state.best_f1, state.best_epoch, state.epochs_without_improvement = dev_f1, epoch, 0
@@ -299,11 +299,12 @@ def train_epoch(
 
 
 def make_optimizer(model: torch.nn.Module, opts: TrainingConfig) -> Optimizer:
-    """SGD with momentum or Adam over the trainable parameters, as ``training.optimizer`` says."""
+    """SGD with momentum or Adam over the trainable parameters, as ``training.optimizer`` says (keeping a moving
+    average of the weights with ``training.average``)."""
     params = [p for p in model.parameters() if p.requires_grad]
     if opts.optimizer == "adam":
-        return Adam(params, lr=opts.lr, weight_decay=opts.weight_decay)
-    return SGD(params, lr=opts.lr, momentum=opts.momentum, weight_decay=opts.weight_decay)
+        return Adam(params, lr=opts.lr, weight_decay=opts.weight_decay, average=opts.average)
+    return SGD(params, lr=opts.lr, momentum=opts.momentum, weight_decay=opts.weight_decay, average=opts.average)
 
 
 def set_learning_rate(optimizer: Optimizer, opts: TrainingConfig, epochs_done: int) -> None:
@@ -320,7 +321,6 @@ def _final_scores(
     for split in ("dev", "test"):
         if split in corpora:
             scores, _ = score_corpus(best, corpora[split])
-            best.input_cache.clear()  # test shares few words with dev: a cache of both would outgrow either
             release_free_memory()
             metrics[split] = scores
             log.info(

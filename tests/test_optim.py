@@ -109,3 +109,41 @@ def test_training_does_not_import_the_compiler(tmp_path: Path) -> None:
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=REPO, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip().splitlines()[-1] == "[]"
+
+
+@pytest.mark.parametrize("kind", [optim.SGD, optim.Adam])
+def test_moving_average_of_the_weights_against_a_hand_computation(kind: type) -> None:
+    params, plain = make_params(), make_params()
+    averaged, reference = kind(params, lr=0.05, average=0.9), kind(plain, lr=0.05)
+    expected: list[torch.Tensor] = []
+    for step in range(5):
+        run_steps(averaged, params, range(step, step + 1), lr_schedule(0.05))
+        run_steps(reference, plain, range(step, step + 1), lr_schedule(0.05))
+        current = [p.detach().clone() for p in plain]
+        expected = current if not expected else [0.9 * m + 0.1 * p for m, p in zip(expected, current)]
+        assert all(torch.equal(a, b) for a, b in zip(params, plain))  # averaging leaves training alone
+    raw = [p.detach().clone() for p in params]
+    with averaged.averaged_weights():
+        for param, mean in zip(params, expected):
+            torch.testing.assert_close(param, mean, rtol=1e-6, atol=1e-7)
+    assert all(torch.equal(p, r) for p, r in zip(params, raw))  # the raw weights are back
+
+
+def test_moving_average_resumes_exactly_and_bad_averages_are_refused() -> None:
+    unbroken_params, resumed_params = make_params(), make_params()
+    unbroken = optim.SGD(unbroken_params, lr=0.05, momentum=0.9, average=0.99)
+    run_steps(unbroken, unbroken_params, range(0, 3), lr_schedule(0.05))
+    saved = unbroken.state_dict()
+    with torch.no_grad():
+        for param, value in zip(resumed_params, unbroken_params):
+            param.copy_(value)
+    resumed = optim.SGD(resumed_params, lr=0.05, momentum=0.9, average=0.99)
+    resumed.load_state_dict(saved)
+    run_steps(unbroken, unbroken_params, range(3, 6), lr_schedule(0.05))
+    run_steps(resumed, resumed_params, range(3, 6), lr_schedule(0.05))
+    assert all(torch.equal(a, b) for a, b in zip(unbroken.averages, resumed.averages))
+    with pytest.raises(ValueError, match="moving averages saved, but this optimizer keeps none"):
+        optim.SGD(make_params(), lr=0.05, momentum=0.9).load_state_dict(saved)
+    wrong = {**saved, "averages": [mean.reshape(-1) for mean in saved["averages"]]}
+    with pytest.raises(ValueError, match="moving averages: not of the parameters' shapes"):
+        optim.SGD(make_params(), lr=0.05, momentum=0.9, average=0.99).load_state_dict(wrong)

@@ -98,6 +98,26 @@ def test_resumed_run_ends_with_exactly_the_same_metrics(tmp_path: Path, trained:
     assert final_metrics(out) == final_metrics(trained)
 
 
+def test_the_weight_average_is_scored_saved_and_resumed_exactly(tmp_path: Path) -> None:
+    averaged = [*FAST, "training.average=0.9"]
+    unbroken = run(tmp_path, "unbroken", "training.average=0.9")
+    out = tmp_path / "interrupted"
+    interrupt_after(2, out, averaged)
+    train_from_config(None, resume=out)
+    assert epochs_without_timing(out) == epochs_without_timing(unbroken)
+    assert final_metrics(out) == final_metrics(unbroken)
+    metrics = json.loads((unbroken / METRICS_FILE).read_text())
+    assert metrics["best_epoch"] == 4  # so model.pt holds the last epoch's averages
+    checkpoint = torch.load(unbroken / CHECKPOINT_FILE, weights_only=True)
+    saved = torch.load(unbroken / "model.pt", weights_only=True)
+    tagger = Tagger.load(unbroken)
+    names = [name for name, param in tagger.model.named_parameters() if param.requires_grad]
+    averages = checkpoint["optimizer"]["averages"]
+    assert len(names) == len(averages)
+    assert all(torch.equal(saved[name], mean) for name, mean in zip(names, averages))
+    assert not all(torch.equal(saved[name], checkpoint["model"][name]) for name in names)  # the raw weights differ
+
+
 def test_a_finished_run_directory_is_not_overwritten(trained: Path) -> None:
     with pytest.raises(NerError, match=f"^{trained}: already holds a run; continue it with --resume"):
         train_from_config(SAMPLE, [*FAST, f"output.dir={trained}"])
@@ -149,19 +169,41 @@ def trained_with_attention(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return run(tmp_path_factory.mktemp("train"), "run", "model.document_context=true", "model.attention.heads=4")
 
 
+def test_document_groups_hold_whole_consecutive_documents_up_to_the_budget(trained_with_document_context: Path) -> None:
+    tagger = Tagger.load(trained_with_document_context)
+    test = read_conll(REPO / "data" / "sample" / "test.txt")
+    documents = test.document_ids()
+    encoded = tagger.encode([s.tokens for s in test.sentences], document_ids=documents)
+    groups = encoded.document_groups(100)
+    tokens = [sum(len(test.sentences[i].tokens) for i in group) for group in groups]
+    owners = [{documents[i] for i in group} for group in groups]
+    assert [i for group in groups for i in group] == list(range(len(test.sentences)))
+    assert all(not a & b for a, b in zip(owners, owners[1:]))  # no document cut between two groups
+    assert all(size <= 100 or len(docs) == 1 for size, docs in zip(tokens, owners))
+    assert all(a + b > 100 for a, b in zip(tokens, tokens[1:]))  # filled greedily
+    assert len(groups) > 3 and encoded.document_groups(10**9) == [list(range(len(test.sentences)))]
+    with pytest.raises(ValueError, match="sentences go with neither documents nor shuffle"):
+        next(encoded.batcher.batches(8, shuffle=True, sentences=groups[0]))
+
+
 @pytest.mark.parametrize(
     "run_fixture",
     ["trained", "trained_with_document_casing", "trained_with_document_context", "trained_with_attention"],
 )
+@pytest.mark.parametrize("group_tokens, keep_inputs", [(8192, True), (200, True), (200, False)])
 def test_inference_emissions_equal_the_full_model_on_whole_documents(
-    run_fixture: str, request: pytest.FixtureRequest
+    run_fixture: str, group_tokens: int, keep_inputs: bool, request: pytest.FixtureRequest, monkeypatch
 ) -> None:
-    """Inference (per-spelling first-layer inputs, batches by length, the document context gathered across
-    batches) scores every sentence as the training path does (the full model on batches of whole documents)."""
+    """Inference (per-spelling first-layer inputs, kept in the cache or not; groups of whole documents, one or
+    several; batches by length, the document context gathered across a group's batches) scores every sentence as
+    the training path does (the full model on batches of whole documents)."""
+    monkeypatch.setattr("ner.model.GROUP_TOKENS", group_tokens)
     tagger = Tagger.load(request.getfixturevalue(run_fixture))
     test = read_conll(REPO / "data" / "sample" / "test.txt")
     documents = test.document_ids()[:40]
     encoded = tagger.encode([s.tokens for s in test.sentences[:40]], document_ids=documents)
+    groups = encoded.document_groups(group_tokens)
+    assert (len(groups) > 2) == (group_tokens == 200)
     tagger.model.eval()
     direct: dict[int, torch.Tensor] = {}
     with torch.no_grad():
@@ -169,7 +211,8 @@ def test_inference_emissions_equal_the_full_model_on_whole_documents(
             emissions = tagger.emissions(item)  # (B, T, K): embedder and BiLSTM on the padded batch
             for row, (index, tokens) in enumerate(zip(item.batch.indices, item.batch.tokens)):
                 direct[index] = emissions[row, : len(tokens)]
-        inferred = tagger.inference_emissions(encoded, batch_size=5)
+        inferred = tagger.inference_emissions(encoded, batch_size=5, keep_inputs=keep_inputs)
+    assert bool(tagger.input_cache.columns) == keep_inputs
     batch_documents = [{documents[i] for i in batch.indices} for batch, _ in inferred]
     assert any(len(d) > 1 for d in batch_documents)  # batches mix documents and split them
     assert any(len([d for d in batch_documents if document in d]) > 1 for document in set(documents))

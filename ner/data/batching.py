@@ -120,8 +120,10 @@ class Batcher:
         seed: int = 0,
         documents: Sequence[range] | None = None,
         select: Callable[[list[list[int]]], list[int]] | None = None,
+        sentences: Sequence[int] | None = None,
     ) -> Iterator[Batch]:
-        """Batches of up to ``batch_size`` sentences of similar length.
+        """Batches of up to ``batch_size`` sentences of similar length (of ``sentences`` alone, indices in input
+        order, when given; not with ``documents``).
 
         Without ``shuffle`` sentences go shortest first (ties in input order). With ``shuffle`` sentences of
         equal length are ordered at random and the batches come in random order, both drawn from
@@ -140,12 +142,14 @@ class Batcher:
             for units in _document_groups(documents, batch_size, random.Random(seed) if shuffle else None):
                 yield self.batch(select(units) if select else [i for unit in units for i in unit])
             return
+        if sentences is not None and (documents is not None or shuffle):
+            raise ValueError("batches: sentences go with neither documents nor shuffle")
         if shuffle:
             rng = random.Random(seed)
             tie_breaks = [rng.random() for _ in self.lengths]
             order = sorted(range(len(self)), key=lambda i: (self.lengths[i], tie_breaks[i]))
         else:
-            order = sorted(range(len(self)), key=self.lengths.__getitem__)
+            order = sorted(range(len(self)) if sentences is None else sentences, key=self.lengths.__getitem__)
         groups = [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
         if shuffle:
             rng.shuffle(groups)
