@@ -101,6 +101,31 @@ class TokenInputCache:
         self.table[:, columns.to(inputs.device)] = inputs
 
 
+def inputs_of_rows(
+    rows: torch.Tensor,
+    keys: Sequence[Hashable],
+    compute: InputParts,
+    model: nn.Module,
+    cache: TokenInputCache | None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The gate inputs (2, C, G) of the words at ``rows`` (n + 1,) of a corpus's word table (padding row 0 first;
+    ``keys[r - 1]`` is row r's key, ``compute`` gives the inputs of any rows), from ``cache`` or, without one,
+    computed afresh and kept nowhere; and the column of every row of that table (len(keys) + 1,), 0 for the rows
+    not asked for."""
+
+    def parts(positions: torch.Tensor) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        return compute(rows[positions])
+
+    table, asked = (
+        uncached_inputs(parts, len(rows) - 1)
+        if cache is None
+        else cache.lookup([keys[row - 1] for row in rows[1:].tolist()], parts, model)
+    )
+    columns = torch.zeros(len(keys) + 1, dtype=torch.long)  # (rows,)
+    columns[rows] = asked.cpu()
+    return table, columns
+
+
 def uncached_inputs(parts: InputParts, count: int) -> tuple[torch.Tensor, torch.Tensor]:
     """``TokenInputCache.lookup``'s result for a call's ``count`` distinct words, computed afresh and kept nowhere."""
     every_row = torch.arange(count + 1)  # padding row 0 included: its inputs are never read

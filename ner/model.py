@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterator, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -25,12 +26,12 @@ from ner.data.schemes import convert_tags, spans_to_tags, tags_to_spans
 from ner.data.vectors import VectorTable
 from ner.data.vocab import Vocabulary, WordLookup, save_vocabularies
 from ner.distributed import Context, select_device
-from ner.elmo import BiLM, ElmoCache, batch_to_char_ids
+from ner.elmo import BiLM, ElmoCache, batch_mask_with_boundaries, batch_to_char_ids
 from ner.encoding import EncodedSentences, TaggerBatch
 from ner.entities import checked_sentences, tag_text
 from ner.errors import NerError
 from ner.fileio import atomic_write, write_json_atomic
-from ner.input_cache import TokenInputCache, uncached_inputs
+from ner.input_cache import TokenInputCache, inputs_of_rows
 from ner.network import TaggerModel
 from ner.propagation import propagate_entities
 from ner.rundir import best_seed_dir, is_multi_seed
@@ -116,7 +117,7 @@ class Tagger:
             run_dir = best_seed_dir(run_dir)
         saved = read_tagger_files(run_dir)
         config = saved.config
-        device = resolve_device(config.training.device) if device is None else device
+        device = select_device(config.training.device, Context()) if device is None else device
         tagger = cls(
             config,
             saved.words,
@@ -322,7 +323,15 @@ class Tagger:
         """``inference_emissions`` of one group of whole documents."""
         items = list(encoded.batches(batch_size, whole_documents=False, sentences=sentences))
         if self.model.elmo is None:
-            table, columns = self._group_inputs(encoded, [item.batch for item in items], keep_inputs)
+            padding = torch.zeros(1, dtype=torch.long)
+            rows = torch.unique(torch.cat([padding, *(item.batch.rows.reshape(-1) for item in items)]))  # (n + 1,)
+            table, columns = inputs_of_rows(
+                rows,
+                encoded.batcher.keys,
+                partial(self.token_input_parts, encoded),
+                self.model,
+                self.input_cache if keep_inputs else None,
+            )
         states = []
         for item in items:
             if self.model.elmo is not None:
@@ -336,27 +345,6 @@ class Tagger:
             (batch, self.model.emit_with_context(hidden, context))
             for batch, hidden, context in zip(batches, states, contexts)
         ]
-
-    def _group_inputs(
-        self, encoded: EncodedSentences, batches: list[Batch], keep_inputs: bool
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """The first-layer gate inputs (2, C, G) of the words of ``batches`` and, for every row of ``encoded``'s
-        word table, its column there (rows,) (0 for words outside these batches)."""
-        padding = torch.zeros(1, dtype=torch.long)
-        rows = torch.unique(torch.cat([padding, *(batch.rows.reshape(-1) for batch in batches)]))  # (n + 1,) 0 first
-        keys = encoded.batcher.keys
-
-        def parts(positions: torch.Tensor) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-            return self.token_input_parts(encoded, rows[positions])
-
-        table, group_columns = (
-            self.input_cache.lookup([keys[row - 1] for row in rows[1:].tolist()], parts, self.model)
-            if keep_inputs
-            else uncached_inputs(parts, len(rows) - 1)
-        )
-        columns = torch.zeros(len(keys) + 1, dtype=torch.long)  # (rows,)
-        columns[rows] = group_columns.cpu()
-        return table, columns
 
     def predict(
         self, sentences: Sequence[Sequence[str]], batch_size: int = 64, document_ids: Sequence[int] | None = None
@@ -409,14 +397,3 @@ class Tagger:
 def _to(tensor: torch.Tensor | None, device: torch.device) -> torch.Tensor | None:
     """``tensor`` on ``device``; None stays None."""
     return None if tensor is None else tensor.to(device)
-
-
-def batch_mask_with_boundaries(mask: torch.Tensor) -> torch.Tensor:
-    """A (B, T) token mask -> the (B, T + 2) mask of the same sentences with <S> and </S> added."""
-    lengths = mask.sum(dim=1, keepdim=True) + 2  # (B, 1)
-    return torch.arange(mask.size(1) + 2, device=mask.device) < lengths  # (B, T + 2)
-
-
-def resolve_device(name: str) -> torch.device:
-    """``auto`` -> CUDA when available, else CPU; ``cuda`` without a GPU is a clear error."""
-    return select_device(name, Context())

@@ -3,8 +3,17 @@ and language-model pretraining. ``docs/elmo.md`` describes the behaviour followe
 
 from ner.elmo.bilm import BiLM, BiLMOptions
 from ner.elmo.cache import ElmoCache
-from ner.elmo.chars import batch_to_char_ids
+from ner.elmo.chars import batch_mask_with_boundaries, batch_to_char_ids
 from ner.elmo.embedder import Elmo, load_bilm
 from ner.nn.scalar_mix import ScalarMix
 
-__all__ = ["BiLM", "BiLMOptions", "Elmo", "ElmoCache", "ScalarMix", "batch_to_char_ids", "load_bilm"]
+__all__ = [
+    "BiLM",
+    "BiLMOptions",
+    "Elmo",
+    "ElmoCache",
+    "ScalarMix",
+    "batch_mask_with_boundaries",
+    "batch_to_char_ids",
+    "load_bilm",
+]

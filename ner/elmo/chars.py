@@ -75,6 +75,12 @@ def add_sentence_boundaries(char_ids: torch.Tensor) -> tuple[torch.Tensor, torch
     return wrapped, mask
 
 
+def batch_mask_with_boundaries(mask: torch.Tensor) -> torch.Tensor:
+    """A (B, T) token mask -> the (B, T + 2) mask of the same sentences with <S> and </S> added."""
+    lengths = mask.sum(dim=1, keepdim=True) + 2  # (B, 1)
+    return torch.arange(mask.size(1) + 2, device=mask.device) < lengths  # (B, T + 2)
+
+
 def remove_sentence_boundaries(tensor: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Drop the ``<S>``/``</S>`` positions: ``tensor`` (batch, time + 2, dim) -> (batch, time, dim).
 
