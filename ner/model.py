@@ -324,9 +324,9 @@ class Tagger:
         items = list(encoded.batches(batch_size, whole_documents=False, sentences=sentences))
         if self.model.elmo is None:
             padding = torch.zeros(1, dtype=torch.long)
-            rows = torch.unique(torch.cat([padding, *(item.batch.rows.reshape(-1) for item in items)]))  # (n + 1,)
+            group_rows = torch.unique(torch.cat([padding, *(item.batch.rows.reshape(-1) for item in items)]))  # (n+1,)
             table, columns = inputs_of_rows(
-                rows,
+                group_rows,
                 encoded.batcher.keys,
                 partial(self.token_input_parts, encoded),
                 self.model,
