@@ -106,6 +106,9 @@ class ElmoConfig:
     weights_file: str | None = path_field()  # AllenNLP weights.hdf5
     pretrained_dir: str | None = path_field()  # output folder of `ner pretrain-lm`
     fine_tune: bool = False  # False: frozen biLM, activations cached once per corpus
+    # Train only the biLM's top LSTM layer (both directions; Peters et al.'s "fine-tuning the top layer"): the
+    # layers below stay frozen and cached, the top one is recomputed from the cached layer below it.
+    fine_tune_top: bool = False
     # Regularisers of the mixed ELMo features (each layer normalised before the mix; dropout on the mixed vectors;
     # an L2 penalty on the mix weights), from AllenNLP's ELMo. On CoNLL-2003 neither layer_norm nor dropout 0.3
     # moved test F1 (BENCHMARKS.md, issue 5); they may help a biLM much larger than the tagger's training data.
@@ -346,6 +349,11 @@ def _check_values(config: Config, origin: Callable[[str], str], errors: list[str
             bool(model.elmo.options_file) == bool(model.elmo.weights_file),
             "model.elmo",
             "options_file and weights_file go together",
+        ),
+        (
+            not (model.elmo.fine_tune and model.elmo.fine_tune_top),
+            "model.elmo.fine_tune_top",
+            "trains the top layer only: leave it false when model.elmo.fine_tune trains the whole biLM",
         ),
         (
             not model.embeddings.freeze or model.embeddings.pretrained is not None,

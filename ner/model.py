@@ -243,8 +243,8 @@ class Tagger:
         if elmo is None:
             return None, None
         if item.elmo_layers is not None:
-            layers = item.elmo_layers.to(self.device)  # (L + 1, B, T + 2, 2P)
             mask = batch_mask_with_boundaries(item.batch.mask).to(self.device)  # (B, T + 2)
+            layers = elmo.top_from_below(item.elmo_layers.to(self.device), mask)  # L + 1 of (B, T + 2, 2P)
         else:
             layers, mask = elmo.layers(batch_to_char_ids(item.batch.tokens).to(self.device))
         features, _ = elmo.from_layers(layers, mask)  # (B, T, 2P)

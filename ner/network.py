@@ -119,6 +119,7 @@ class TaggerModel(nn.Module):
                 dropout=elmo.dropout,
                 do_layer_norm=elmo.layer_norm,
                 fine_tune=elmo.fine_tune,
+                fine_tune_top=elmo.fine_tune_top,
                 l2_coef=elmo.l2,
                 output_mix=elmo.output_mix,
             )

@@ -99,6 +99,11 @@ def test_int_is_accepted_for_float(tmp_path: Path) -> None:
         ("- a\n- b\n", "{path}: expected a mapping of sections (data, model, training, output), got list"),
         ("training:\n  epochs: 0\n", "{path}: training.epochs: expected an integer >= 1, got 0"),
         ("version: 9\n", "{path}: version: config version 9 is not supported by this ner (expected 1)"),
+        (
+            "model:\n  elmo:\n    fine_tune: true\n    fine_tune_top: true\n",
+            "{path}: model.elmo.fine_tune_top: trains the top layer only: leave it false when model.elmo.fine_tune "
+            "trains the whole biLM",
+        ),
     ],
 )
 def test_bad_config_message(tmp_path: Path, text: str, message: str) -> None:

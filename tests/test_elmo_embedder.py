@@ -79,6 +79,33 @@ def test_frozen_trains_only_the_mix_and_fine_tuning_reaches_the_bilm(bilm: BiLM)
     bilm.zero_grad(set_to_none=True)
 
 
+@pytest.mark.parametrize("num_layers", [1, 2, 3])
+def test_top_layer_recomputed_from_the_one_below_equals_the_bilm(num_layers: int) -> None:
+    torch.manual_seed(1)
+    options = BiLMOptions(filters=[(1, 4), (2, 4)], char_dim=4, projection_dim=6, lstm_dim=8, num_layers=num_layers)
+    bilm = BiLM(options).eval()
+    layers, mask = bilm(batch_to_char_ids(SENTENCES))
+    torch.testing.assert_close(bilm.top_layer(layers[-2], mask), layers[-1], atol=1e-6, rtol=1e-6)
+
+
+def test_fine_tuning_the_top_layer_trains_it_from_the_layer_below(bilm: BiLM) -> None:
+    ids = batch_to_char_ids(SENTENCES)
+    tuned = Elmo(bilm, dropout=0.0, fine_tune_top=True)
+    features, _ = tuned(ids)
+    features.sum().backward()
+    top = {*bilm.forward_layers[-1].parameters(), *bilm.backward_layers[-1].parameters()}
+    assert top and all(p.grad is not None and p.grad.abs().sum() > 0 for p in top)
+    assert all(p.grad is None for p in bilm.parameters() if p not in top)
+    # A cache holds the top layer as the biLM made it before training: it is recomputed from the layer below.
+    layers, mask = bilm(ids)
+    stale = [*layers[:-1], torch.zeros_like(layers[-1])]
+    with torch.no_grad():
+        torch.testing.assert_close(tuned.from_layers(tuned.top_from_below(stale, mask), mask)[0], features)
+    assert Elmo(bilm).top_from_below(stale, mask) is stale
+    bilm.requires_grad_(False)
+    bilm.zero_grad(set_to_none=True)
+
+
 def test_dropout_after_stripping(bilm: BiLM) -> None:
     elmo = Elmo(bilm, dropout=0.5).train()
     embeddings, mask = elmo(batch_to_char_ids(SENTENCES))

@@ -27,10 +27,18 @@ def epochs(run_dir: Path) -> list[dict]:
     return [json.loads(line) for line in (run_dir / METRICS_LOG).read_text().splitlines()]
 
 
-@pytest.fixture(scope="module", params=[False, True], ids=["input-mix", "input-and-output-mix"])
+ELMO_VARIANTS = {
+    "input-mix": [],
+    "input-and-output-mix": ["model.elmo.output_mix=true"],
+    "top-layer-fine-tuned": ["model.elmo.fine_tune_top=true"],
+}
+
+
+@pytest.fixture(scope="module", params=list(ELMO_VARIANTS))
 def elmo_run(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> Path:
-    """The sample corpus, 2 epochs, with a frozen tiny biLM whose layers training caches (in float32); its
-    features at the BiLSTM's input only, or at its output as well (``model.elmo.output_mix``)."""
+    """The sample corpus, 2 epochs, with a tiny biLM whose layers training caches (in float32); its features at
+    the BiLSTM's input only, at its output as well (``model.elmo.output_mix``), or with the biLM's top layer
+    trained from the cached layer below it (``model.elmo.fine_tune_top``)."""
     folder = tmp_path_factory.mktemp("elmo")
     torch.manual_seed(0)
     options = BiLMOptions(filters=[(1, 4), (2, 4), (3, 8)], char_dim=4, highway_layers=1, projection_dim=6, lstm_dim=8)
@@ -42,7 +50,7 @@ def elmo_run(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRe
             "training.epochs=2",
             f"model.elmo.pretrained_dir={folder / 'bilm'}",
             "model.elmo.cache_dtype=float32",
-            f"model.elmo.output_mix={str(request.param).lower()}",
+            *ELMO_VARIANTS[request.param],
             f"output.dir={folder / 'run'}",
         ],
     )
@@ -75,6 +83,17 @@ def test_loaded_elmo_tagger_tags_the_same_from_the_cache_and_from_the_bilm(elmo_
     text = "Maren Quist scored twice for Versk United in Oslo.\nEU rejects German call."
     for entity in tagger.tag(text):
         assert text[entity["start"] : entity["end"]] == entity["text"] and 0.0 < entity["score"] <= 1.0
+
+
+def test_fine_tuning_the_top_layer_trains_it_and_nothing_else_of_the_bilm(elmo_run: Path) -> None:
+    tuned = Tagger.load(elmo_run).model.elmo.bilm.state_dict()
+    pretrained = BiLM.load(elmo_run.parent / "bilm").state_dict()
+    top = ("forward_layers.1.", "backward_layers.1.")
+    changed = {name for name in pretrained if not torch.equal(pretrained[name], tuned[name])}
+    if Tagger.load(elmo_run).config.model.elmo.fine_tune_top:
+        assert changed == {name for name in pretrained if name.startswith(top) and tuned[name].dtype.is_floating_point}
+    else:
+        assert changed == set()
 
 
 def test_the_output_mix_is_trained_and_joins_the_bilstm_states(elmo_run: Path) -> None:

@@ -162,6 +162,20 @@ class BiLM(nn.Module):
             layers.append(torch.cat([fwd, reverse_padded(bwd, lengths)], dim=-1))  # (batch, time + 2, 2P)
         return layers, mask
 
+    def top_layer(self, below: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Layer ``L`` again from layer ``L - 1``: ``below`` (batch, time + 2, 2P) ``[forward; backward]`` and its
+        (batch, time + 2) mask -> (batch, time + 2, 2P), zero at padding, as ``forward`` computes it."""
+        dim, residual = self.options.projection_dim, self.options.num_layers > 1
+        lengths = mask.sum(-1)  # (batch,)
+        outputs = []
+        for stack, x in ((self.forward_layers, below[..., :dim]), (self.backward_layers, below[..., dim:])):
+            if stack is self.backward_layers:
+                x = reverse_padded(x, lengths)  # (batch, time + 2, P), each sentence reversed
+            x = F.dropout(x, self.dropout, self.training)
+            out, _ = stack[-1](x, mask=mask)  # (batch, time + 2, P)
+            outputs.append(out + x if residual else out)
+        return torch.cat([outputs[0], reverse_padded(outputs[1], lengths)], dim=-1)  # (batch, time + 2, 2P)
+
     def run_stack(
         self, direction: str, x: torch.Tensor, mask: torch.Tensor, states: list[LSTMState] | None = None
     ) -> tuple[list[torch.Tensor], list[LSTMState]]:

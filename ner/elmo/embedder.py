@@ -30,6 +30,8 @@ class Elmo(nn.Module):
         dropout: element-wise dropout on the output.
         do_layer_norm: normalise each layer over the masked batch before mixing (see ``ScalarMix``).
         fine_tune: train the biLM too; otherwise its parameters are frozen and it runs without gradients.
+        fine_tune_top: train only the biLM's top LSTM layer; ``layers`` and ``top_from_below`` recompute it
+            with gradients from the frozen layer below (which may come from a cache).
         scalar_mix_parameters: fixed pre-softmax layer weights; when given, the weights and gamma are frozen.
         l2_coef: L2 coefficient on the mix weights, returned by ``penalty()`` (add it to the training loss).
         output_mix: also make a second mix of the same layers (``from_layers(..., output=True)``).
@@ -41,6 +43,7 @@ class Elmo(nn.Module):
         dropout: float = 0.5,
         do_layer_norm: bool = False,
         fine_tune: bool = False,
+        fine_tune_top: bool = False,
         scalar_mix_parameters: Sequence[float] | None = None,
         l2_coef: float = 0.0,
         output_mix: bool = False,
@@ -48,7 +51,11 @@ class Elmo(nn.Module):
         super().__init__()
         self.bilm = bilm
         self.fine_tune = fine_tune
+        self.fine_tune_top = fine_tune_top
         bilm.requires_grad_(fine_tune)
+        if fine_tune_top:
+            bilm.forward_layers[-1].requires_grad_(True)
+            bilm.backward_layers[-1].requires_grad_(True)
         mixes = [
             ScalarMix(
                 bilm.options.num_layers + 1,
@@ -69,9 +76,22 @@ class Elmo(nn.Module):
 
     def layers(self, char_ids: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
         """The biLM's ``num_layers + 1`` layers ``(batch, time + 2, 2P)`` and their ``(batch, time + 2)`` mask,
-        with gradients only when fine-tuning."""
+        with gradients only for the parameters being fine-tuned."""
         with torch.set_grad_enabled(self.fine_tune and torch.is_grad_enabled()):
-            return self.bilm(char_ids)
+            layers, mask = self.bilm(char_ids)
+        if self.fine_tune_top and torch.is_grad_enabled():
+            layers = self.top_from_below(layers, mask)
+        return layers, mask
+
+    def top_from_below(
+        self, layers: Sequence[torch.Tensor] | torch.Tensor, mask: torch.Tensor
+    ) -> list[torch.Tensor] | torch.Tensor:
+        """With ``fine_tune_top``, the ``L + 1`` layers with the top one recomputed by the current top LSTM layer
+        from the one below (cached layers were made by the biLM as it was before training); unchanged otherwise."""
+        if not self.fine_tune_top:
+            return layers
+        top = self.bilm.top_layer(layers[-2], mask)  # (batch, time + 2, 2P)
+        return [*layers[:-1], top]
 
     def from_layers(
         self, layers: Sequence[torch.Tensor] | torch.Tensor, mask: torch.Tensor, output: bool = False
