@@ -22,6 +22,7 @@ from ner.elmo import BiLM, Elmo
 from ner.nn.attention import StateAttention
 from ner.nn.char_cnn import CharCNN
 from ner.nn.crf import CRF, allowed_transitions
+from ner.nn.dropout import Dropout
 from ner.nn.lstm import GRU, LSTM
 from ner.nn.mentions import mean_of_other_mentions
 
@@ -127,7 +128,7 @@ class TaggerModel(nn.Module):
             else None
         )
         self.embedder = Embedder(config, num_words, num_chars, self.elmo.output_dim if self.elmo else 0, table)
-        self.dropout = nn.Dropout(config.dropout)
+        self.dropout = Dropout(config.dropout)
         lstm = config.lstm
         recurrent = GRU if lstm.variant == "gru" else LSTM
         options: dict[str, Any] = {} if lstm.variant == "gru" else {"variant": lstm.variant}

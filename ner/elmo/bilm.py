@@ -24,13 +24,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ner.elmo.chars import MAX_WORD_LENGTH, NUM_CHAR_IDS, add_sentence_boundaries
 from ner.errors import ConfigError, NerError, location
 from ner.fileio import atomic_write, write_json_atomic
 from ner.nn.char_cnn import CharCNN
+from ner.nn.dropout import dropout
 from ner.nn.lstm import LSTM, reverse_padded
 
 OPTIONS_FILE = "options.json"
@@ -171,7 +171,7 @@ class BiLM(nn.Module):
         for stack, x in ((self.forward_layers, below[..., :dim]), (self.backward_layers, below[..., dim:])):
             if stack is self.backward_layers:
                 x = reverse_padded(x, lengths)  # (batch, time + 2, P), each sentence reversed
-            x = F.dropout(x, self.dropout, self.training)
+            x = dropout(x, self.dropout, self.training)
             out, _ = stack[-1](x, mask=mask)  # (batch, time + 2, P)
             outputs.append(out + x if residual else out)
         return torch.cat([outputs[0], reverse_padded(outputs[1], lengths)], dim=-1)  # (batch, time + 2, 2P)
@@ -189,7 +189,7 @@ class BiLM(nn.Module):
         outputs: list[torch.Tensor] = []
         final_states: list[LSTMState] = []
         for index, lstm in enumerate(layers):
-            x = F.dropout(x, self.dropout, self.training)
+            x = dropout(x, self.dropout, self.training)
             out, state = lstm(x, mask=mask, state=None if states is None else states[index])
             if index > 0:
                 out = out + x  # residual from the second layer on, after clipping

@@ -19,6 +19,7 @@ from torch import nn
 from ner.elmo.bilm import BiLM
 from ner.elmo.chars import remove_sentence_boundaries
 from ner.errors import ConfigError
+from ner.nn.dropout import Dropout
 from ner.nn.scalar_mix import ScalarMix
 
 
@@ -68,7 +69,7 @@ class Elmo(nn.Module):
         ]
         self.scalar_mix = mixes[0]
         self.output_scalar_mix = mixes[1] if output_mix else None
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
         self.output_dim = bilm.output_dim
 
     def forward(self, char_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -31,10 +31,10 @@ import math
 from collections.abc import Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ner.nn import lstm_kernel
+from ner.nn.dropout import dropout
 from ner.nn.lstm_checks import check_initial_state, check_inputs, check_options, sequence_lengths
 from ner.nn.lstm_kernel import KernelRecurrence, kernel_steps
 from ner.nn.lstm_weights import LayerWeights, layer_weights
@@ -294,7 +294,7 @@ class _RNNBase(nn.Module):
                 )
                 break
             if layer + 1 < self.num_layers:  # dropout before the gather, so both directions see one mask
-                out = F.dropout(out, self.dropout, self.training)
+                out = dropout(out, self.dropout, self.training)
             # Next layer's input in each direction's step order: [forward output; backward output].
             layer_output = out if plan.cross is None else gather_rows(out.reshape(-1, recurrent), plan.cross).flatten(2)
             if residual:
