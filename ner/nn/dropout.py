@@ -1,9 +1,9 @@
 """Element-wise dropout, as ``torch.nn.Dropout`` computes it, with its mask drawn from uniform numbers.
 
 On CPU torch's dropout draws every element through a serial Bernoulli sampler: 19 ms for a training batch's
-(28, 41, 800) features, where ``torch.rand`` takes 7 ms (BENCHMARKS.md, "Training throughput"). Here an element
-is kept where a uniform number in [0, 1) is at least ``p`` (probability ``1 - p``) and scaled by ``1 / (1 - p)``;
-the backward pass multiplies by the same kept-and-scaled mask, saved as booleans.
+(28, 41, 800) features, where ``torch.rand`` takes 7 ms (BENCHMARKS.md, "Training throughput against Flair").
+Here an element is kept where a uniform number in [0, 1) is at least ``p`` (probability ``1 - p``) and scaled by
+``1 / (1 - p)``; the backward pass multiplies by the same kept-and-scaled mask, saved as booleans.
 """
 
 from __future__ import annotations
@@ -32,8 +32,7 @@ class _KeepAndScale(torch.autograd.Function):
 def dropout(x: torch.Tensor, p: float, training: bool = True) -> torch.Tensor:
     """``x`` with each element zeroed with probability ``p`` and the rest scaled by ``1 / (1 - p)`` when
     ``training``; ``x`` itself otherwise (or when ``p`` is 0)."""
-    if not 0.0 <= p <= 1.0:
-        raise ValueError(f"dropout probability must be in [0, 1], got {p}")
+    _check_probability(p)
     if not training or p == 0.0:
         return x
     if p == 1.0:
@@ -47,8 +46,7 @@ class Dropout(nn.Module):
 
     def __init__(self, p: float = 0.5) -> None:
         super().__init__()
-        if not 0.0 <= p <= 1.0:
-            raise ValueError(f"dropout probability must be in [0, 1], got {p}")
+        _check_probability(p)
         self.p = p
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -56,3 +54,8 @@ class Dropout(nn.Module):
 
     def extra_repr(self) -> str:
         return f"p={self.p}"
+
+
+def _check_probability(p: float) -> None:
+    if not 0.0 <= p <= 1.0:
+        raise ValueError(f"dropout probability must be in [0, 1], got {p}")
