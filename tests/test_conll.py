@@ -55,7 +55,7 @@ class TestReading:
         ]
         assert [s.tags for s in corpus.sentences] == [["I-PER", "I-PER", "O", "I-LOC", "O"], ["I-PER", "B-PER", "O"]]
         assert [s.line for s in corpus.sentences] == [1, 9]
-        assert corpus.sentences[1].columns[1] == ["Brenn", "NNP", "I-NP", "B-PER"]
+        assert corpus.sentences[1].columns[1] == ("Brenn", "NNP", "I-NP", "B-PER")
         assert (corpus.scheme, corpus.num_columns, corpus.separator, corpus.final_newline) == ("IOB1", 4, " ", False)
 
     def test_configurable_columns(self, tmp_path: Path) -> None:

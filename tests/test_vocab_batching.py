@@ -17,7 +17,7 @@ from ner.errors import DataError
 def sentence(text: str) -> Sentence:
     """``"Ana/B-PER went/O"`` -> a Sentence."""
     tokens, tags = zip(*(item.rsplit("/", 1) for item in text.split()))
-    return Sentence(list(tokens), list(tags), [[t, g] for t, g in zip(tokens, tags)], 1)
+    return Sentence(list(tokens), list(tags), [(t, g) for t, g in zip(tokens, tags)], 1)
 
 
 SENTENCES = [

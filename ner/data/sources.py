@@ -133,7 +133,7 @@ def _load_hf(data: DataConfig, split: Split, cache_dir: str | None) -> Corpus:
                 raise DataError(
                     f"{location(path, row)}: ill-formed tag {tag!r}: expected 'O' or B-, I-, E-, S- followed by a type"
                 )
-        sentences.append(Sentence(tokens, tags, [[token, tag] for token, tag in zip(tokens, tags)], row))
+        sentences.append(Sentence(tokens, tags, [(token, tag) for token, tag in zip(tokens, tags)], row))
     if not sentences:
         raise DataError(f"{location(path)}: no sentences: expected rows with tokens")
     corpus = Corpus(sentences, path, None, token_column=0, tag_column=1, token_lines=False)
