@@ -311,7 +311,7 @@ def test_document_casing_reaches_the_model_and_documents_are_delimited(trained_w
     tagger = Tagger.load(trained_with_document_casing)
     sentences = [["EU", "REJECTS", "GERMAN", "CALL"], ["Officials", "of", "the", "EU", "met", "German", "farmers"]]
     together, apart = tagger.encode(sentences), tagger.encode(sentences, document_ids=[0, 1])
-    headline = [together.batcher.rows[0], apart.batcher.rows[0]]
+    headline = [together.batcher.sentence_rows(0), apart.batcher.sentence_rows(0)]
     assert [
         [DOCUMENT_CASING_CLASSES[c] for c in e.batcher.row_features[rows].tolist()]
         for e, rows in zip([together, apart], headline)

@@ -116,6 +116,12 @@ class TestBatcher:
         assert batch.indices == [3, 0, 5] and batch.tokens == sentences
         assert batch.lengths.tolist() == [len(tokens) for tokens in sentences]
 
+    def test_sentence_rows_are_slices_of_one_flat_table(self) -> None:
+        batcher, token_seqs, _ = make_batcher()
+        assert batcher.rows.shape == (sum(len(tokens) for tokens in token_seqs),)  # one tensor, not one per sentence
+        for index, tokens in enumerate(token_seqs):
+            assert [batcher.distinct[row - 1] for row in batcher.sentence_rows(index).tolist()] == tokens
+
     def test_character_width_has_a_minimum_and_a_maximum(self) -> None:
         batcher, token_seqs, _ = make_batcher(min_word_length=12)
         assert batcher.batch([0]).char_ids.shape[2] == 12

@@ -12,7 +12,6 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
-from torch.nn.utils.rnn import pad_sequence
 
 from ner.data.conll import paused_gc
 from ner.data.vocab import Vocabulary, WordLookup
@@ -44,7 +43,9 @@ class Batcher:
     """Sentences encoded once as id tensors, served as padded batches.
 
     Each distinct word is looked up once: a table row holds its word id and its character ids, and a
-    sentence is stored as the row numbers of its words (row 0 is padding), so a batch is two gathers.
+    sentence is stored as the row numbers of its words (row 0 is padding), so a batch is two gathers. The
+    sentences' rows (and tag ids) lie end to end in one tensor, ``starts[i]`` where sentence i begins: a view
+    per sentence would cost ~600 bytes of tensor objects each (20 MB for CoNLL-2003's rows and tags).
     ``distinct[r - 1]`` is the word of row r, ``word_lengths[r]`` its number of character ids.
     With ``token_features`` (one small int per token, e.g. a document-level class) a row is a distinct
     (word, feature) pair instead: ``keys[r - 1]`` is that pair, ``row_features[r]`` the feature.
@@ -103,11 +104,13 @@ class Batcher:
             self.word_lengths = torch.tensor(spelled_lengths)  # (rows,)
             self.word_table = torch.tensor([0] + words.encode(self.distinct))  # (rows,)
             self.char_table = torch.tensor([ids + [0] * (width - len(ids)) for ids in spellings])  # (rows, W_max)
-            self.rows = _split_flat(sentence_rows, self.lengths)  # each (T_i,)
+            self.length_table = torch.tensor(self.lengths)  # (sentences,)
+            self.starts = torch.cumsum(self.length_table, 0) - self.length_table  # (sentences,)
+            self.rows = _flat(sentence_rows)  # (tokens,)
             self.widths = [max(spelled_lengths[row] for row in rows) for rows in sentence_rows]
             self.tag_ids = None
             if tag_seqs is not None:
-                self.tag_ids = _split_flat([tags.encode(tag_seq) for tag_seq in tag_seqs], self.lengths)  # each (T_i,)
+                self.tag_ids = _flat([tags.encode(tag_seq) for tag_seq in tag_seqs])  # (tokens,)
 
     def __len__(self) -> int:
         return len(self.tokens)
@@ -156,20 +159,27 @@ class Batcher:
         for group in groups:
             yield self.batch(select([[i] for i in group]) if select else group)
 
+    def sentence_rows(self, index: int) -> torch.Tensor:
+        """The table rows of sentence ``index``'s words, (T_i,)."""
+        start = int(self.starts[index])
+        return self.rows[start : start + self.lengths[index]]
+
     def batch(self, indices: Sequence[int]) -> Batch:
         """The padded batch of the sentences at ``indices``."""
-        lengths = torch.tensor([self.lengths[i] for i in indices])  # (B,)
-        rows = pad_sequence([self.rows[i] for i in indices], batch_first=True)  # (B, T), 0 on padding
+        chosen = torch.tensor(indices, dtype=torch.long)  # (B,)
+        lengths = self.length_table[chosen]  # (B,)
+        mask = torch.arange(int(lengths.max())) < lengths.unsqueeze(1)  # (B, T)
+        positions = (self.starts[chosen].unsqueeze(1) + torch.arange(mask.shape[1])).masked_fill_(~mask, 0)  # (B, T)
+        rows = self.rows[positions].masked_fill_(~mask, 0)  # (B, T), 0 on padding
         width = max(self.min_word_length, max(self.widths[i] for i in indices))
         char_table = self.char_table
         if width > char_table.shape[1]:  # min_word_length beyond the longest word of the corpus
             char_table = torch.nn.functional.pad(char_table, (0, width - char_table.shape[1]))
         char_ids = char_table[:, :width][rows]  # (B, T, W)
         word_ids = self.word_table[rows]  # (B, T)
-        mask = torch.arange(rows.shape[1]) < lengths.unsqueeze(1)  # (B, T)
         tag_ids = None
         if self.tag_ids is not None:
-            tag_ids = pad_sequence([self.tag_ids[i] for i in indices], batch_first=True)  # (B, T)
+            tag_ids = self.tag_ids[positions].masked_fill_(~mask, 0)  # (B, T)
         return Batch(word_ids, char_ids, rows, mask, tag_ids, list(indices), [self.tokens[i] for i in indices])
 
 
@@ -191,6 +201,6 @@ def _document_groups(documents: Sequence[range], batch_size: int, rng: random.Ra
     return groups
 
 
-def _split_flat(id_lists: list[list[int]], lengths: list[int]) -> list[torch.Tensor]:
-    """One (T_i,) long tensor per id list, as views of a single tensor (one allocation, not one per sentence)."""
-    return list(torch.tensor([i for ids in id_lists for i in ids], dtype=torch.long).split(lengths))
+def _flat(id_lists: list[list[int]]) -> torch.Tensor:
+    """The id lists end to end, (sum of lengths,) long."""
+    return torch.tensor([i for ids in id_lists for i in ids], dtype=torch.long)
