@@ -193,7 +193,8 @@ class Tagger:
     def emissions(self, item: TaggerBatch, unk_probability: torch.Tensor | None = None) -> torch.Tensor:
         """Emission scores (B, T, K) of a batch from ``batches`` (whole documents, for the document context);
         with ``unk_probability`` (one chance per word id) words are replaced by <unk> at random, as in training."""
-        return self.model.emit(self.states(item, unk_probability), _to(item.mention_groups, self.device))
+        mask = item.batch.mask.to(self.device)
+        return self.model.emit(self.states(item, unk_probability), _to(item.mention_groups, self.device), mask)
 
     def states(self, item: TaggerBatch, unk_probability: torch.Tensor | None = None) -> torch.Tensor:
         """Encoder states (B, T, S) of a batch (``TaggerModel.states``), zero at padding; ``unk_probability`` as in
@@ -231,7 +232,7 @@ class Tagger:
                 self.model.token_inputs(
                     batcher.word_table[part_rows].to(self.device),
                     encoded.casing_table[part_rows].to(self.device),
-                    batcher.char_table[part_rows, :width].to(self.device),
+                    batcher.char_ids(part_rows, width).to(self.device),
                     document_casing,
                 ),
             )  # (2, m, G)

@@ -191,17 +191,22 @@ class TaggerModel(nn.Module):
         hidden, _ = self.encoder(rows, mask, inputs_table=table)  # (B, T, 2H)
         return self.attention(hidden, mask) if self.attention is not None else hidden
 
-    def emit(self, hidden: torch.Tensor, mention_groups: torch.Tensor | None) -> torch.Tensor:
-        """Emission scores (B, T, K) from encoder states (B, T, S) (see ``states``). With ``model.document_context``
-        each state is joined by the mean state of the other mentions of its word in its document:
-        ``mention_groups`` (B, T) gives equal ids to those tokens (0 on padding); the batch must hold whole
-        documents."""
+    def emit(self, hidden: torch.Tensor, mention_groups: torch.Tensor | None, mask: torch.Tensor) -> torch.Tensor:
+        """Emission scores (B, T, K) from encoder states (B, T, S) (see ``states``), zero at padding. With
+        ``model.document_context`` each state is joined by the mean state of the other mentions of its word in
+        its document: ``mention_groups`` (B, T) gives equal ids to those tokens (0 on padding); the batch must
+        hold whole documents. Computed on the real tokens of ``mask`` (B, T) alone: a batch of whole documents
+        is mostly padding when one of its sentences is long."""
+        if self.document_context and mention_groups is None:
+            raise ValueError("mention_groups: required by a model with document context")
+        batch, time, _ = hidden.shape
+        tokens = mask.reshape(-1).nonzero().squeeze(1)  # (N,)
+        flat = hidden.reshape(batch * time, -1).index_select(0, tokens)  # (N, S)
         context = None
-        if self.document_context:
-            if mention_groups is None:
-                raise ValueError("mention_groups: required by a model with document context")
-            context = mean_of_other_mentions(hidden, mention_groups)  # (B, T, S)
-        return self.emit_with_context(hidden, context)
+        if mention_groups is not None and self.document_context:
+            context = mean_of_other_mentions(flat, mention_groups.reshape(-1).index_select(0, tokens))  # (N, S)
+        scores = self.emit_with_context(flat, context)  # (N, K)
+        return scores.new_zeros(batch * time, scores.shape[1]).index_copy(0, tokens, scores).view(batch, time, -1)
 
     def emit_with_context(self, hidden: torch.Tensor, context: torch.Tensor | None) -> torch.Tensor:
         """Emission scores (B, T, K) from encoder states (B, T, S) and, with document context, the mean states

@@ -103,7 +103,10 @@ class Batcher:
             width = max(max(spelled_lengths), 1)  # one column at least, even if every word is ""
             self.word_lengths = torch.tensor(spelled_lengths)  # (rows,)
             self.word_table = torch.tensor([0] + words.encode(self.distinct))  # (rows,)
-            self.char_table = torch.tensor([ids + [0] * (width - len(ids)) for ids in spellings])  # (rows, W_max)
+            small = torch.int16 if len(chars) <= torch.iinfo(torch.int16).max else torch.int32  # 4x less than int64
+            self.char_table = torch.tensor(
+                [ids + [0] * (width - len(ids)) for ids in spellings], dtype=small
+            )  # (rows, W_max); char_ids(rows) gives long ids
             self.length_table = torch.tensor(self.lengths)  # (sentences,)
             self.starts = torch.cumsum(self.length_table, 0) - self.length_table  # (sentences,)
             self.rows = _flat(sentence_rows)  # (tokens,)
@@ -159,6 +162,13 @@ class Batcher:
         for group in groups:
             yield self.batch(select([[i] for i in group]) if select else group)
 
+    def char_ids(self, rows: torch.Tensor, width: int) -> torch.Tensor:
+        """The character ids (*rows.shape, width) long of the table ``rows``, cut or padded to ``width``."""
+        table = self.char_table[:, :width]
+        if width > table.shape[1]:
+            table = torch.nn.functional.pad(table, (0, width - table.shape[1]))
+        return table[rows].long()
+
     def sentence_rows(self, index: int) -> torch.Tensor:
         """The table rows of sentence ``index``'s words, (T_i,)."""
         start = int(self.starts[index])
@@ -171,11 +181,8 @@ class Batcher:
         mask = torch.arange(int(lengths.max())) < lengths.unsqueeze(1)  # (B, T)
         positions = (self.starts[chosen].unsqueeze(1) + torch.arange(mask.shape[1])).masked_fill_(~mask, 0)  # (B, T)
         rows = self.rows[positions].masked_fill_(~mask, 0)  # (B, T), 0 on padding
-        width = max(self.min_word_length, max(self.widths[i] for i in indices))
-        char_table = self.char_table
-        if width > char_table.shape[1]:  # min_word_length beyond the longest word of the corpus
-            char_table = torch.nn.functional.pad(char_table, (0, width - char_table.shape[1]))
-        char_ids = char_table[:, :width][rows]  # (B, T, W)
+        width = max(self.min_word_length, max(self.widths[i] for i in indices))  # may pass the longest word
+        char_ids = self.char_ids(rows, width)  # (B, T, W)
         word_ids = self.word_table[rows]  # (B, T)
         tag_ids = None
         if self.tag_ids is not None:

@@ -8,14 +8,14 @@ import torch
 def mean_of_other_mentions(hidden: torch.Tensor, groups: torch.Tensor) -> torch.Tensor:
     """The mean of ``hidden`` over the other tokens of each token's group; zero for a token alone in its group.
 
-    hidden (B, T, C); groups (B, T) long, equal ids for mentions of one word in one document, 0 on padding
+    hidden (..., C); groups (...) long, equal ids for mentions of one word in one document, 0 on padding
     (padding gets zeros). One pass: per-group sums, then each token's own state taken out again.
     """
     flat = hidden.reshape(-1, hidden.shape[-1])  # (N, C)
     ids = groups.reshape(-1)  # (N,)
     size = int(ids.max()) + 1
     sums = flat.new_zeros(size, flat.shape[1]).index_add_(0, ids, flat)  # (G, C)
-    return others_from_sums(flat, ids, sums, torch.bincount(ids, minlength=size)).view_as(hidden)  # (B, T, C)
+    return others_from_sums(flat, ids, sums, torch.bincount(ids, minlength=size)).view_as(hidden)  # (..., C)
 
 
 def others_from_sums(flat: torch.Tensor, ids: torch.Tensor, sums: torch.Tensor, sizes: torch.Tensor) -> torch.Tensor:
