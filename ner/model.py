@@ -31,7 +31,7 @@ from ner.encoding import EncodedSentences, TaggerBatch
 from ner.entities import checked_sentences, tag_text
 from ner.errors import NerError
 from ner.fileio import atomic_write, write_json_atomic
-from ner.input_cache import TokenInputCache, inputs_of_rows
+from ner.input_cache import TokenInputCache, inputs_of_rows, length_chunks
 from ner.network import TaggerModel
 from ner.propagation import propagate_entities
 from ner.rundir import best_seed_dir, is_multi_seed
@@ -216,15 +216,15 @@ class Tagger:
         )
 
     def token_input_parts(
-        self, encoded: EncodedSentences, rows: torch.Tensor, chunk: int = 2048
+        self, encoded: EncodedSentences, rows: torch.Tensor, chunk: int = 2048, chunk_chars: int = 16384
     ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """The first-layer gate inputs of the distinct words at ``rows`` (n,) of ``encoded``'s word table, in chunks
-        of words of similar length: positions in ``rows`` (m,) and their inputs (2, m, G), so a caller can store
-        them where it keeps them. Eval mode without ELMo only (see ``TaggerModel.token_inputs``)."""
+        of similar length (<= ``chunk`` words, <= ``chunk_chars`` characters padded): positions in ``rows`` (m,)
+        and inputs (2, m, G). Eval mode without ELMo only (``TaggerModel.token_inputs``)."""
         batcher = encoded.batcher
-        order = batcher.word_lengths[rows].argsort()  # (n,) positions in rows, shortest word first
-        for positions in order.split(chunk):
-            part_rows = rows[positions]
+        lengths, order = batcher.word_lengths[rows].sort(stable=True)  # (n,) shortest word first
+        for start, end in length_chunks(lengths.clamp(min=1).tolist(), chunk, chunk_chars):
+            part_rows = rows[positions := order[start:end]]
             width = max(int(batcher.word_lengths[part_rows[-1]]), 1)
             document_casing = batcher.row_features[part_rows].to(self.device) if encoded.has_document_casing else None
             yield (

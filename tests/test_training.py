@@ -221,6 +221,34 @@ def test_inference_emissions_equal_the_full_model_on_whole_documents(
             torch.testing.assert_close(emissions[row, : len(tokens)], direct[index], rtol=1e-5, atol=1e-5)
 
 
+def test_length_chunks_keep_both_limits_and_cover_every_item() -> None:
+    from ner.input_cache import length_chunks
+
+    lengths = [1, 1, 2, 3, 3, 3, 5, 8, 40, 41]
+    chunks = list(length_chunks(lengths, most_items=4, most_cells=12))
+    assert chunks == [(0, 4), (4, 6), (6, 7), (7, 8), (8, 9), (9, 10)]  # 40 > 12 cells: alone
+    assert list(length_chunks([], 4, 12)) == []
+
+
+def test_token_inputs_are_the_same_in_chunks_of_any_size(trained: Path) -> None:
+    tagger = Tagger.load(trained)
+    tagger.model.eval()
+    test = read_conll(REPO / "data" / "sample" / "test.txt")
+    encoded = tagger.encode([s.tokens for s in test.sentences])
+    rows = torch.arange(1, len(encoded.batcher.distinct) + 1)
+    with torch.no_grad():
+        whole = [(p, x) for p, x in tagger.token_input_parts(encoded, rows)]
+        small = [(p, x) for p, x in tagger.token_input_parts(encoded, rows, chunk=50, chunk_chars=120)]
+    assert len(whole) == 1 and len(small) > 10
+    widths = [int(encoded.batcher.word_lengths[rows[p]].max()) for p, _ in small]
+    assert all(len(p) <= 50 and (len(p) * width <= 120 or len(p) == 1) for (p, _), width in zip(small, widths))
+    order = torch.cat([p for p, _ in small])
+    assert sorted(order.tolist()) == list(range(len(rows)))
+    torch.testing.assert_close(
+        torch.cat([x for _, x in small], 1)[:, order.argsort()], whole[0][1][:, whole[0][0].argsort()]
+    )
+
+
 def test_input_cache_evicts_the_least_recently_used_and_forgets_on_new_weights(trained: Path) -> None:
     from ner.input_cache import TokenInputCache
 
