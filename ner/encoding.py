@@ -63,15 +63,22 @@ class EncodedSentences:
         whole_documents: bool = True,
         select: Callable[[list[list[int]]], list[int]] | None = None,
         sentences: Sequence[int] | None = None,
+        max_tokens: int | None = None,
     ) -> Iterator[TaggerBatch]:
         """Batches grouped by length; ``shuffle`` orders them by ``seed`` alone. With document context and
         ``whole_documents`` (training) they hold whole documents and carry their tokens' mention groups;
         without, they are grouped by length alone and ``other_mentions`` gathers the context across them.
         ``select``: this process's part of each batch (``Batcher.batches``). ``sentences``: only these (e.g. a
-        group of ``document_groups``), without ``whole_documents``."""
+        group of ``document_groups``), and ``max_tokens`` padded tokens a batch, without ``whole_documents``."""
         documents = self.documents if whole_documents else None
         batches = self.batcher.batches(
-            batch_size, shuffle=shuffle, seed=seed, documents=documents, select=select, sentences=sentences
+            batch_size,
+            shuffle=shuffle,
+            seed=seed,
+            documents=documents,
+            select=select,
+            sentences=sentences,
+            max_tokens=max_tokens,
         )
         for batch in batches:
             casing = self.casing_table[batch.rows]  # (B, T), 0 on padding

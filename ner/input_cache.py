@@ -141,15 +141,3 @@ def _assembled(parts: Iterator[tuple[torch.Tensor, torch.Tensor]], size: int) ->
             table = part.new_empty(part.shape[0], size, part.shape[2])  # (2, size, G)
         table[:, positions.to(part.device)] = part
     return table
-
-
-def length_chunks(lengths: Sequence[int], most_items: int, most_cells: int) -> Iterator[tuple[int, int]]:
-    """``(start, end)`` slices of ``lengths`` (ascending), each of at most ``most_items`` items and, padded to its
-    last (longest) item, ``most_cells`` cells (one item at least)."""
-    start, count = 0, len(lengths)
-    while start < count:
-        end = start + 1
-        while end < count and end - start < most_items and (end + 1 - start) * lengths[end] <= most_cells:
-            end += 1
-        yield start, end
-        start = end

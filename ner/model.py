@@ -19,7 +19,7 @@ from typing import Any
 import torch
 
 from ner.config import Config
-from ner.data.batching import Batch, Batcher
+from ner.data.batching import Batch, Batcher, length_chunks
 from ner.data.conll import Corpus
 from ner.data.features import documents_casing
 from ner.data.schemes import convert_tags, spans_to_tags, tags_to_spans
@@ -31,16 +31,16 @@ from ner.encoding import EncodedSentences, TaggerBatch
 from ner.entities import checked_sentences, tag_text
 from ner.errors import NerError
 from ner.fileio import atomic_write, write_json_atomic
-from ner.input_cache import TokenInputCache, inputs_of_rows, length_chunks
+from ner.input_cache import TokenInputCache, inputs_of_rows
 from ner.network import TaggerModel
 from ner.propagation import propagate_entities
 from ner.rundir import best_seed_dir, is_multi_seed
 from ner.tagger_build import initialise_word_rows, new_tagger_parts
 from ner.tagger_files import META_FILE, MODEL_FORMAT, VECTORS_FILE, WEIGHTS_FILE, read_tagger_files
 
-# Tokens of whole documents that inference encodes at once: bounds the states, ELMo layers and per-word inputs held
-# (~11 kB a token at hidden size 200 with the biLM's 3 layers of 256) where a corpus would take them all at once.
+# Tokens of whole documents inference encodes at once (states, ELMo layers, per-word inputs: ~11 kB a token).
 GROUP_TOKENS = 8192
+BATCH_TOKENS = 2048  # padded tokens of an inference batch: 64 sentences of 120 tokens gathered 50 MB of gate inputs
 
 
 class Tagger:
@@ -322,7 +322,7 @@ class Tagger:
         self, encoded: EncodedSentences, batch_size: int, sentences: list[int], keep_inputs: bool
     ) -> list[tuple[Batch, torch.Tensor]]:
         """``inference_emissions`` of one group of whole documents."""
-        items = list(encoded.batches(batch_size, whole_documents=False, sentences=sentences))
+        items = list(encoded.batches(batch_size, whole_documents=False, sentences=sentences, max_tokens=BATCH_TOKENS))
         if self.model.elmo is None:
             padding = torch.zeros(1, dtype=torch.long)
             group_rows = torch.unique(torch.cat([padding, *(item.batch.rows.reshape(-1) for item in items)]))  # (n+1,)

@@ -182,7 +182,7 @@ def test_document_groups_hold_whole_consecutive_documents_up_to_the_budget(train
     assert all(size <= 100 or len(docs) == 1 for size, docs in zip(tokens, owners))
     assert all(a + b > 100 for a, b in zip(tokens, tokens[1:]))  # filled greedily
     assert len(groups) > 3 and encoded.document_groups(10**9) == [list(range(len(test.sentences)))]
-    with pytest.raises(ValueError, match="sentences go with neither documents nor shuffle"):
+    with pytest.raises(ValueError, match="sentences and max_tokens go with neither documents nor shuffle"):
         next(encoded.batcher.batches(8, shuffle=True, sentences=groups[0]))
 
 
@@ -222,7 +222,7 @@ def test_inference_emissions_equal_the_full_model_on_whole_documents(
 
 
 def test_length_chunks_keep_both_limits_and_cover_every_item() -> None:
-    from ner.input_cache import length_chunks
+    from ner.data.batching import length_chunks
 
     lengths = [1, 1, 2, 3, 3, 3, 5, 8, 40, 41]
     chunks = list(length_chunks(lengths, most_items=4, most_cells=12))

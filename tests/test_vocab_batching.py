@@ -139,6 +139,17 @@ class TestBatcher:
             spread = [len(token_seqs[i]) for i in batch.indices]
             assert max(spread) - min(spread) <= 2  # 40 sentences over 9 lengths: a batch spans few lengths
 
+    def test_batches_keep_a_padded_token_budget(self) -> None:
+        batcher, token_seqs, _ = make_batcher()
+        batches = list(batcher.batches(8, max_tokens=20))
+        assert sorted(i for batch in batches for i in batch.indices) == list(range(40))
+        assert all(batch.mask.numel() <= 20 and len(batch.indices) <= 8 for batch in batches)
+        lengths = [len(token_seqs[i]) for batch in batches for i in batch.indices]
+        assert lengths == sorted(lengths)
+        assert [b.indices for b in batcher.batches(8, max_tokens=10**6)] == [b.indices for b in batcher.batches(8)]
+        with pytest.raises(ValueError, match="sentences and max_tokens go with neither documents nor shuffle"):
+            next(batcher.batches(8, shuffle=True, max_tokens=20))
+
     def test_document_batches_hold_whole_documents(self) -> None:
         batcher = make_batcher()[0]
         documents = [range(0, 3), range(3, 15), range(15, 16), range(16, 30), range(30, 40)]  # 3, 12, 1, 14, 10

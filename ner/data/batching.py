@@ -127,9 +127,11 @@ class Batcher:
         documents: Sequence[range] | None = None,
         select: Callable[[list[list[int]]], list[int]] | None = None,
         sentences: Sequence[int] | None = None,
+        max_tokens: int | None = None,
     ) -> Iterator[Batch]:
         """Batches of up to ``batch_size`` sentences of similar length (of ``sentences`` alone, indices in input
-        order, when given; not with ``documents``).
+        order, when given; not with ``documents``), and of up to ``max_tokens`` tokens once padded when given
+        (a longer sentence alone; not with ``documents`` or ``shuffle``).
 
         Without ``shuffle`` sentences go shortest first (ties in input order). With ``shuffle`` sentences of
         equal length are ordered at random and the batches come in random order, both drawn from
@@ -148,15 +150,19 @@ class Batcher:
             for units in _document_groups(documents, batch_size, random.Random(seed) if shuffle else None):
                 yield self.batch(select(units) if select else [i for unit in units for i in unit])
             return
-        if sentences is not None and (documents is not None or shuffle):
-            raise ValueError("batches: sentences go with neither documents nor shuffle")
+        if (sentences is not None or max_tokens is not None) and (documents is not None or shuffle):
+            raise ValueError("batches: sentences and max_tokens go with neither documents nor shuffle")
         if shuffle:
             rng = random.Random(seed)
             tie_breaks = [rng.random() for _ in self.lengths]
             order = sorted(range(len(self)), key=lambda i: (self.lengths[i], tie_breaks[i]))
         else:
             order = sorted(range(len(self)) if sentences is None else sentences, key=self.lengths.__getitem__)
-        groups = [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
+        if max_tokens is None:
+            groups = [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
+        else:
+            sorted_lengths = [self.lengths[i] for i in order]
+            groups = [order[start:end] for start, end in length_chunks(sorted_lengths, batch_size, max_tokens)]
         if shuffle:
             rng.shuffle(groups)
         for group in groups:
@@ -211,3 +217,15 @@ def _document_groups(documents: Sequence[range], batch_size: int, rng: random.Ra
 def _flat(id_lists: list[list[int]]) -> torch.Tensor:
     """The id lists end to end, (sum of lengths,) long."""
     return torch.tensor([i for ids in id_lists for i in ids], dtype=torch.long)
+
+
+def length_chunks(lengths: Sequence[int], most_items: int, most_cells: int) -> Iterator[tuple[int, int]]:
+    """``(start, end)`` slices of ``lengths`` (ascending), each of at most ``most_items`` items and, padded to its
+    last (longest) item, ``most_cells`` cells (one item at least)."""
+    start, count = 0, len(lengths)
+    while start < count:
+        end = start + 1
+        while end < count and end - start < most_items and (end + 1 - start) * lengths[end] <= most_cells:
+            end += 1
+        yield start, end
+        start = end
