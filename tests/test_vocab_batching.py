@@ -139,6 +139,14 @@ class TestBatcher:
             spread = [len(token_seqs[i]) for i in batch.indices]
             assert max(spread) - min(spread) <= 2  # 40 sentences over 9 lengths: a batch spans few lengths
 
+    def test_character_ids_past_int16_are_kept(self) -> None:
+        alphabet = [chr(0x4E00 + i) for i in range(40_000)]  # more characters than int16 holds
+        word = alphabet[-1] + alphabet[0]
+        batcher = Batcher([[word, "a"]], Vocabulary([word]), Vocabulary(alphabet))
+        assert batcher.char_table.dtype == torch.int32
+        assert batcher.batch([0]).char_ids[0, 0].tolist() == Vocabulary(alphabet).encode(word)
+        assert make_batcher()[0].char_table.dtype == torch.int16
+
     def test_batches_keep_a_padded_token_budget(self) -> None:
         batcher, token_seqs, _ = make_batcher()
         batches = list(batcher.batches(8, max_tokens=20))
