@@ -130,9 +130,8 @@ class AttentionConfig:
     """Multi-head self-attention over each sentence's BiLSTM states (residual + layer norm; ner/nn/attention.py),
     between the BiLSTM and the document context / emission layer."""
 
-    # 0 disables; must divide 2 * model.lstm.hidden_size. On top of GloVe + biLM + document context it was behind
-    # at every epoch and 1.37x dearer (BENCHMARKS.md, issue 19): off everywhere; without the document context it
-    # was not measured, and that is where it might help (long-range evidence inside a sentence).
+    # 0 disables; must divide 2 * model.lstm.hidden_size. On GloVe + biLM it was behind with the document context
+    # (1.37x dearer) and, instead of it, behind the context and the tagger with neither (BENCHMARKS.md, issue 19).
     heads: int = 0
     dropout: float = 0.1  # on the attention weights
 
