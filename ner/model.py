@@ -223,8 +223,8 @@ class Tagger:
         and inputs (2, m, G). Eval mode without ELMo only (``TaggerModel.token_inputs``)."""
         batcher = encoded.batcher
         lengths, order = batcher.word_lengths[rows].sort(stable=True)  # (n,) shortest word first
-        for start, end in length_chunks(lengths.clamp(min=1).tolist(), chunk, chunk_chars):
-            part_rows = rows[positions := order[start:end]]
+        for positions in (order[a:b] for a, b in length_chunks(lengths.clamp(min=1).tolist(), chunk, chunk_chars)):
+            part_rows = rows[positions]
             width = max(int(batcher.word_lengths[part_rows[-1]]), 1)
             document_casing = batcher.row_features[part_rows].to(self.device) if encoded.has_document_casing else None
             yield (

@@ -203,7 +203,7 @@ class TaggerModel(nn.Module):
         tokens = mask.reshape(-1).nonzero().squeeze(1)  # (N,)
         flat = hidden.reshape(batch * time, -1).index_select(0, tokens)  # (N, S)
         context = None
-        if mention_groups is not None and self.document_context:
+        if self.document_context:
             context = mean_of_other_mentions(flat, mention_groups.reshape(-1).index_select(0, tokens))  # (N, S)
         scores = self.emit_with_context(flat, context)  # (N, K)
         return scores.new_zeros(batch * time, scores.shape[1]).index_copy(0, tokens, scores).view(batch, time, -1)
