@@ -6,6 +6,7 @@ metrics log (``metrics.jsonl``).
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -43,7 +44,7 @@ class TrainingState:
     """What resuming needs beyond the weights: position, best score and patience."""
 
     epoch: int = 0  # epochs finished
-    best_f1: float = -1.0
+    best_f1: float = -math.inf  # dev F1, or minus the loss without a dev set
     best_epoch: int = 0
     epochs_without_improvement: int = 0
 

@@ -173,6 +173,9 @@ class TrainingConfig:
     lr_decay: float = 0.05  # lr_epoch = lr / (1 + lr_decay * epoch), as in Ma & Hovy (2016)
     grad_clip: float = 5.0  # global gradient-norm clip; 0 disables
     patience: int = 8  # stop after this many epochs without a better dev F1; 0 disables
+    # Train on train + dev (Flair's train_with_dev): dev is not scored, the epochs are fixed by ``epochs`` (read
+    # them off a run with dev) and the model kept is the epoch of lowest training loss.
+    train_with_dev: bool = False
     # Decay of an exponential moving average of the weights, updated after every step: scored on dev and saved as
     # the model (training goes on from the raw weights). 0 disables; 0.999 averages over about 1,000 steps.
     average: float = 0.0
@@ -358,6 +361,11 @@ def _check_values(config: Config, origin: Callable[[str], str], errors: list[str
             not model.embeddings.freeze or model.embeddings.pretrained is not None,
             "model.embeddings.freeze",
             "freezes pretrained vectors: set model.embeddings.pretrained too",
+        ),
+        (
+            not config.training.train_with_dev or config.data.source == "hf" or config.data.dev is not None,
+            "training.train_with_dev",
+            "trains on the dev corpus too: set data.dev",
         ),
     ]
     for ok, key, message in checks:

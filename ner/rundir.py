@@ -41,11 +41,17 @@ def seed_dirs(run_dir: Path) -> dict[int, Path]:
     return dict(sorted(found.items()))
 
 
+NO_DEV = -math.inf  # the dev F1 of a run trained without a dev set (``training.train_with_dev``, no data.dev)
+
+
 def dev_f1(seed_run: Path) -> float | None:
-    """The best dev micro F1 of a finished run (its ``metrics.json``), None if it has not finished or has no dev."""
+    """The best dev micro F1 of a finished run (its ``metrics.json``): None if it has not finished (or its F1 is
+    not a number), ``NO_DEV`` if it has no dev scores."""
     path = seed_run / "metrics.json"
     try:
         metrics = json.loads(path.read_text(encoding="utf-8"))
+        if "dev" not in metrics:
+            return NO_DEV
         value = float(metrics["dev"]["default"]["micro"]["f1"])
     except FileNotFoundError:
         return None
@@ -57,18 +63,24 @@ def dev_f1(seed_run: Path) -> float | None:
 
 
 def best_seed_dir(run_dir: Path) -> Path:
-    """The finished seed of a multi-seed run with the best dev F1 (the lowest seed on a tie); says which."""
+    """The finished seed of a multi-seed run with the best dev F1 (the lowest seed on a tie, or when trained
+    without dev); says which."""
     scores = {seed: dev_f1(path) for seed, path in seed_dirs(run_dir).items()}
     finished = {seed: f1 for seed, f1 in scores.items() if f1 is not None}
     if not finished:
         raise NerError(f"{run_dir}: no seed has finished training (expected {SEED_PREFIX}N/metrics.json)")
     best = max(finished, key=lambda seed: (finished[seed], -seed))
-    log.info(
-        "%s: using %s%d, the best of %d finished seeds on dev (F1 %.2f)",
-        run_dir,
-        SEED_PREFIX,
-        best,
-        len(finished),
-        100 * finished[best],
-    )
+    if finished[best] == NO_DEV:
+        log.info(
+            "%s: using %s%d, the lowest of %d finished seeds (no dev scores)", run_dir, SEED_PREFIX, best, len(finished)
+        )
+    else:
+        log.info(
+            "%s: using %s%d, the best of %d finished seeds on dev (F1 %.2f)",
+            run_dir,
+            SEED_PREFIX,
+            best,
+            len(finished),
+            100 * finished[best],
+        )
     return seed_dir(run_dir, best)

@@ -39,7 +39,7 @@ from ner.checkpoints import (
 )
 from ner.config import Config, TrainingConfig, config_from_dict, load_config, save_config
 from ner.data.conll import Corpus
-from ner.data.sources import load_splits
+from ner.data.sources import load_splits, train_with_dev
 from ner.distributed import Context
 from ner.encoding import EncodedSentences
 from ner.errors import NerError
@@ -98,6 +98,8 @@ def train(
             if not config.data.train:
                 raise NerError("data.train: not set: expected the path of the training corpus")
             corpora = load_splits(config.data)
+            if opts.train_with_dev:
+                corpora = train_with_dev(corpora)
             if run_dir.exists() and not run_dir.is_dir():
                 raise NerError(f"output.dir: {run_dir} is a file, expected a folder")
         with distributed.agreed(context):
@@ -155,11 +157,14 @@ def _train_locked(
             ) from None
         if context.main:
             truncate_metrics_log(run_dir / METRICS_LOG, state.epoch)  # drop epochs after the checkpoint
+        best = (
+            f"best dev F1 {100 * state.best_f1:.2f}" if dev_corpus is not None else f"lowest loss {-state.best_f1:.4f}"
+        )
         log.info(
-            "resuming %s after epoch %d (best dev F1 %.2f at epoch %d)%s",
+            "resuming %s after epoch %d (%s at epoch %d)%s",
             run_dir,
             state.epoch,
-            100 * state.best_f1,
+            best,
             state.best_epoch,
             world_change(checkpoint, context),
         )

@@ -20,6 +20,7 @@ from ner.errors import NerError
 from ner.evaluation import evaluate_run
 from ner.model import Tagger
 from ner.seeds import evaluate_seeds, resume_seeds, summarize, train_seeds
+from ner.training import train_from_config
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "configs" / "sample.yaml"
@@ -157,6 +158,10 @@ def test_evaluate_scores_every_seed_and_their_mean(two_seeds: Path) -> None:
         (["--seeds", "1,x"], "error: --seeds: expected comma-separated integers such as 1,2,3, got '1,x'"),
         (["--parallel", "2"], "error: --parallel: runs seeds side by side; give --seeds 1,2,3 (or training.seeds) too"),
         (
+            ["data.dev=null", "training.train_with_dev=true"],
+            "error: command line: training.train_with_dev: trains on the dev corpus too: set data.dev",
+        ),
+        (
             ["training.seeds=[1, 1]"],
             "error: command line: training.seeds: expected distinct integers in [0, 9223372036854775807], got [1, 1]",
         ),
@@ -172,3 +177,31 @@ def test_a_non_empty_folder_is_not_reused_for_new_seeds(two_seeds: Path) -> None
     config = load_config(SAMPLE, [*FAST, f"output.dir={two_seeds}", "training.seeds=[3]"])
     with pytest.raises(NerError, match="not empty; continue its seeds with --resume"):
         train_seeds(config, two_seeds)
+
+
+def test_training_with_dev_equals_training_on_the_files_joined_and_tags_with_the_lowest_seed(
+    tmp_path: Path, capsys
+) -> None:
+    sample = REPO / "data" / "sample"
+    joined = tmp_path / "train_dev.txt"  # dev after train, starting a document of its own
+    train_text, dev_text = (sample / "train.txt").read_text(), (sample / "dev.txt").read_text()
+    joined.write_text(train_text.rstrip("\n") + "\n\n-DOCSTART- -X- -X- O\n\n" + dev_text)
+    with_dev, on_joined = tmp_path / "with_dev", tmp_path / "joined"
+    train_seeds(
+        load_config(SAMPLE, [*FAST, f"output.dir={with_dev}", "training.seeds=[1, 2]", "training.train_with_dev=true"]),
+        with_dev,
+    )
+    train_from_config(SAMPLE, [*FAST, f"output.dir={on_joined}", f"data.train={joined}", "data.dev=null"])
+    assert epochs_without_timing(with_dev / "seed-1") == epochs_without_timing(on_joined)
+    for (name, a), b in zip(weights(with_dev / "seed-1").items(), weights(on_joined).values()):
+        assert torch.equal(a, b), name
+    metrics = json.loads((with_dev / "seed-1" / METRICS_FILE).read_text())
+    assert "dev" not in metrics and metrics["test"] == json.loads((on_joined / METRICS_FILE).read_text())["test"]
+    losses = [record["loss"] for record in epochs_without_timing(on_joined)]
+    assert metrics["best_epoch"] == 1 + losses.index(min(losses))  # no dev: the epoch of lowest loss is kept
+    summary = json.loads((with_dev / "summary.json").read_text())
+    assert "dev" not in summary and "best_seed" not in summary and set(summary["runs"]) == {"1", "2"}
+    capsys.readouterr()
+    tagger = Tagger.load(with_dev)
+    assert torch.equal(tagger.model.emissions.weight, weights(with_dev / "seed-1")["emissions.weight"])
+    assert "using seed-1, the lowest of 2 finished seeds (no dev scores)" in capsys.readouterr().err

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 from ner.data.conll import DOCSTART, Corpus, Sentence, check_corpus_scheme, read_conll
-from ner.data.schemes import is_well_formed, tag_type
+from ner.data.schemes import convert_tags, is_well_formed, tag_type
 from ner.errors import ConfigError, DataError, location
 
 if TYPE_CHECKING:
@@ -53,6 +53,25 @@ def load_splits(data: DataConfig, *, cache_dir: str | None = None) -> dict[str, 
             corpus = load_corpus(data, split, cache_dir=cache_dir)
             corpora[split] = check_unseen_tags(corpus, training_tags, data.unseen_tags)
     return corpora
+
+
+def train_with_dev(corpora: dict[str, Corpus]) -> dict[str, Corpus]:
+    """``training.train_with_dev``: the corpora with dev's sentences after the training corpus's (their tags in
+    its scheme, the first of them starting a document) and no dev corpus left to score."""
+    train, dev = corpora["train"], corpora["dev"]
+    dev_sentences = dev.sentences
+    if dev.scheme != train.scheme and train.scheme is not None and dev.scheme is not None:
+        dev_sentences = [
+            dataclasses.replace(sentence, tags=convert_tags(sentence.tags, dev.scheme, train.scheme))
+            for sentence in dev_sentences
+        ]
+    before_train = train.gaps[: len(train.sentences)]  # gaps[i]: the lines before sentence i
+    before_dev = [(DOCSTART, *(dev.gaps[0] if dev.gaps else ())), *dev.gaps[1:]]
+    gaps = [*before_train, *[()] * (len(train.sentences) - len(before_train)), *before_dev]
+    joined = dataclasses.replace(
+        train, sentences=[*train.sentences, *dev_sentences], path=f"{train.path} + {dev.path}", gaps=gaps
+    )
+    return {**{split: corpus for split, corpus in corpora.items() if split != "dev"}, "train": joined}
 
 
 def check_unseen_tags(corpus: Corpus, known_tags: Iterable[str], unseen_tags: str = "error") -> Corpus:
