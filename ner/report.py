@@ -147,6 +147,9 @@ def analyse(run_dir: Path, name: str) -> RunResult:
         if data.source == "conll" and path is None:
             skipped[split] = "not set in config.yaml"
             continue
+        if split == "dev" and tagger.config.training.train_with_dev:
+            skipped[split] = "trained on (training.train_with_dev)"
+            continue
         if data.source == "conll" and not Path(path).is_file():
             skipped[split] = f"{path}: no such file"
             continue
@@ -193,7 +196,7 @@ def curves_plot(runs: list[RunResult]) -> str:
     for axes in (loss_axes, f1_axes):
         axes.grid(alpha=0.3)
         axes.xaxis.set_major_locator(MaxNLocator(integer=True))
-        if len(runs) > 1:
+        if len(runs) > 1 and axes.get_legend_handles_labels()[0]:
             axes.legend(fontsize="small")
     return _png(figure)
 

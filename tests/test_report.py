@@ -85,6 +85,16 @@ def test_a_missing_split_is_skipped_and_said(run_dir: Path, tmp_path: Path, caps
     assert not (copy / "report.html").exists()
 
 
+def test_a_run_trained_on_dev_is_not_scored_on_it(run_dir: Path, tmp_path: Path, capsys) -> None:
+    copy = tmp_path / "with_dev"
+    shutil.copytree(run_dir, copy, ignore=shutil.ignore_patterns("report.html"))
+    config = copy / "config.yaml"
+    config.write_text(config.read_text().replace("train_with_dev: false", "train_with_dev: true"), encoding="utf-8")
+    result = analyse(copy, "with_dev")
+    assert set(result.splits) == {"test"} and result.skipped == {"dev": "trained on (training.train_with_dev)"}
+    assert f"{copy}: dev skipped: trained on (training.train_with_dev)" in capsys.readouterr().err
+
+
 def test_report_of_a_multi_seed_run(run_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     for seed in (1, 2):
         shutil.copytree(run_dir, tmp_path / "seeds" / f"seed-{seed}")
