@@ -179,7 +179,7 @@ def test_a_non_empty_folder_is_not_reused_for_new_seeds(two_seeds: Path) -> None
         train_seeds(config, two_seeds)
 
 
-def test_training_with_dev_equals_training_on_the_files_joined_and_tags_with_the_lowest_seed(
+def test_training_with_dev_equals_training_on_the_files_joined_resumes_exactly_and_tags_with_the_lowest_seed(
     tmp_path: Path, capsys
 ) -> None:
     sample = REPO / "data" / "sample"
@@ -205,3 +205,15 @@ def test_training_with_dev_equals_training_on_the_files_joined_and_tags_with_the
     tagger = Tagger.load(with_dev)
     assert torch.equal(tagger.model.emissions.weight, weights(with_dev / "seed-1")["emissions.weight"])
     assert "using seed-1, the lowest of 2 finished seeds (no dev scores)" in capsys.readouterr().err
+    resumed = tmp_path / "resumed"
+
+    def stop(epoch: int) -> None:
+        if epoch == 1:
+            raise Interrupt
+
+    with pytest.raises(Interrupt):
+        train_from_config(SAMPLE, [*FAST, f"output.dir={resumed}", "training.train_with_dev=true"], on_epoch_end=stop)
+    train_from_config(None, resume=resumed)
+    assert epochs_without_timing(resumed) == epochs_without_timing(with_dev / "seed-1")
+    for (name, a), b in zip(weights(resumed).items(), weights(with_dev / "seed-1").values()):
+        assert torch.equal(a, b), name
