@@ -50,7 +50,7 @@ def dev_f1(seed_run: Path) -> float | None:
     path = seed_run / "metrics.json"
     try:
         metrics = json.loads(path.read_text(encoding="utf-8"))
-        if "dev" not in metrics:
+        if isinstance(metrics, dict) and "dev" not in metrics and isinstance(metrics.get("best_epoch"), int):
             return NO_DEV
         value = float(metrics["dev"]["default"]["micro"]["f1"])
     except FileNotFoundError:
@@ -71,16 +71,8 @@ def best_seed_dir(run_dir: Path) -> Path:
         raise NerError(f"{run_dir}: no seed has finished training (expected {SEED_PREFIX}N/metrics.json)")
     best = max(finished, key=lambda seed: (finished[seed], -seed))
     if finished[best] == NO_DEV:
-        log.info(
-            "%s: using %s%d, the lowest of %d finished seeds (no dev scores)", run_dir, SEED_PREFIX, best, len(finished)
-        )
+        which = f"the lowest of {len(finished)} finished seeds (no dev scores)"
     else:
-        log.info(
-            "%s: using %s%d, the best of %d finished seeds on dev (F1 %.2f)",
-            run_dir,
-            SEED_PREFIX,
-            best,
-            len(finished),
-            100 * finished[best],
-        )
+        which = f"the best of {len(finished)} finished seeds on dev (F1 {100 * finished[best]:.2f})"
+    log.info("%s: using %s%d, %s", run_dir, SEED_PREFIX, best, which)
     return seed_dir(run_dir, best)

@@ -361,7 +361,9 @@ def test_damaged_vectors_are_one_line(
     assert snapshot(tmp_path) == before
 
 
-@pytest.mark.parametrize("damage", ["metrics.json a folder", "metrics.json not metrics", "best seed damaged"])
+@pytest.mark.parametrize(
+    "damage", ["metrics.json a folder", "metrics.json not metrics", "metrics.json empty", "best seed damaged"]
+)
 def test_a_damaged_multi_seed_run_is_one_line(
     damage: str, sample: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -373,8 +375,8 @@ def test_a_damaged_multi_seed_run_is_one_line(
     if damage == "metrics.json a folder":
         _folder(METRICS_FILE)(run / "seed-2")
         expected = f"{metrics}: cannot read the metrics of a finished run"
-    elif damage == "metrics.json not metrics":
-        metrics.write_text('{"dev": 1}')
+    elif damage in ("metrics.json not metrics", "metrics.json empty"):
+        metrics.write_text('{"dev": 1}' if damage == "metrics.json not metrics" else "{}")
         expected = f"{metrics}: not the metrics of a finished run"
     else:
         _truncate("model.pt")(run / "seed-1")  # seeds tie on dev: the lowest wins
