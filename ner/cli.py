@@ -68,6 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("run_dir", help="run directory written by `ner train` (of a multi-seed run: every seed)")
     evaluate.add_argument("data_file", help="CoNLL file with gold tags")
     evaluate.add_argument("--output", metavar="PRED_FILE", help="also write token, gold and predicted tag columns")
+    _add_precision(evaluate)
 
     tag = _add(commands, "tag", "find entities in raw text files", _tag)
     tag.add_argument("run_dir", help="run directory written by `ner train` (with --backend onnx: of `ner export`)")
@@ -93,6 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
         default="pytorch",
         help="onnx: run a `ner export` directory with onnxruntime (the onnx extra)",
     )
+    _add_precision(tag)
     tag.add_argument(
         "--engine",
         choices=["local", "ray"],
@@ -119,6 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--port", type=int, default=8000, help="port (default: %(default)s; 0: any free port)")
     serve.add_argument("--threads", type=int, help="torch threads for tagging (default: torch's choice)")
+    _add_precision(serve)
     for field in dataclasses.fields(Limits):
         serve.add_argument(
             "--" + field.name.replace("_", "-"),
@@ -152,6 +155,16 @@ def _add(
     return sub
 
 
+def _add_precision(sub: argparse.ArgumentParser) -> None:
+    sub.add_argument(
+        "--precision",
+        choices=["float32", "bf16"],
+        default="float32",
+        help="bf16: the BiLSTM's recurrent products in bfloat16 with float32 sums on CPUs that have them "
+        "(AVX512-BF16), float32 elsewhere; faster, F1 unchanged on CoNLL-2003 (BENCHMARKS.md)",
+    )
+
+
 def _train(args: argparse.Namespace) -> None:
     from ner.seeds import train_command
 
@@ -174,9 +187,9 @@ def _evaluate(args: argparse.Namespace) -> None:
                 f"--output: {args.run_dir} holds several seeds; give one seed's folder "
                 f"({args.run_dir}/seed-N) to write its predictions"
             )
-        evaluate_seeds(Path(args.run_dir), args.data_file, verbose=True)
+        evaluate_seeds(Path(args.run_dir), args.data_file, verbose=True, precision=args.precision)
         return
-    evaluate_run(args.run_dir, args.data_file, predictions_path=args.output, verbose=True)
+    evaluate_run(args.run_dir, args.data_file, predictions_path=args.output, verbose=True, precision=args.precision)
 
 
 def _tag(args: argparse.Namespace) -> None:
@@ -195,9 +208,11 @@ def _tag(args: argparse.Namespace) -> None:
     if args.backend == "onnx":
         from ner.runtime import OnnxTagger
 
+        if args.precision != "float32":
+            raise NerError(f"--precision {args.precision}: only with --backend pytorch")
         tagger = OnnxTagger.load(args.run_dir, threads=1 if args.workers > 1 else None)
     else:
-        tagger = Tagger.load(args.run_dir)
+        tagger = Tagger.load(args.run_dir, precision=args.precision)
     tag_files(
         tagger,
         args.inputs,
@@ -213,6 +228,8 @@ def _tag(args: argparse.Namespace) -> None:
 def _tag_on_ray(args: argparse.Namespace) -> None:
     from ner.ray_tagging import tag_files_on_ray
 
+    if args.precision != "float32":
+        raise NerError(f"--precision {args.precision}: only with --engine local")
     if args.format != "jsonl" or args.backend != "pytorch":
         raise NerError(
             f"--engine ray: writes --format jsonl with --backend pytorch, got --format {args.format} "
@@ -256,7 +273,9 @@ def _serve(args: argparse.Namespace) -> None:
         import torch
 
         torch.set_num_threads(args.threads)
-    run_server(Tagger.load(args.run_dir), listener, limits, name=Path(args.run_dir).resolve().name)
+    run_server(
+        Tagger.load(args.run_dir, precision=args.precision), listener, limits, name=Path(args.run_dir).resolve().name
+    )
 
 
 def _report(args: argparse.Namespace) -> None:

@@ -54,9 +54,14 @@ def score_corpus(
 
 
 def evaluate_run(
-    run_dir: str | Path, data_file: str | Path, predictions_path: str | Path | None = None, verbose: bool = False
+    run_dir: str | Path,
+    data_file: str | Path,
+    predictions_path: str | Path | None = None,
+    verbose: bool = False,
+    precision: str = "float32",
 ) -> dict[str, Any]:
-    """Score the tagger in ``run_dir`` on a CoNLL file (read with the run's column settings).
+    """Score the tagger in ``run_dir`` on a CoNLL file (read with the run's column settings), at inference
+    ``precision`` (``Tagger.load``).
 
     Writes ``RUN_DIR/evaluate/<file stem>/metrics.json`` and, on request, ``token gold predicted`` lines.
     Returns the scores.
@@ -65,7 +70,7 @@ def evaluate_run(
         check_output(predictions_path, inputs=[data_file])
     out_dir = Path(run_dir) / "evaluate" / Path(data_file).stem
     refuse_links_out(Path(run_dir), [out_dir / "metrics.json"])
-    tagger = Tagger.load(run_dir)
+    tagger = Tagger.load(run_dir, precision=precision)
     data = tagger.config.data
     corpus = read_conll(data_file, data.token_column, data.tag_column, data.scheme)
     if corpus.scheme is None:

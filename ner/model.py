@@ -106,10 +106,11 @@ class Tagger:
         atomic_write(run_dir / WEIGHTS_FILE, lambda handle: torch.save(self.model.state_dict(), handle))
 
     @classmethod
-    def load(cls, run_dir: str | Path, device: torch.device | str | None = None) -> Tagger:
+    def load(cls, run_dir: str | Path, device: torch.device | str | None = None, precision: str = "float32") -> Tagger:
         """Load a run directory written by ``ner train``; needs nothing else. Safe on untrusted files: no code
         runs from them, every file is checked (a NerError naming it), and memory and time are bounded by their
-        size (``ner.tagger_files``). Of a multi-seed run (``RUN/seed-N/``), the seed that was best on dev."""
+        size (``ner.tagger_files``). Of a multi-seed run (``RUN/seed-N/``), the seed that was best on dev.
+        ``precision``: of inference, as ``TaggerModel.set_inference_precision`` takes it."""
         run_dir = Path(run_dir)
         if not run_dir.is_dir():
             raise NerError(f"{run_dir}: no such run directory (expected the output.dir of `ner train`)")
@@ -130,6 +131,7 @@ class Tagger:
         )
         tagger.model.load_state_dict(saved.state)
         tagger.model.eval()
+        tagger.model.set_inference_precision(precision)
         return tagger
 
     # ------------------------------------------------------------------------------------------ batches

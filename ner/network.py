@@ -19,12 +19,15 @@ from torch import nn
 from ner.config import ModelConfig
 from ner.data.features import CASING_CLASSES, DOCUMENT_CASING_CLASSES
 from ner.elmo import BiLM, Elmo
+from ner.errors import NerError
 from ner.nn.attention import StateAttention
 from ner.nn.char_cnn import CharCNN
 from ner.nn.crf import CRF, allowed_transitions
 from ner.nn.dropout import Dropout
 from ner.nn.lstm import GRU, LSTM
 from ner.nn.mentions import mean_of_other_mentions
+
+INFERENCE_PRECISIONS = ("float32", "bf16")
 
 
 class Embedder(nn.Module):
@@ -167,6 +170,14 @@ class TaggerModel(nn.Module):
         hidden, _ = self.encoder(x, mask)  # (B, T, 2H)
         hidden = self.attention(hidden, mask) if self.attention is not None else hidden
         return hidden if elmo_output is None else torch.cat([hidden, elmo_output], dim=-1)  # (B, T, S)
+
+    def set_inference_precision(self, precision: str) -> None:
+        """``float32`` (the default) or ``bf16``: the BiLSTM's recurrent products at inference in bfloat16 with
+        float32 sums, where the CPU has such products natively (AVX512-BF16: ``ner.nn.lstm_kernel.native_bf16``),
+        float32 elsewhere. Raises NerError for another value."""
+        if precision not in INFERENCE_PRECISIONS:
+            raise NerError(f"precision: expected one of {', '.join(INFERENCE_PRECISIONS)}, got {precision!r}")
+        self.encoder.bf16_products = precision == "bf16"
 
     def token_inputs(
         self,

@@ -173,11 +173,13 @@ def _pm(stats: dict[str, float | None] | None) -> str:
     return f"{100 * stats['mean']:.2f} +- {'n/a' if std is None else f'{100 * std:.2f}'}"
 
 
-def evaluate_seeds(run_dir: Path, data_file: str | Path, verbose: bool = False) -> dict[str, Any]:
-    """Score every finished seed of a multi-seed run on a labelled file; writes and returns the per-seed F1s with
-    their mean and std (``RUN/evaluate/<file stem>/summary.json``)."""
+def evaluate_seeds(
+    run_dir: Path, data_file: str | Path, verbose: bool = False, precision: str = "float32"
+) -> dict[str, Any]:
+    """Score every finished seed of a multi-seed run on a labelled file (``evaluate_run``); writes and returns the
+    per-seed F1s with their mean and std (``RUN/evaluate/<file stem>/summary.json``)."""
     scores = {
-        seed: evaluate_run(path, data_file)
+        seed: evaluate_run(path, data_file, precision=precision)
         for seed, path in seed_dirs(run_dir).items()
         if (path / METRICS_FILE).is_file()
     }

@@ -83,6 +83,9 @@ class _RNNBase(nn.Module):
         self.layer_norm, self.forget_bias = layer_norm, forget_bias
         self.spec = Spec(variant, hidden_size, proj_size, cell_clip, proj_clip, layer_norm)
         self._inference_weights: dict[int, tuple[tuple, LayerWeights]] = {}  # see _layer_weights
+        # Inference on CPU: the plain LSTM cell's recurrent products in bfloat16 with float32 sums, where the C++
+        # kernel has them natively (lstm_kernel.kernel_steps); training, other cells and devices ignore it.
+        self.bf16_products = False
         gate_size = self.spec.gates * hidden_size
         recurrent = proj_size or hidden_size
         self._layer_parameters: list[list[str]] = []  # names of each layer's parameters
@@ -278,7 +281,7 @@ class _RNNBase(nn.Module):
                 if gx is None:
                     gx = matmul_nt(layer_input, w_ih, bias, packed_rows=True)  # (D, N, K * H)
                 if kernel and not torch.is_grad_enabled():
-                    out, cells = kernel_steps(spec, plan, gx, h0, c0, w_hh, w_hr)
+                    out, cells = kernel_steps(spec, plan, gx, h0, c0, w_hh, w_hr, self.bf16_products)
                 else:
                     gate_scale = candidate_scale(spec, like) if spec.layer_norm else None
                     w = StepWeights(w_hh, hh_bias, peephole, w_hr, norm_weight, norm_bias, gate_scale)

@@ -20,6 +20,8 @@
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
+#include "lstm_bf16.h"
+
 #include <cmath>
 #include <optional>
 #include <vector>
@@ -149,6 +151,21 @@ void forward_step(Tensor& act, Tensor& c_state, Tensor& m_out, int64_t m_offset,
   }
 }
 
+// gx_rows (bs, G) float32 += h_prev (bs, R) w^T in bfloat16 products with float32 sums (lstm_bf16.h), w_pairs
+// (P, G, 2) one direction's prepared recurrent weight, h_pairs a (B, P) scratch; column blocks split across threads.
+void bf16_step(const Tensor& gx_rows, const Tensor& h_prev, const Tensor& w_pairs, Tensor& h_pairs) {
+#ifdef NER_LSTM_BF16
+  const int64_t bs = gx_rows.size(0), pairs = w_pairs.size(0), columns = w_pairs.size(1);
+  auto* h = reinterpret_cast<uint32_t*>(h_pairs.data_ptr<int32_t>());
+  const auto* w = reinterpret_cast<const uint32_t*>(w_pairs.data_ptr<at::BFloat16>());
+  bf16_pairs(h_prev.data_ptr<float>(), bs, h_prev.size(1), pairs, h);
+  float* g = gx_rows.data_ptr<float>();
+  at::parallel_for(0, columns / kBf16Lanes, kBf16Vectors, [&](int64_t begin, int64_t end) {
+    bf16_product(g, h, w, bs, pairs, columns, begin, end);
+  });
+#endif
+}
+
 // forward(gx, h0, c0, w_hh, w_hh_t, w_hr, batch_sizes, cell_clip, proj_clip, keep) -> [out, c_n, (act, c_raw,
 // tanh_c, h_raw)]. gx (D, N, 4H) contiguous, is overwritten (it becomes the gate sigmoids); h0 (D, B, R), c0
 // (D, B, H) in sorted order; w_hh (D, 4H, R), w_hh_t its transpose (D, R, 4H) or None, w_hr (D, R, H). out (D, N, R), c_n (D, B, H) sorted. With keep, what the
@@ -156,7 +173,8 @@ void forward_step(Tensor& act, Tensor& c_state, Tensor& m_out, int64_t m_offset,
 // clip (empty without proj_clip).
 std::vector<Tensor> lstm_forward(Tensor gx, const Tensor& h0, const Tensor& c0, const Tensor& w_hh,
                                  const std::optional<Tensor>& w_hh_t, const std::optional<Tensor>& w_hr, std::vector<int64_t> batch_sizes,
-                                 std::optional<double> cell_clip, std::optional<double> proj_clip, bool keep) {
+                                 std::optional<double> cell_clip, std::optional<double> proj_clip, bool keep,
+                                 const std::optional<Tensor>& w_pairs) {
   TORCH_CHECK(gx.is_contiguous() && gx.dim() == 3, "gx: expected a contiguous (D, N, 4H) tensor");
   const int64_t directions = gx.size(0), packed = gx.size(1), hidden = w_hh.size(1) / 4;
   const int64_t recurrent = w_hh.size(2), batch = h0.size(1);
@@ -178,6 +196,18 @@ std::vector<Tensor> lstm_forward(Tensor gx, const Tensor& h0, const Tensor& c0, 
   // m = o * tanh(c): the output itself without a projection, else a scratch (D, B, H) for the projection.
   m_out = projected ? at::empty({directions, batch, hidden}, gx.options()) : out;
   Tensor h0c = h0.contiguous();
+  const bool zero_h0 = !h0c.any().item<bool>();
+  Tensor h_pairs;  // (B, P) the step's previous states as bfloat16 pairs, for bf16 products
+  if (w_pairs.has_value()) {
+    TORCH_CHECK(kNativeBf16, "w_pairs: bfloat16 products need a build for a CPU with AVX512-BF16");
+    TORCH_CHECK(gx.scalar_type() == at::kFloat && !keep && !projected && hidden % 4 == 0,
+                "w_pairs: bfloat16 products are for float32 inference without a projection, 4H a multiple of 16");
+    TORCH_CHECK(w_pairs->scalar_type() == at::kBFloat16 && w_pairs->is_contiguous() && w_pairs->dim() == 4 &&
+                    w_pairs->size(0) == directions && w_pairs->size(1) == (recurrent + 1) / 2 &&
+                    w_pairs->size(2) == 4 * hidden && w_pairs->size(3) == 2,
+                "w_pairs: expected contiguous bfloat16 (D, ceil(R / 2), 4H, 2)");
+    h_pairs = at::empty({batch, w_pairs->size(1)}, gx.options().dtype(at::kInt));
+  }
   // Direction by direction (they are independent), so that one direction's weights stay in cache over its steps.
   AT_DISPATCH_FLOATING_TYPES(gx.scalar_type(), "lstm_forward", [&] {
     using T = scalar_t;
@@ -190,14 +220,19 @@ std::vector<Tensor> lstm_forward(Tensor gx, const Tensor& h0, const Tensor& c0, 
       int64_t offset = 0, previous = 0;
       for (size_t t = 0; t < batch_sizes.size(); ++t) {
         const int64_t bs = batch_sizes[t];
+        const bool product = t > 0 || !zero_h0;  // a zero initial state adds nothing
         const bool fused = bs <= kFusedMaxRows;  // few rows: the products inside the step's pass
-        if (!fused) {
+        if (product && !fused) {
           Tensor h_prev = t == 0 ? h0c.select(0, d).narrow(0, 0, bs) : rows(out, d, previous, bs);  // (bs, R)
-          rows(gx, d, offset, bs).addmm_(h_prev, w_hh.select(0, d).t());
+          if (w_pairs.has_value()) {
+            bf16_step(rows(gx, d, offset, bs), h_prev, w_pairs->select(0, d), h_pairs);
+          } else {
+            rows(gx, d, offset, bs).addmm_(h_prev, w_hh.select(0, d).t());
+          }
         }
         const T* h_prev = t == 0 ? h0_data + d * batch * recurrent : out_data + (d * packed + previous) * recurrent;
         run(gx, c_state, m_out, projected ? 0 : offset, &c_raw, &tanh_c, d, offset, bs, hidden,
-            static_cast<T>(clips.cell_bound), fused ? w_t_data + d * recurrent * 4 * hidden : nullptr, h_prev,
+            static_cast<T>(clips.cell_bound), product && fused ? w_t_data + d * recurrent * 4 * hidden : nullptr, h_prev,
             recurrent);
         if (projected) {
           Tensor h = rows(out, d, offset, bs);
@@ -318,8 +353,9 @@ std::vector<Tensor> lstm_backward(const Tensor& d_out, const std::optional<Tenso
 
 TORCH_LIBRARY(ner_lstm, m) {
   m.def("forward(Tensor gx, Tensor h0, Tensor c0, Tensor w_hh, Tensor? w_hh_t, Tensor? w_hr, int[] batch_sizes, "
-        "float? cell_clip, float? proj_clip, bool keep) -> Tensor[]",
+        "float? cell_clip, float? proj_clip, bool keep, Tensor? w_pairs=None) -> Tensor[]",
         &lstm_forward);
+  m.def("native_bf16() -> bool", [] { return kNativeBf16; });
   m.def("backward(Tensor d_out, Tensor? d_c_n, Tensor h0, Tensor c0, Tensor out, Tensor act, Tensor c_raw, "
         "Tensor tanh_c, Tensor? h_raw, Tensor w_hh, Tensor? w_hr, int[] batch_sizes, float? cell_clip, "
         "float? proj_clip) -> Tensor[]",

@@ -23,6 +23,7 @@ import sys
 import time
 import warnings
 import weakref
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -35,12 +36,14 @@ from ner.nn.recurrence import Spec
 from ner.nn.recurrence_backward import input_gradients
 
 SOURCE = Path(__file__).with_name("lstm_kernel.cpp")
+HEADERS = [Path(__file__).with_name("lstm_bf16.h")]  # included by SOURCE
 _CFLAGS = ["-O3", "-march=native", "-ffast-math", "-fopenmp"]  # fast-math: vectorised exp (glibc's libmvec)
 _LDFLAGS = ["-fopenmp", "-lmvec"]  # libgomp: the one torch has loaded already (same soname)
 _log = logging.getLogger(__name__)
-# Inference reuses a layer's prepared weights while its parameters are unchanged (ner.nn.lstm): their recurrent
-# weight's transpose (D, R, 4H), which the kernel's steps of few rows read, is kept for as long as they live.
-_transposed: dict[int, tuple[weakref.ref, Tensor]] = {}  # id(w_hh) -> (a weak reference to it, its transpose)
+# Inference reuses a layer's prepared weights while its parameters are unchanged (ner.nn.lstm): the forms of
+# their recurrent weight that the kernel reads (its transpose for steps of few rows, its bfloat16 pairs) are kept
+# for as long as it lives.
+_derived: dict[tuple[int, str], tuple[weakref.ref, Tensor]] = {}  # (id(w_hh), form) -> (a weak reference, the form)
 FUSED_MAX_ROWS = 8  # lstm_kernel.cpp's kFusedMaxRows: steps of at most this many rows read the transposed w_hh
 _loaded: bool | None = None  # None until the first use tries to load (or build) the kernel
 
@@ -93,7 +96,8 @@ def build(verbose: bool = False) -> None:
 
 def _source_hash() -> str:
     """What a build is made of: the source and the flags."""
-    return hashlib.sha256(SOURCE.read_bytes() + " ".join(_CFLAGS + _LDFLAGS).encode()).hexdigest()
+    code = b"".join(path.read_bytes() for path in [SOURCE, *HEADERS])
+    return hashlib.sha256(code + " ".join(_CFLAGS + _LDFLAGS).encode()).hexdigest()
 
 
 def available() -> bool:
@@ -121,25 +125,56 @@ def supports(spec: Spec, like: Tensor) -> bool:
     )
 
 
-def _transpose(w_hh: Tensor) -> Tensor:
-    """w_hh (D, 4H, R) transposed and contiguous (D, R, 4H), kept while w_hh lives."""
-    entry = _transposed.get(id(w_hh))
+def native_bf16() -> bool:
+    """Whether the kernel takes bfloat16 recurrent products natively (built for a CPU with AVX512-BF16)."""
+    return available() and bool(torch.ops.ner_lstm.native_bf16())
+
+
+def _transposed(w_hh: Tensor) -> Tensor:
+    """w_hh (D, 4H, R) transposed and contiguous (D, R, 4H), as the fused steps read it."""
+    return w_hh.transpose(1, 2).contiguous()
+
+
+def _bf16_pairs(w_hh: Tensor) -> Tensor:
+    """w_hh (D, 4H, R) as bfloat16 pairs of inputs (D, ceil(R / 2), 4H, 2), as ``lstm_bf16.h`` reads it."""
+    directions, gates, recurrent = w_hh.shape
+    pairs = (recurrent + 1) // 2
+    padded = torch.nn.functional.pad(w_hh, (0, 2 * pairs - recurrent))  # (D, 4H, 2P)
+    return padded.reshape(directions, gates, pairs, 2).transpose(1, 2).contiguous().to(torch.bfloat16)
+
+
+def _derived_form(w_hh: Tensor, make: Callable[[Tensor], Tensor]) -> Tensor:
+    """``make(w_hh)``, computed once and kept while w_hh lives."""
+    key = (id(w_hh), make.__name__)
+    entry = _derived.get(key)
     if entry is not None and entry[0]() is w_hh:
         return entry[1]
-    key = id(w_hh)
-    w_hh_t = w_hh.transpose(1, 2).contiguous()
-    _transposed[key] = (weakref.ref(w_hh, lambda _: _transposed.pop(key, None)), w_hh_t)
-    return w_hh_t
+    form = make(w_hh)
+    _derived[key] = (weakref.ref(w_hh, lambda _: _derived.pop(key, None)), form)
+    return form
 
 
 def kernel_steps(
-    spec: Spec, plan: Plan, gx: Tensor, h0: Tensor, c0: Tensor, w_hh: Tensor, w_hr: Tensor | None
+    spec: Spec,
+    plan: Plan,
+    gx: Tensor,
+    h0: Tensor,
+    c0: Tensor,
+    w_hh: Tensor,
+    w_hr: Tensor | None,
+    bf16_products: bool = False,
 ) -> tuple[Tensor, Tensor]:
     """Inference over one layer: gx (D, N, 4H) the packed input projections (overwritten), h0 (D, B, R) and
-    c0 (D, B, H) sorted. Returns the outputs (D, N, R) and the final cells (D, B, H) in sorted order."""
-    w_hh_t = _transpose(w_hh) if plan.batch_sizes[-1] <= FUSED_MAX_ROWS else None  # only fused steps read it
+    c0 (D, B, H) sorted. Returns the outputs (D, N, R) and the final cells (D, B, H) in sorted order.
+
+    With ``bf16_products``, where the kernel has them natively (``native_bf16``), the recurrent products of
+    steps of many rows take the previous state and w_hh rounded to bfloat16 and sum in float32 (float32
+    inputs, no projection, H a multiple of 4; anything else stays float32)."""
+    w_hh_t = _derived_form(w_hh, _transposed) if plan.batch_sizes[-1] <= FUSED_MAX_ROWS else None  # fused steps
+    bf16 = bf16_products and w_hr is None and gx.dtype == torch.float32 and spec.hidden_size % 4 == 0
+    pairs = _derived_form(w_hh, _bf16_pairs) if bf16 and native_bf16() else None
     out, c_n = torch.ops.ner_lstm.forward(
-        gx.contiguous(), h0, c0, w_hh, w_hh_t, w_hr, plan.batch_sizes, spec.cell_clip, spec.proj_clip, False
+        gx.contiguous(), h0, c0, w_hh, w_hh_t, w_hr, plan.batch_sizes, spec.cell_clip, spec.proj_clip, False, pairs
     )
     return out, c_n
 
