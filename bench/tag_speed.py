@@ -6,12 +6,12 @@ into plain raw text with ``bench/tokenizer_agreement.py``'s detokenizer (that st
 (``ner tag --workers``), and reports the share of the work in each stage. Flair's side, with ``--threads``
 torch threads, gets the very same token lists (our tokenizer's output) and times only
 ``SequenceTagger.predict`` (building its ``Sentence`` objects is timed apart), with the same sizes
-(``flair_side.py`` says how they map). Flair's weights are untrained: speed does not depend on them. Flair runs
-in its own virtual environment (``python3 -m venv .bench-venv && .bench-venv/bin/pip install -c constraints.txt
-flair``) in a subprocess.
+(``flair_side.py`` says how they map), in float32 (ours in ``--precision``). Flair's weights are untrained:
+speed does not depend on them. Flair runs in its own virtual environment (``python3 -m venv .bench-venv &&
+.bench-venv/bin/pip install -c constraints.txt flair``) in a subprocess.
 
     flock -x /tmp/ner-cpu.lock .venv/bin/python bench/tag_speed.py RUN_DIR [--lines 20000] [--batch-size 64] \\
-        [--threads 2] [--flair-python .bench-venv/bin/python | --no-flair]
+        [--threads 2] [--precision bf16] [--flair-python .bench-venv/bin/python | --no-flair]
     # without a trained run: a fresh, untrained model of the config's sizes (speed does not depend on training)
     ... bench/tag_speed.py --untrained configs/conll2003.yaml data.train=../shared/data/conll2003/train.txt \\
         data.dev=../shared/data/conll2003/dev.txt data.test=../shared/data/conll2003/test.txt
@@ -44,8 +44,9 @@ def load_tagger(args: argparse.Namespace):
         config = load_config(args.untrained, args.overrides)
         tagger = Tagger.build(config, load_corpus(config.data, "train"), device="cpu")
         tagger.model.eval()
+        tagger.model.set_inference_precision(args.precision)
         return tagger
-    return Tagger.load(args.run_dir, device="cpu")
+    return Tagger.load(args.run_dir, device="cpu", precision=args.precision)
 
 
 def raw_text(path: Path, lines: int, out: Path) -> int:
@@ -71,6 +72,9 @@ def main() -> None:
     parser.add_argument("--lines", type=int, default=20_000, help="lines of --text to tag")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--threads", type=int, default=2, help="cores: our worker processes, Flair's threads")
+    parser.add_argument(
+        "--precision", choices=["float32", "bf16"], default="float32", help="ours (`ner tag --precision`)"
+    )
     parser.add_argument("--warmup", type=int, default=200, help="sentences tagged before timing, on both sides")
     parser.add_argument("--flair-python", default=str(REPO / ".bench-venv" / "bin" / "python"))
     parser.add_argument("--no-flair", action="store_true")
@@ -116,6 +120,7 @@ def main() -> None:
             "tokens": stats["tokens"],
             "threads": args.threads,
             "batch_size": args.batch_size,
+            "precision": args.precision,
             "ours_parameters": parameters,
             "ours_tokens_per_second": round(ours),
             "ours_seconds": round(stats["seconds"], 3),
