@@ -14,10 +14,10 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 .PHONY: setup quickstart test kernel
 setup: $(VENV)/.installed kernel
 
-# The LSTM's C++ kernel (ner/nn/lstm_kernel.py), compiled once into ~/.cache/ner; without g++ and ninja it says
-# why and the PyTorch path runs.
+# The C++ kernels (ner/nn/kernels.py: the LSTM recurrence, the CRF loops), compiled once into ~/.cache/ner;
+# without g++ and ninja it says why and the PyTorch paths run.
 kernel: $(VENV)/.installed
-	$(VENV)/bin/python -c 'from ner.nn.lstm_kernel import main; main()'
+	$(VENV)/bin/python -c 'from ner.nn.kernels import main; main()'
 
 quickstart: $(VENV)/.installed kernel
 	$(VENV)/bin/python train.py configs/sample.yaml output.dir=$(RUN)

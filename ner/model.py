@@ -38,8 +38,7 @@ from ner.rundir import best_seed_dir, is_multi_seed
 from ner.tagger_build import initialise_word_rows, new_tagger_parts
 from ner.tagger_files import META_FILE, MODEL_FORMAT, VECTORS_FILE, WEIGHTS_FILE, read_tagger_files
 
-# Tokens of whole documents inference encodes at once (states, ELMo layers, per-word inputs: ~11 kB a token).
-GROUP_TOKENS = 8192
+GROUP_TOKENS = 8192  # tokens of whole documents inference encodes at once (states, ELMo layers, ~11 kB a token)
 BATCH_TOKENS = 2048  # padded tokens of an inference batch: 64 sentences of 120 tokens gathered 50 MB of gate inputs
 
 
@@ -108,9 +107,8 @@ class Tagger:
     @classmethod
     def load(cls, run_dir: str | Path, device: torch.device | str | None = None, precision: str = "float32") -> Tagger:
         """Load a run directory written by ``ner train``; needs nothing else. Safe on untrusted files: no code
-        runs from them, every file is checked (a NerError naming it), and memory and time are bounded by their
-        size (``ner.tagger_files``). Of a multi-seed run (``RUN/seed-N/``), the seed that was best on dev.
-        ``precision``: of inference, as ``TaggerModel.set_inference_precision`` takes it."""
+        runs from them, every file is checked (a NerError naming it), memory and time are bounded by their size
+        (``ner.tagger_files``). Of a multi-seed run, the best seed on dev. ``precision``: of inference (bf16)."""
         run_dir = Path(run_dir)
         if not run_dir.is_dir():
             raise NerError(f"{run_dir}: no such run directory (expected the output.dir of `ner train`)")

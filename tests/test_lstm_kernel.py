@@ -11,11 +11,11 @@ from test_lstm import LENGTHS, assert_all_close, flat, gradients, make_input, ma
 
 import ner.nn.lstm as lstm_module
 import ner.nn.products as products
-from ner.nn import LSTM, lstm_kernel
+from ner.nn import LSTM, kernels, lstm_kernel
 from ner.nn.lstm_kernel import KernelRecurrence
 
 # CI installs a compiler and ninja (.ci/run) and builds the kernel at setup (Makefile): there it must be available.
-KERNEL = lstm_kernel.available()
+KERNEL = kernels.available()
 needs_kernel = pytest.mark.skipif(not KERNEL and not os.environ.get("CI"), reason="the LSTM kernel could not be built")
 TOLERANCE = {torch.float32: 1e-5, torch.float64: 1e-10}
 # Twelve sentences: steps with more rows than the kernel takes in its fused pass (8) and steps with fewer.
@@ -55,7 +55,7 @@ def kernel_calls(monkeypatch) -> dict[str, int]:
 
 def run_both_ways(module: LSTM, x: torch.Tensor, lengths: list[int], state, kernel: bool) -> list[torch.Tensor]:
     """Outputs, gradients (of x, the state and every parameter) and inference outputs, on one path."""
-    previous, lstm_kernel._loaded = lstm_kernel._loaded, kernel
+    previous, kernels._loaded = kernels._loaded, kernel
     try:
         mask = mask_of(lengths, x.shape[1])
         results = flat(module(x, mask, state))
@@ -64,7 +64,7 @@ def run_both_ways(module: LSTM, x: torch.Tensor, lengths: list[int], state, kern
         with torch.no_grad():
             inference = flat(module(x, mask, state))
     finally:
-        lstm_kernel._loaded = previous
+        kernels._loaded = previous
     return [*results, *grads, *inference]
 
 
@@ -122,14 +122,14 @@ def test_kernel_equals_torch(proj_size, kernel_calls) -> None:
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["float32", "float64"])
 def test_pytorch_path_equals_torch(dtype, with_state, monkeypatch, kernel_calls) -> None:
     """The fallback, with the kernel off, still gives torch's numbers (tests/test_lstm.py runs the kernel)."""
-    monkeypatch.setattr(lstm_kernel, "_loaded", False)
+    monkeypatch.setattr(kernels, "_loaded", False)
     test_lstm.test_equals_torch((LSTM, torch.nn.LSTM), 2, True, dtype, with_state)
     assert kernel_calls == {"inference": 0, "training": 0}
 
 
 @pytest.mark.skipif(not products._ONEDNN, reason="torch's oneDNN linear op is not available")
 def test_pytorch_path_on_onednn_equals_torch(monkeypatch, kernel_calls) -> None:
-    monkeypatch.setattr(lstm_kernel, "_loaded", False)
+    monkeypatch.setattr(kernels, "_loaded", False)
     for proj_size in (0, 8):
         test_lstm.test_onednn_route_equals_torch(proj_size)
     assert kernel_calls == {"inference": 0, "training": 0}
@@ -143,8 +143,8 @@ def test_falls_back_when_the_kernel_cannot_be_built(monkeypatch, tmp_path, kerne
     expected = run_both_ways(module, x, LENGTHS, state, kernel=False)
     monkeypatch.setenv("NER_CACHE_DIR", str(tmp_path))
     monkeypatch.setenv("CXX", str(tmp_path / "no-such-compiler"))
-    monkeypatch.setattr(lstm_kernel, "_loaded", None)
-    assert lstm_kernel.available() is False
+    monkeypatch.setattr(kernels, "_loaded", None)
+    assert kernels.available() is False
     mask = mask_of(LENGTHS)
     results = flat(module(x, mask, state))
     results += gradients(results, [x, *state, *module.parameters()])
@@ -162,9 +162,9 @@ def test_a_cached_build_is_loaded_as_it_is(monkeypatch) -> None:
     def load(*args, **kwargs) -> None:
         raise AssertionError("the cached build should have been loaded as it is")
 
-    assert (lstm_kernel.build_directory() / "source.sha256").read_text() == lstm_kernel._source_hash()
+    assert (kernels.build_directory() / "source.sha256").read_text() == kernels._source_hash()
     monkeypatch.setattr(cpp_extension, "load", load)
-    lstm_kernel.build()  # loads the library again: the same file, so the same ops
+    kernels.build()  # loads the library again: the same file, so the same ops
 
 
 def test_switched_off_by_the_environment(monkeypatch) -> None:
@@ -172,9 +172,9 @@ def test_switched_off_by_the_environment(monkeypatch) -> None:
         raise AssertionError("NER_LSTM_KERNEL=0 must not build the kernel")
 
     monkeypatch.setenv("NER_LSTM_KERNEL", "0")
-    monkeypatch.setattr(lstm_kernel, "build", build)
-    monkeypatch.setattr(lstm_kernel, "_loaded", None)
-    assert lstm_kernel.available() is False
+    monkeypatch.setattr(kernels, "build", build)
+    monkeypatch.setattr(kernels, "_loaded", None)
+    assert kernels.available() is False
 
 
 def test_other_cells_and_devices_take_the_pytorch_path(kernel_calls) -> None:

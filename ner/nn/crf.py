@@ -35,13 +35,13 @@ import torchcrf
 from torch import nn
 
 from ner.data.schemes import span_segments, transition_rules
+from ner.nn import crf_kernel
 from ner.nn.crf_checks import check_emissions, check_segments, check_tags
 
 # Score given to disallowed start/transition/end entries: exp(-1e4) is exactly 0 in float32 and float64.
 IMPOSSIBLE = -1e4
 REDUCTIONS = ("mean", "sum", "token_mean", "none")
-# Floor of the sums in _log_matmul_exp (float64): log(1e-300) = -690.8 relative to the best tag.
-_SUM_FLOOR = 1e-300
+_SUM_FLOOR = 1e-300  # floor of the sums in _log_matmul_exp (float64): log(1e-300) = -690.8 below the best tag
 
 
 class Constraints(NamedTuple):
@@ -150,13 +150,9 @@ class CRF(nn.Module):
         tags = tags.masked_fill(~mask, 0)  # (B, T): padding may hold any value, e.g. -100
         log_z = self._log_z(self._alpha(emissions, start, transitions), end, lengths)  # (B,)
         nll = log_z - self._path_score(emissions, tags, mask, lengths, start, transitions, end)  # (B,)
-        if reduction == "mean":
-            return nll.mean().to(dtype)
-        if reduction == "sum":
-            return nll.sum().to(dtype)
         if reduction == "token_mean":
             return (nll.sum() / lengths.sum()).to(dtype)
-        return nll.to(dtype)
+        return (nll if reduction == "none" else getattr(nll, reduction)()).to(dtype)  # mean or sum
 
     @torch.no_grad()
     def decode(self, emissions: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
@@ -167,6 +163,8 @@ class CRF(nn.Module):
         mask = check_emissions(emissions, mask, self.num_tags)
         start, transitions, end = self.effective_scores(self._result_dtype(emissions))
         emissions = emissions.to(start.dtype)
+        if crf_kernel.supports(emissions):  # the same loops in C++
+            return crf_kernel.viterbi(emissions, mask, start, transitions, end)
         batch_size, seq_len, num_tags = emissions.shape
         first, *following = emissions.unbind(1)  # T tensors (B, K)
         # score[b, j]: best score of a path ending in tag j at step t (steps past a sentence's end are
@@ -351,6 +349,8 @@ class CRF(nn.Module):
         emissions: torch.Tensor, scores: tuple[torch.Tensor, torch.Tensor, torch.Tensor], mask: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         start, transitions, end = scores
+        if crf_kernel.supports(emissions):  # the same loops in C++
+            return crf_kernel.forward_backward(emissions, mask, start, transitions, end)
         log_alpha = CRF._alpha(emissions, start, transitions)  # (B, T, K)
         log_z = CRF._log_z(log_alpha, end, mask.sum(dim=1))  # (B,)
         exp_transitions_back = transitions.exp().T  # (K_next, K_this)

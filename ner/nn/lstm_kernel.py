@@ -1,117 +1,35 @@
-"""The fused C++ recurrence of the plain LSTM cell (``lstm_kernel.cpp``): building, loading, and its autograd function.
+"""The fused C++ recurrence of the plain LSTM cell (``lstm_kernel.cpp``, built by ``ner.nn.kernels``): its calls and
+its autograd function.
 
 The kernel runs a layer's whole step loop in C++, forward and the hand-written backward: a step's product is an
-ATen matmul (or, for steps of few rows, part of its gate pass) and its gate arithmetic one pass over the rows,
-where the PyTorch path (``ner.nn.recurrence``) dispatches a dozen ops per step from Python. It covers torch's
-LSTM cell with the options cell clipping, projection and projection clipping, on CPU in float32 and float64, with
-the numbers of the PyTorch path. That path remains for everything else (other cells, layer norm, other devices)
-and wherever the kernel cannot be built (no C++ compiler or ninja) or ``NER_LSTM_KERNEL=0`` is set.
-
-It is compiled once with torch.utils.cpp_extension (g++ and ninja; about a minute on 2 busy cores) into a
-cache folder, ``$NER_CACHE_DIR`` or ``~/.cache/ner``, one per torch version, Python version and CPU; later
-processes load the cached library directly (its stamp says which source and flags it was built from).
-``make setup`` builds it ahead (``ner.nn.lstm_kernel.main``).
+ATen matmul (or, for steps of few rows, part of its gate pass; or, at inference with ``bf16_products``, our
+bfloat16 products of ``lstm_bf16.h``) and its gate arithmetic one pass over the rows, where the PyTorch path
+(``ner.nn.recurrence``) dispatches a dozen ops per step from Python. It covers torch's LSTM cell with the options
+cell clipping, projection and projection clipping, on CPU in float32 and float64, with the numbers of the PyTorch
+path. That path remains for everything else (other cells, layer norm, other devices) and wherever the kernels
+cannot be built (``ner.nn.kernels``).
 """
 
 from __future__ import annotations
 
-import hashlib
-import logging
-import os
-import platform
-import sys
-import time
-import warnings
 import weakref
 from collections.abc import Callable
-from pathlib import Path
 
 import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
+from ner.nn.kernels import available
 from ner.nn.packing import Plan
 from ner.nn.products import matmul_nt, weight_gradient
 from ner.nn.recurrence import Spec
 from ner.nn.recurrence_backward import input_gradients
 
-SOURCE = Path(__file__).with_name("lstm_kernel.cpp")
-HEADERS = [Path(__file__).with_name("lstm_bf16.h")]  # included by SOURCE
-_CFLAGS = ["-O3", "-march=native", "-ffast-math", "-fopenmp"]  # fast-math: vectorised exp (glibc's libmvec)
-_LDFLAGS = ["-fopenmp", "-lmvec"]  # libgomp: the one torch has loaded already (same soname)
-_log = logging.getLogger(__name__)
 # Inference reuses a layer's prepared weights while its parameters are unchanged (ner.nn.lstm): the forms of
 # their recurrent weight that the kernel reads (its transpose for steps of few rows, its bfloat16 pairs) are kept
 # for as long as it lives.
 _derived: dict[tuple[int, str], tuple[weakref.ref, Tensor]] = {}  # (id(w_hh), form) -> (a weak reference, the form)
 FUSED_MAX_ROWS = 8  # lstm_kernel.cpp's kFusedMaxRows: steps of at most this many rows read the transposed w_hh
-_loaded: bool | None = None  # None until the first use tries to load (or build) the kernel
-
-
-def build_directory() -> Path:
-    """Where the compiled kernel is cached: one folder per torch version, Python version and CPU (it is compiled
-    for the CPU it runs on, -march=native)."""
-    root = Path(os.environ.get("NER_CACHE_DIR") or Path.home() / ".cache" / "ner")
-    version = f"torch{torch.__version__}-py{sys.version_info[0]}{sys.version_info[1]}-{platform.machine()}"
-    return root / "lstm_kernel" / f"{version}-{_cpu_signature()}".replace("+", "_")
-
-
-def _cpu_signature() -> str:
-    """A short hash of the CPU's model and feature flags (Linux), or of the platform elsewhere."""
-    try:
-        lines = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace").splitlines()
-        text = "".join(line for line in lines if line.startswith(("model name", "flags")))
-    except OSError:
-        text = platform.platform()
-    return hashlib.sha256(text.encode()).hexdigest()[:8]
-
-
-def build(verbose: bool = False) -> None:
-    """Compile the kernel if its cached build is missing or stale, and load it (raises if either fails)."""
-    directory = build_directory()
-    library, stamp = directory / "ner_lstm_kernel.so", directory / "source.sha256"
-    if library.exists() and stamp.exists() and stamp.read_text(encoding="utf-8") == _source_hash():
-        torch.ops.load_library(str(library))  # built from this very source: no need to ask ninja (~0.5 s)
-        return
-    from torch.utils import cpp_extension  # imported here: it pulls in setuptools
-
-    directory.mkdir(parents=True, exist_ok=True)
-    if not library.exists():
-        _log.info("compiling the LSTM kernel into %s (once, about a minute)", directory)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # e.g. cpp_extension's note on the compiler's ABI
-        cpp_extension.load(
-            name="ner_lstm_kernel",
-            sources=[str(SOURCE)],
-            extra_cflags=list(_CFLAGS),
-            extra_ldflags=list(_LDFLAGS),
-            build_directory=str(directory),
-            is_python_module=False,
-            verbose=verbose,
-        )  # copies: load() appends to the lists it is given
-    partial = stamp.with_name(f"{stamp.name}.{os.getpid()}.tmp")
-    partial.write_text(_source_hash(), encoding="utf-8")
-    partial.replace(stamp)
-
-
-def _source_hash() -> str:
-    """What a build is made of: the source and the flags."""
-    code = b"".join(path.read_bytes() for path in [SOURCE, *HEADERS])
-    return hashlib.sha256(code + " ".join(_CFLAGS + _LDFLAGS).encode()).hexdigest()
-
-
-def available() -> bool:
-    """Whether the kernel is loaded, loading or building it on the first call; False wherever that fails."""
-    global _loaded
-    if _loaded is None:
-        _loaded = False
-        if os.environ.get("NER_LSTM_KERNEL", "1") != "0":
-            try:
-                build()
-                _loaded = True
-            except Exception:  # no compiler, no ninja, a failed build: the PyTorch path
-                pass
-    return _loaded
 
 
 def supports(spec: Spec, like: Tensor) -> bool:
@@ -235,15 +153,3 @@ class KernelRecurrence(torch.autograd.Function):
             d_w_hr = weight_gradient(d_h_raw, m)  # (D, R, H)
         d_x, d_w_ih, d_bias = input_gradients(d_gx, x, w_ih, ctx.needs_input_grad[2], ctx.has_bias)
         return None, None, d_x, d_w_ih, d_bias, d_h0, d_c0, d_w_hh, d_w_hr
-
-
-def main() -> None:
-    """Build the kernel ahead of use (``make setup``): prints where and how long, or why not (exit 0 either way)."""
-    start = time.perf_counter()
-    try:
-        build()
-    except Exception as error:  # reported: the PyTorch path will be used
-        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        print(f"LSTM kernel not built ({first_line}); the PyTorch path will be used")
-        return
-    print(f"LSTM kernel ready in {build_directory()} ({time.perf_counter() - start:.1f} s)")
