@@ -160,7 +160,7 @@ def _add_precision(sub: argparse.ArgumentParser) -> None:
         "--precision",
         choices=["float32", "bf16"],
         default="float32",
-        help="bf16: the BiLSTM's recurrent products in bfloat16 with float32 sums on CPUs that have them "
+        help="bf16: the BiLSTM's products in bfloat16 with float32 sums on CPUs that have them "
         "(AVX512-BF16), float32 elsewhere; faster, F1 unchanged on CoNLL-2003 (BENCHMARKS.md)",
     )
 

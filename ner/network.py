@@ -172,9 +172,9 @@ class TaggerModel(nn.Module):
         return hidden if elmo_output is None else torch.cat([hidden, elmo_output], dim=-1)  # (B, T, S)
 
     def set_inference_precision(self, precision: str) -> None:
-        """``float32`` (the default) or ``bf16``: the BiLSTM's recurrent products at inference in bfloat16 with
-        float32 sums, where the CPU has such products natively (AVX512-BF16: ``ner.nn.lstm_kernel.native_bf16``),
-        float32 elsewhere. Raises NerError for another value."""
+        """``float32`` (the default) or ``bf16``: the BiLSTM's products at inference (its input projection and
+        recurrence) in bfloat16 with float32 sums, where the CPU has such products natively (AVX512-BF16:
+        ``ner.nn.lstm_kernel.native_bf16``), float32 elsewhere. Raises NerError for another value."""
         if precision not in INFERENCE_PRECISIONS:
             raise NerError(f"precision: expected one of {', '.join(INFERENCE_PRECISIONS)}, got {precision!r}")
         self.encoder.bf16_products = precision == "bf16"

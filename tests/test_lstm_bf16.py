@@ -64,6 +64,26 @@ def test_bf16_products_are_the_rounded_operands_summed_in_float32() -> None:
     assert (low - exact).abs().max() > 1e-4  # the rounding shows: the products were not float32
 
 
+@needs_native
+def test_bf16_input_projection_is_the_rounded_operands_summed_in_float32() -> None:
+    """input_projection (I = 3, odd: the last pair padded with a zero) against float64 sums of the rounded x and
+    w_ih, plus the bias; the float32 projection differs by the rounding."""
+    module, _, _ = module_and_input()
+    x = torch.randn(37, 3)
+    with torch.no_grad():
+        exact = module.input_projection(x)
+        module.bf16_products = True
+        weights = module._layer_weights(0)
+        bias = weights.bias.clone()
+        assert module.input_projection(x[:1]).shape == (2, 1, 32)  # one row: the bias must stay as it was
+        low = module.input_projection(x)
+    assert torch.equal(weights.bias, bias)
+    expected = torch.einsum("vi,dgi->dvg", bf16(x), bf16(weights.w_ih)) + weights.bias.double()[:, None]
+    assert low.shape == exact.shape == (2, 37, 32)
+    assert_all_close([low], [expected.float()], 1e-6)
+    assert (low - exact).abs().max() > 1e-4
+
+
 def test_float32_where_bf16_products_do_not_apply(monkeypatch: pytest.MonkeyPatch) -> None:
     """Training, float64, a CPU without the products: bf16_products changes nothing, exactly."""
     module, x, mask = module_and_input()

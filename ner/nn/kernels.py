@@ -97,8 +97,6 @@ def available() -> bool:
     return _loaded
 
 
-
-
 def main() -> None:
     """Build the kernels ahead of use (``make setup``): prints where and how long, or why not (exit 0 either way)."""
     start = time.perf_counter()

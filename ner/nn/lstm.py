@@ -36,7 +36,7 @@ from torch import Tensor, nn
 from ner.nn import lstm_kernel
 from ner.nn.dropout import dropout
 from ner.nn.lstm_checks import check_initial_state, check_inputs, check_options, sequence_lengths
-from ner.nn.lstm_kernel import KernelRecurrence, kernel_steps
+from ner.nn.lstm_kernel import KernelRecurrence, bf16_input_projection, kernel_steps
 from ner.nn.lstm_weights import LayerWeights, layer_weights
 from ner.nn.packing import Plan, gather_rows, make_plan, reverse_padded
 from ner.nn.products import matmul_nt
@@ -83,8 +83,9 @@ class _RNNBase(nn.Module):
         self.layer_norm, self.forget_bias = layer_norm, forget_bias
         self.spec = Spec(variant, hidden_size, proj_size, cell_clip, proj_clip, layer_norm)
         self._inference_weights: dict[int, tuple[tuple, LayerWeights]] = {}  # see _layer_weights
-        # Inference on CPU: the plain LSTM cell's recurrent products in bfloat16 with float32 sums, where the C++
-        # kernel has them natively (lstm_kernel.kernel_steps); training, other cells and devices ignore it.
+        # Inference on CPU: the plain LSTM cell's recurrent products and the input projection (input_projection)
+        # in bfloat16 with float32 sums, where the C++ kernel has them natively (lstm_kernel); training, other
+        # cells and devices ignore it.
         self.bf16_products = False
         gate_size = self.spec.gates * hidden_size
         recurrent = proj_size or hidden_size
@@ -186,6 +187,8 @@ class _RNNBase(nn.Module):
         if x.dim() != 2 or x.shape[-1] != self.input_size:
             raise ValueError(f"x: expected shape (rows, {self.input_size}), got {tuple(x.shape)}")
         weights = self._layer_weights(0)
+        if self.bf16_products and (low := bf16_input_projection(x, weights.w_ih, weights.bias)) is not None:
+            return low
         return matmul_nt(x.expand(self.directions, -1, -1), weights.w_ih, weights.bias, packed_rows=True)
 
     def forward(

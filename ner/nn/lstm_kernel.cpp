@@ -151,19 +151,47 @@ void forward_step(Tensor& act, Tensor& c_state, Tensor& m_out, int64_t m_offset,
   }
 }
 
-// gx_rows (bs, G) float32 += h_prev (bs, R) w^T in bfloat16 products with float32 sums (lstm_bf16.h), w_pairs
-// (P, G, 2) one direction's prepared recurrent weight, h_pairs a (B, P) scratch; column blocks split across threads.
-void bf16_step(const Tensor& gx_rows, const Tensor& h_prev, const Tensor& w_pairs, Tensor& h_pairs) {
+// rows (bs, G) float32 += h_pairs (bs, P) w_pairs (P, G) in bfloat16 products with float32 sums (lstm_bf16.h):
+// w_pairs one direction's prepared weight (P, G, 2); column blocks split across threads.
+void bf16_add_product(const Tensor& rows, const int32_t* h_pairs, const Tensor& w_pairs) {
 #ifdef NER_LSTM_BF16
-  const int64_t bs = gx_rows.size(0), pairs = w_pairs.size(0), columns = w_pairs.size(1);
-  auto* h = reinterpret_cast<uint32_t*>(h_pairs.data_ptr<int32_t>());
+  const int64_t bs = rows.size(0), pairs = w_pairs.size(0), columns = w_pairs.size(1);
+  const auto* h = reinterpret_cast<const uint32_t*>(h_pairs);
   const auto* w = reinterpret_cast<const uint32_t*>(w_pairs.data_ptr<at::BFloat16>());
-  bf16_pairs(h_prev.data_ptr<float>(), bs, h_prev.size(1), pairs, h);
-  float* g = gx_rows.data_ptr<float>();
+  float* out = rows.data_ptr<float>();
   at::parallel_for(0, columns / kBf16Lanes, kBf16Vectors, [&](int64_t begin, int64_t end) {
-    bf16_product(g, h, w, bs, pairs, columns, begin, end);
+    bf16_product(out, h, w, bs, pairs, columns, begin, end);
   });
 #endif
+}
+
+// Rows of x (n, I) float32 as bfloat16 pairs into scratch (at least n, P) int32.
+void to_bf16_pairs(const Tensor& x, int64_t pairs, Tensor& scratch) {
+#ifdef NER_LSTM_BF16
+  bf16_pairs(x.data_ptr<float>(), x.size(0), x.size(1), pairs, reinterpret_cast<uint32_t*>(scratch.data_ptr<int32_t>()));
+#endif
+}
+
+void check_pairs(const Tensor& w_pairs, int64_t directions, int64_t inputs) {
+  TORCH_CHECK(kNativeBf16, "w_pairs: bfloat16 products need a build for a CPU with AVX512-BF16");
+  TORCH_CHECK(w_pairs.scalar_type() == at::kBFloat16 && w_pairs.is_contiguous() && w_pairs.dim() == 4 &&
+                  w_pairs.size(0) == directions && w_pairs.size(1) == (inputs + 1) / 2 && w_pairs.size(2) % 16 == 0 &&
+                  w_pairs.size(3) == 2,
+              "w_pairs: expected contiguous bfloat16 (D, ceil(I / 2), G, 2), G a multiple of 16");
+}
+
+// bf16_linear(x, w_pairs, bias) -> (D, V, G): x (V, I) float32 times each direction's weight, prepared as bfloat16
+// pairs (D, ceil(I / 2), G, 2), in bfloat16 products with float32 sums, plus bias (D, G) float32 if given.
+Tensor bf16_linear(const Tensor& x, const Tensor& w_pairs, const std::optional<Tensor>& bias) {
+  TORCH_CHECK(x.dim() == 2 && x.scalar_type() == at::kFloat && x.is_contiguous(), "x: expected contiguous float32 (V, I)");
+  const int64_t directions = w_pairs.size(0), rows = x.size(0), columns = w_pairs.size(2);
+  check_pairs(w_pairs, directions, x.size(1));
+  Tensor out = at::zeros({directions, rows, columns}, x.options());  // a new tensor, even for one row
+  if (bias.has_value()) out.copy_(bias->unsqueeze(1));
+  Tensor x_pairs = at::empty({rows, w_pairs.size(1)}, x.options().dtype(at::kInt));
+  to_bf16_pairs(x, w_pairs.size(1), x_pairs);
+  for (int64_t d = 0; d < directions; ++d) bf16_add_product(out.select(0, d), x_pairs.data_ptr<int32_t>(), w_pairs.select(0, d));
+  return out;
 }
 
 // forward(gx, h0, c0, w_hh, w_hh_t, w_hr, batch_sizes, cell_clip, proj_clip, keep) -> [out, c_n, (act, c_raw,
@@ -199,13 +227,9 @@ std::vector<Tensor> lstm_forward(Tensor gx, const Tensor& h0, const Tensor& c0, 
   const bool zero_h0 = !h0c.any().item<bool>();
   Tensor h_pairs;  // (B, P) the step's previous states as bfloat16 pairs, for bf16 products
   if (w_pairs.has_value()) {
-    TORCH_CHECK(kNativeBf16, "w_pairs: bfloat16 products need a build for a CPU with AVX512-BF16");
-    TORCH_CHECK(gx.scalar_type() == at::kFloat && !keep && !projected && hidden % 4 == 0,
-                "w_pairs: bfloat16 products are for float32 inference without a projection, 4H a multiple of 16");
-    TORCH_CHECK(w_pairs->scalar_type() == at::kBFloat16 && w_pairs->is_contiguous() && w_pairs->dim() == 4 &&
-                    w_pairs->size(0) == directions && w_pairs->size(1) == (recurrent + 1) / 2 &&
-                    w_pairs->size(2) == 4 * hidden && w_pairs->size(3) == 2,
-                "w_pairs: expected contiguous bfloat16 (D, ceil(R / 2), 4H, 2)");
+    TORCH_CHECK(gx.scalar_type() == at::kFloat && !keep && !projected && w_pairs->size(2) == 4 * hidden,
+                "w_pairs: bfloat16 products are for float32 inference without a projection, (D, P, 4H, 2)");
+    check_pairs(*w_pairs, directions, recurrent);
     h_pairs = at::empty({batch, w_pairs->size(1)}, gx.options().dtype(at::kInt));
   }
   // Direction by direction (they are independent), so that one direction's weights stay in cache over its steps.
@@ -225,7 +249,8 @@ std::vector<Tensor> lstm_forward(Tensor gx, const Tensor& h0, const Tensor& c0, 
         if (product && !fused) {
           Tensor h_prev = t == 0 ? h0c.select(0, d).narrow(0, 0, bs) : rows(out, d, previous, bs);  // (bs, R)
           if (w_pairs.has_value()) {
-            bf16_step(rows(gx, d, offset, bs), h_prev, w_pairs->select(0, d), h_pairs);
+            to_bf16_pairs(h_prev, w_pairs->size(1), h_pairs);
+            bf16_add_product(rows(gx, d, offset, bs), h_pairs.data_ptr<int32_t>(), w_pairs->select(0, d));
           } else {
             rows(gx, d, offset, bs).addmm_(h_prev, w_hh.select(0, d).t());
           }
@@ -356,6 +381,7 @@ TORCH_LIBRARY(ner_lstm, m) {
         "float? cell_clip, float? proj_clip, bool keep, Tensor? w_pairs=None) -> Tensor[]",
         &lstm_forward);
   m.def("native_bf16() -> bool", [] { return kNativeBf16; });
+  m.def("bf16_linear(Tensor x, Tensor w_pairs, Tensor? bias) -> Tensor", &bf16_linear);
   m.def("backward(Tensor d_out, Tensor? d_c_n, Tensor h0, Tensor c0, Tensor out, Tensor act, Tensor c_raw, "
         "Tensor tanh_c, Tensor? h_raw, Tensor w_hh, Tensor? w_hr, int[] batch_sizes, float? cell_clip, "
         "float? proj_clip) -> Tensor[]",

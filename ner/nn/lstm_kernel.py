@@ -48,16 +48,26 @@ def native_bf16() -> bool:
     return available() and bool(torch.ops.ner_lstm.native_bf16())
 
 
+def bf16_input_projection(x: Tensor, w_ih: Tensor, bias: Tensor | None) -> Tensor | None:
+    """x (V, I) w_ih (D, G, I)^T + bias (D, G) as (D, V, G), in bfloat16 products with float32 sums; None where
+    those do not apply (no native products, not float32 on CPU, G not a multiple of 16, a gradient wanted)."""
+    if torch.is_grad_enabled() or x.dtype != torch.float32 or x.device.type != "cpu" or w_ih.shape[1] % 16:
+        return None
+    if not native_bf16():
+        return None
+    return torch.ops.ner_lstm.bf16_linear(x.contiguous(), _derived_form(w_ih, _bf16_pairs), bias)
+
+
 def _transposed(w_hh: Tensor) -> Tensor:
     """w_hh (D, 4H, R) transposed and contiguous (D, R, 4H), as the fused steps read it."""
     return w_hh.transpose(1, 2).contiguous()
 
 
-def _bf16_pairs(w_hh: Tensor) -> Tensor:
-    """w_hh (D, 4H, R) as bfloat16 pairs of inputs (D, ceil(R / 2), 4H, 2), as ``lstm_bf16.h`` reads it."""
-    directions, gates, recurrent = w_hh.shape
-    pairs = (recurrent + 1) // 2
-    padded = torch.nn.functional.pad(w_hh, (0, 2 * pairs - recurrent))  # (D, 4H, 2P)
+def _bf16_pairs(weight: Tensor) -> Tensor:
+    """A weight (D, G, I) as bfloat16 pairs of inputs (D, ceil(I / 2), G, 2), as ``lstm_bf16.h`` reads it."""
+    directions, gates, inputs = weight.shape
+    pairs = (inputs + 1) // 2
+    padded = torch.nn.functional.pad(weight, (0, 2 * pairs - inputs))  # (D, G, 2P)
     return padded.reshape(directions, gates, pairs, 2).transpose(1, 2).contiguous().to(torch.bfloat16)
 
 
