@@ -16,6 +16,20 @@ import torch
 from torch import Tensor
 
 
+def clip_gradients(parameters: Iterable[Tensor], max_norm: float) -> None:
+    """``torch.nn.utils.clip_grad_norm_``, with its numbers, without its multiplication of every gradient by 1
+    when their norm is within ``max_norm``: on CPU that pass over the gradients (the word embeddings' whole table
+    included) is 5 % of a CoNLL-2003 step, and checking costs no device sync; elsewhere torch's own."""
+    parameters = list(parameters)
+    grads = [p.grad for p in parameters if p.grad is not None]
+    if not grads or any(grad.device.type != "cpu" for grad in grads):
+        torch.nn.utils.clip_grad_norm_(parameters, max_norm)
+        return
+    total = torch.nn.utils.get_total_norm(grads)
+    if not float(max_norm / (total + 1e-6)) >= 1.0:  # torch's factor, min(that, 1): 1 multiplies by 1; NaN clips
+        torch.nn.utils.clip_grads_with_norm_(parameters, max_norm, total)
+
+
 class Optimizer:
     """One group of parameters, its hyper-parameters (``param_groups[0]``, ``lr`` may be changed between steps)
     and per-parameter state.

@@ -54,7 +54,7 @@ from ner.log import log, setup_logging
 from ner.memory import release_free_memory
 from ner.model import Tagger
 from ner.nn.lstm import LSTM
-from ner.optim import SGD, Adam, Optimizer
+from ner.optim import SGD, Adam, Optimizer, clip_gradients
 from ner.tagger_files import CONFIG_FILE
 from ner.yaml_config import read_yaml
 
@@ -287,7 +287,7 @@ def train_epoch(
                 size = shares.size
         loss.backward()
         if opts.grad_clip:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), opts.grad_clip)
+            clip_gradients(model.parameters(), opts.grad_clip)
         optimizer.step()
         # stays a tensor: no host sync per step; a rank's weighted loss times size / world is its sentences' sum
         total_loss += loss.detach() * (size if shares is None else size / shares.context.world_size)

@@ -1,8 +1,9 @@
 """ner.optim against torch.optim: the same weights after every step, torch's state dicts resumed exactly,
-clear errors on a state dict of other parameters, and no torch._dynamo import."""
+clear errors on a state dict of other parameters, no torch._dynamo import; gradient clipping as torch clips."""
 
 from __future__ import annotations
 
+import math
 import subprocess
 import sys
 from collections.abc import Callable
@@ -147,3 +148,24 @@ def test_moving_average_resumes_exactly_and_bad_averages_are_refused() -> None:
     wrong = {**saved, "averages": [mean.reshape(-1) for mean in saved["averages"]]}
     with pytest.raises(ValueError, match="moving averages: not of the parameters' shapes"):
         optim.SGD(make_params(), lr=0.05, momentum=0.9, average=0.99).load_state_dict(wrong)
+
+
+@pytest.mark.parametrize("scale", [1e-3, 1.0, 1e3, math.inf, math.nan], ids=["within", "near", "above", "inf", "nan"])
+def test_clip_gradients_equals_torch(scale: float) -> None:
+    """Gradients of several shapes (one missing) clipped to norm 5: bit for bit torch's clip_grad_norm_, whether
+    the norm is within the bound (torch multiplies by 1), above it, or not finite."""
+    generator = torch.Generator().manual_seed(0)
+    shapes = [(7, 3), (11,), (2, 2, 2)]
+    grads = [torch.randn(shape, generator=generator) * scale for shape in shapes]
+    if not math.isfinite(scale):
+        grads[0] = torch.randn(shapes[0], generator=generator)
+        grads[1][3] = scale
+    ours = [torch.zeros(shape, requires_grad=True) for shape in shapes] + [torch.zeros(2, requires_grad=True)]
+    theirs = [torch.zeros(shape, requires_grad=True) for shape in shapes] + [torch.zeros(2, requires_grad=True)]
+    for a, b, grad in zip(ours, theirs, grads):
+        a.grad, b.grad = grad.clone(), grad.clone()
+    optim.clip_gradients(ours, 5.0)
+    torch.nn.utils.clip_grad_norm_(theirs, 5.0)
+    for a, b in zip(ours[:3], theirs[:3]):
+        torch.testing.assert_close(a.grad, b.grad, rtol=0, atol=0, equal_nan=True)
+    assert ours[3].grad is None
