@@ -46,9 +46,26 @@ def cnn() -> CharCNN:
     return CharCNN(20, 3, [(1, 2), (2, 3), (4, 2)], activation="tanh", highway_layers=2, projection_dim=5).double()
 
 
-def test_matches_reference(cnn: CharCNN) -> None:
+@pytest.mark.parametrize("grad", [True, False], ids=["training", "inference"])
+@pytest.mark.parametrize("boundary_windows", [False, True], ids=["own-chars", "boundary-windows"])
+def test_matches_reference(grad: bool, boundary_windows: bool) -> None:
+    """Both ways of pooling (with autograd; without: in place, amax) give the loops' numbers."""
+    torch.manual_seed(0)
+    cnn = CharCNN(
+        20,
+        3,
+        [(1, 2), (2, 3), (4, 2)],
+        activation="tanh",
+        highway_layers=2,
+        projection_dim=5,
+        boundary_windows=boundary_windows,
+    ).double()
     ids = torch.randint(0, 20, (6, 9))
-    np.testing.assert_allclose(cnn(ids).detach().numpy(), _reference_cnn(cnn, ids.numpy()), rtol=1e-10, atol=1e-12)
+    ids[1, 5:] = 0  # shorter words: windows past them left out
+    ids[2, 2:] = 0
+    with torch.set_grad_enabled(grad):
+        out = cnn(ids)
+    np.testing.assert_allclose(out.detach().numpy(), _reference_cnn(cnn, ids.numpy()), rtol=1e-10, atol=1e-12)
 
 
 def test_words_shorter_than_the_widest_filter_are_padded(cnn: CharCNN) -> None:

@@ -97,12 +97,16 @@ class CharCNN(nn.Module):
         read = ((ids != 0) * (positions[: ids.size(1)] + 1)).amax(dim=1)  # (tokens,)
         read = read.clamp(min=1 if self.boundary_windows else self.max_width)
         activation = _ACTIVATIONS[self.activation]
+        inference = not torch.is_grad_enabled()  # in place, and amax (no indices; ties would share its gradient)
         features = []
         for (width, _), conv in zip(self.filters, self.convs):
             windows = conv(chars)  # (tokens, num, chars -/+ (width - 1)): window j starts at j (- (width - 1))
             inside = read + width - 1 if self.boundary_windows else read - width + 1  # (tokens,) windows to read
             outside = positions[: windows.size(-1)] >= inside[:, None]  # (tokens, windows) past the token
-            features.append(activation(windows.masked_fill(outside[:, None], -math.inf).max(dim=-1).values))
+            if inference:
+                features.append(activation(windows.masked_fill_(outside[:, None], -math.inf).amax(dim=-1)))
+            else:
+                features.append(activation(windows.masked_fill(outside[:, None], -math.inf).max(dim=-1).values))
         x = torch.cat(features, dim=-1)  # (tokens, num_filters)
         if self.highway is not None:
             x = self.highway(x)

@@ -23,6 +23,6 @@ def others_from_sums(flat: torch.Tensor, ids: torch.Tensor, sums: torch.Tensor, 
     (G,) of whole groups, which may hold tokens outside ``flat`` (inference sums a corpus, then goes batch by
     batch: the same numbers, without the corpus-sized temporaries)."""
     counts = sizes[ids]  # (N,) the size of each token's group
-    context = (sums[ids] - flat) / (counts - 1).clamp(min=1)[:, None]  # (N, C)
+    context = sums[ids].sub_(flat).div_((counts - 1).clamp(min=1)[:, None])  # (N, C), in place: one temporary
     alone = (counts == 1) | (ids == 0)  # (N,)
-    return context.masked_fill(alone[:, None], 0.0)  # (N, C)
+    return context.masked_fill_(alone[:, None], 0.0)  # (N, C)
