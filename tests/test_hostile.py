@@ -521,6 +521,13 @@ def test_predict_takes_empty_tokens(sample: Path) -> None:
     assert tagger.predict_spans([["", ""]]) == [[]]
     with pytest.raises(TypeError, match="^sentence 0: expected tokens as strings, got int 1$"):
         tagger.predict([[1]])
+    with pytest.raises(TypeError, match="^sentence 1: expected tokens as strings, got NoneType None$"):
+        tagger.predict([["EU"], ["rejects", None]])
+
+    class Word(str):
+        pass
+
+    assert tagger.predict([[Word("EU")]]) == tagger.predict([["EU"]])  # a str subclass is a string
 
 
 # ---------------------------------------------------------------------------------------------------------------
