@@ -33,10 +33,8 @@ def checked_sentences(sentences: Sequence[Sequence[str]]) -> list[list[str]]:
         raise TypeError("expected a list of token lists, e.g. [['EU', 'rejects', 'German', 'call']]")
     checked = [list(s) for s in sentences]
     if not set(map(type, chain.from_iterable(checked))) <= {str}:  # checked in C; str subclasses take the loop
-        for number, tokens in enumerate(checked):
-            odd = next((token for token in tokens if not isinstance(token, str)), None)
-            if odd is not None:
-                raise TypeError(f"sentence {number}: expected tokens as strings, got {type(odd).__name__} {odd!r}")
+        for number, odd in ((n, t) for n, tokens in enumerate(checked) for t in tokens if not isinstance(t, str)):
+            raise TypeError(f"sentence {number}: expected tokens as strings, got {type(odd).__name__} {odd!r}")
     return checked
 
 
