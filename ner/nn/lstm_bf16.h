@@ -17,8 +17,8 @@
 #define NER_LSTM_BF16 1
 constexpr bool kNativeBf16 = true;
 constexpr int64_t kBf16Lanes = 16;  // float32 columns per vector
-constexpr int64_t kBf16Rows = 4;  // rows per register block
-constexpr int64_t kBf16Vectors = 4;  // column vectors per register block: 4 x 4 sums in registers
+constexpr int64_t kBf16Rows = 6;  // rows per register block
+constexpr int64_t kBf16Vectors = 4;  // column vectors per register block: 6 x 4 sums in registers
 
 // Rows of h (rows, width) float32 as bfloat16 pairs, out (rows, pairs) of 32 bits, the odd input's partner zero.
 inline void bf16_pairs(const float* __restrict h, int64_t rows, int64_t width, int64_t pairs, uint32_t* __restrict out) {
@@ -65,6 +65,8 @@ template <int kVectors>
 inline void bf16_rows(int64_t rows, float* gx, int64_t gx_stride, const uint32_t* h_pairs, int64_t pairs,
                       const uint32_t* w_pairs, int64_t columns) {
   switch (rows) {
+    case 6: return bf16_block<6, kVectors>(gx, gx_stride, h_pairs, pairs, w_pairs, columns);
+    case 5: return bf16_block<5, kVectors>(gx, gx_stride, h_pairs, pairs, w_pairs, columns);
     case 4: return bf16_block<4, kVectors>(gx, gx_stride, h_pairs, pairs, w_pairs, columns);
     case 3: return bf16_block<3, kVectors>(gx, gx_stride, h_pairs, pairs, w_pairs, columns);
     case 2: return bf16_block<2, kVectors>(gx, gx_stride, h_pairs, pairs, w_pairs, columns);
