@@ -194,7 +194,7 @@ def _evaluate(args: argparse.Namespace) -> None:
 
 def _tag(args: argparse.Namespace) -> None:
     from ner.model import Tagger
-    from ner.tagging import tag_files
+    from ner.tagging import freeze_long_lived, tag_files
 
     if args.batch_size < 1:
         raise NerError(f"--batch-size: expected an integer >= 1, got {args.batch_size}")
@@ -213,6 +213,7 @@ def _tag(args: argparse.Namespace) -> None:
         tagger = OnnxTagger.load(args.run_dir, threads=1 if args.workers > 1 else None)
     else:
         tagger = Tagger.load(args.run_dir, precision=args.precision)
+    freeze_long_lived()
     tag_files(
         tagger,
         args.inputs,
