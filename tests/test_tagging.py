@@ -174,7 +174,7 @@ def test_cli_exits_2_on_a_binary_file(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
 ) -> None:
     fake_model = types.ModuleType("ner.model")
-    fake_model.Tagger = types.SimpleNamespace(load=lambda run_dir: CapitalisedTagger())
+    fake_model.Tagger = types.SimpleNamespace(load=lambda run_dir, precision: CapitalisedTagger())
     monkeypatch.setitem(sys.modules, "ner.model", fake_model)
     (tmp_path / "image.png").write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00")
     assert main(["tag", str(tmp_path), str(tmp_path / "image.png")]) == 2
