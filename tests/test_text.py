@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
+from segtok.segmenter import split_single
 
 from ner.data.text import (
     _CHAR_MAP,
     _LINE_BREAK,
+    _SENTENCE_END,
     _TOKEN_FORMS,
     MAX_TOKENS,
     Token,
     _segtok_spans,
-    _token_spans,
+    _tokens,
     cut_point,
     split_sentences,
     tokenize,
@@ -192,7 +194,49 @@ def test_offsets_property(text: str) -> None:
 @given(st.lists(PIECES, max_size=60).map("".join))
 def test_cached_word_tokenizer_equals_segtok_on_the_whole_sentence(text: str) -> None:
     sentence = _LINE_BREAK.sub(" ", text).translate(_CHAR_MAP)
-    assert _token_spans(sentence) == _segtok_spans(sentence)
+    assert _tokens(sentence, 7) == segtok_tokens(sentence, 7)
+
+
+def segtok_tokens(sentence: str, offset: int) -> list[Token]:
+    """Tokens from segtok on the whole sentence, without the caches."""
+    tokens = []
+    for start, end in _segtok_spans(sentence):
+        form = sentence[start:end]
+        tokens.append(Token(_TOKEN_FORMS.get(form, form), offset + start, offset + end))
+    return tokens
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(PIECES, max_size=60).map("".join))
+@example('  He said "we won.")')
+@example("\u00a0Mr.\u2019s U.S.A.\u201d)\u3002")
+@example('He won.") They lost.')
+@example("He won\u3002 They lost\u3002")
+def test_text_without_sentence_end_candidate_is_one_sentence(text: str) -> None:
+    """Where ``_SENTENCE_END`` finds nothing, segtok's ``split_single`` only strips the (normalised) text."""
+    normalised = _LINE_BREAK.sub(" ", text).translate(_CHAR_MAP)
+    if _SENTENCE_END.search(normalised) is None:
+        assert split_single(normalised) == [normalised.strip()]
+
+
+@pytest.mark.parametrize(
+    ("sentence", "expected"),
+    [
+        # The last word has no token that segtok's sentence-end rule splits: the rule splits "Jr." before it.
+        ("Smith Jr. '", ["Smith", "Jr", ".", "'"]),
+        ('Smith Jr. -"', ["Smith", "Jr", ".", "-", '"']),
+        ("a Jr. (-)", ["a", "Jr", ".", "(", "-", ")"]),
+        ("to the  U.S. --", ["to", "the", "U.S", ".", "--"]),
+        # The rule stops in the last word: "Jr." stays whole.
+        ("Smith Jr. went", ["Smith", "Jr.", "went"]),
+        ("Smith Jr. went.", ["Smith", "Jr.", "went", "."]),
+        (" Smith Jr. a-b-c ", ["Smith", "Jr.", "a-b-c"]),
+    ],
+)
+def test_sentence_end_rule_reaching_before_the_last_word(sentence: str, expected: list[str]) -> None:
+    for _ in range(2):  # with the words cached the second time
+        assert _tokens(sentence, 3) == segtok_tokens(sentence, 3)
+        assert [token.text for token in _tokens(sentence, 3)] == expected
 
 
 _PIECES = st.sampled_from(

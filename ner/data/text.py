@@ -4,7 +4,8 @@ CoNLL-2003 is Penn-Treebank-like: punctuation is split off, "n't" and "'s" are s
 and abbreviations ("U.S.", "AL-AIN") stay whole and both kinds of double quote are written `"`. Sentence splitting
 is segtok's ``split_single`` and word splitting its ``word_tokenizer`` with contraction and possessive splitting,
 adapted where CoNLL-2003 differs (``_conll_pieces``, ``_joins``, ``_INITIALS_END``); ``bench/tokenizer_agreement.py``
-measures the result. Words are tokenized once and cached (``_token_spans``), which doubles the speed.
+measures the result. Words are tokenized once and cached (``_tokens``), and text without a possible sentence end
+skips its sentence splitter (``_SENTENCE_END``).
 
 Every token carries ``(start, end)`` with ``text[start:end]`` its surface string in the original text, and
 ``Token.text``, the normalised form given to the model (curly quotes and apostrophes made ASCII, ``` `` ``` and
@@ -18,12 +19,13 @@ tokens (at whitespace where possible) and tokens into pieces of at most ``max_to
 
 from __future__ import annotations
 
+import functools
 import re
 import unicodedata
 from typing import NamedTuple
 
 import regex
-from segtok.segmenter import split_single
+from segtok.segmenter import SENTENCE_TERMINALS, split_single
 from segtok.tokenizer import split_contractions, split_possessive_markers, word_tokenizer
 
 MAX_TOKENS = 200
@@ -136,35 +138,49 @@ def _segtok_spans(sentence: str) -> list[tuple[int, int]]:
     return spans
 
 
-_WORD = re.compile(r"[^ ]+")
-_WORD_CACHE: dict[str, list[tuple[int, int]]] = {}
-_WORD_CACHE_SIZE = 100_000
-_TAIL_WORDS = 3
-"""segtok's sentence-end rules look at the last three tokens; the words that can hold them are tokenized in place."""
+_Pieces = tuple[tuple[str, int, int], ...]
+"""(form, start, end) of each token of a word, offsets counted from the start of the word."""
+
+_CACHE_SIZE = 100_000
+_WORD_CACHE: dict[str, _Pieces] = {}
+"""Tokens of words that do not end their sentence."""
+_LAST_WORD_CACHE: dict[str, _Pieces | None] = {}
+"""Tokens of words that end their sentence, or None where they depend on the words before them."""
+_new_token = tuple.__new__
+"""``_new_token(Token, (text, start, end))`` is ``Token(text, start, end)`` without a Python-level call."""
 
 
-def _token_spans(sentence: str) -> list[tuple[int, int]]:
-    """(start, end) of each token of one normalised sentence (its only whitespace is " "), left to right.
+def _pieces(text: str, spans: list[tuple[int, int]], shift: int = 0) -> _Pieces:
+    """(form, start - shift, end - shift) for each (start, end) in ``spans`` of ``text``."""
+    return tuple((_TOKEN_FORMS.get(form := text[start:end], form), start - shift, end - shift) for start, end in spans)
 
-    The same as ``_segtok_spans(sentence)``, faster: segtok's rules see one space-separated word at a time, except
-    the sentence-end rules, so every word but the last few is tokenized once, with an "x" after it to keep those
-    rules away, and cached.
+
+def _word_pieces(word: str) -> _Pieces:
+    """Tokens of a word that does not end its sentence, tokenized once with an "x" after it: segtok's rules see
+    one space-separated word at a time, except the sentence-end rule, which stops at the "x"."""
+    pieces = _WORD_CACHE.get(word)
+    if pieces is None:
+        if len(_WORD_CACHE) >= _CACHE_SIZE:
+            _WORD_CACHE.clear()
+        pieces = _WORD_CACHE[word] = _pieces(word, _segtok_spans(word + " x")[:-1])
+    return pieces
+
+
+def _last_word_pieces(word: str) -> _Pieces | None:
+    """Tokens of a word that ends its sentence, or None where they depend on the words before it.
+
+    segtok's sentence-end rule splits the last of the last three tokens of the sentence (its ``word_tokenizer``
+    pieces) that looks like a word or holds a terminal; if there is none in ``word`` and it has fewer than three,
+    the rule goes on to the words before. The word is tokenized after "x. ", which the rule splits exactly then.
     """
-    words = [match.span() for match in _WORD.finditer(sentence)]
-    if len(words) <= _TAIL_WORDS:
-        return _segtok_spans(sentence)
-    spans: list[tuple[int, int]] = []
-    for start, end in words[:-_TAIL_WORDS]:
-        word = sentence[start:end]
-        pieces = _WORD_CACHE.get(word)
-        if pieces is None:
-            if len(_WORD_CACHE) >= _WORD_CACHE_SIZE:
-                _WORD_CACHE.clear()
-            pieces = _WORD_CACHE[word] = _segtok_spans(word + " x")[:-1]
-        spans.extend([(start + first, start + last) for first, last in pieces])
-    tail = words[-_TAIL_WORDS][0]
-    spans.extend([(tail + first, tail + last) for first, last in _segtok_spans(sentence[tail:])])
-    return spans
+    try:
+        return _LAST_WORD_CACHE[word]
+    except KeyError:
+        if len(_LAST_WORD_CACHE) >= _CACHE_SIZE:
+            _LAST_WORD_CACHE.clear()
+        spans = _segtok_spans("x. " + word)
+        pieces = _LAST_WORD_CACHE[word] = _pieces("x. " + word, spans[1:], 3) if spans[0] == (0, 2) else None
+        return pieces
 
 
 def tokenize(text: str, offset: int = 0) -> list[Token]:
@@ -172,12 +188,32 @@ def tokenize(text: str, offset: int = 0) -> list[Token]:
     return _tokens(text.translate(_CHAR_MAP), offset)
 
 
-def _tokens(normalised: str, offset: int) -> list[Token]:
-    """Tokens of one normalised sentence, with offsets counted from ``offset``."""
-    tokens = []
-    for start, end in _token_spans(normalised):
-        form = normalised[start:end]
-        tokens.append(Token(_TOKEN_FORMS.get(form, form), offset + start, offset + end))
+def _tokens(sentence: str, offset: int) -> list[Token]:
+    """Tokens of one normalised sentence (its only whitespace is " "), with offsets counted from ``offset``.
+
+    Those of ``_segtok_spans(sentence)``, faster: every word is tokenized once and cached, the last one apart
+    (``_last_word_pieces``) or, where its tokens depend on the words before it, with the two words before it.
+    """
+    words = sentence.split(" ")
+    last = len(words) - 1
+    while last >= 0 and not words[last]:
+        last -= 1
+    if last < 0:
+        return []
+    tail = _last_word_pieces(words[last])
+    # Where the last word's tokens depend on the words before it, the last three words are tokenized in place.
+    cut = last if tail is not None else [index for index, word in enumerate(words) if word][-3:][0]
+    tokens: list[Token] = []
+    start = offset
+    for word in words[:cut]:
+        for form, first, end in _word_pieces(word):
+            tokens.append(_new_token(Token, (form, start + first, start + end)))
+        start += len(word) + 1
+    if tail is None:
+        rest = sentence[start - offset :]
+        tail = _pieces(rest, _segtok_spans(rest))
+    for form, first, end in tail:
+        tokens.append(_new_token(Token, (form, start + first, start + end)))
     return tokens
 
 
@@ -193,6 +229,12 @@ def _chunks(text: str, start: int, end: int, max_chars: int) -> list[tuple[int, 
         start = stop
     pieces.append((start, end))
     return pieces
+
+
+@functools.cache
+def _long_word(max_chars: int) -> re.Pattern[str]:
+    """Finds a word of more than ``max_chars`` characters in a normalised text: tokens lie within words."""
+    return re.compile(f"[^ ]{{{max_chars + 1}}}")
 
 
 def _split_long_tokens(tokens: list[Token], source: str, max_token_chars: int) -> list[Token]:
@@ -230,10 +272,16 @@ def _bounded(tokens: list[Token], max_tokens: int) -> list[list[Token]]:
 _INITIALS_END = re.compile(r"(?:^|[\s(])(?:[A-Z]\.)+$")
 """A sentence candidate ending in an initial or a dotted acronym ("M.", "F.A."): segtok splits after these, but
 in news text a name or noun nearly always follows ("M. Waugh", "F.A. Cup")."""
+_SENTENCE_END = re.compile(f"[{re.escape(SENTENCE_TERMINALS)}]['\u2019\"\u201d]?[\\])]* ")
+"""Where ``split_single`` may end a sentence in a normalised text without line breaks: segtok's ``SEGMENTER_REGEX``
+(a terminal, a quote, closing brackets, whitespace, which is only " " there)."""
 
 
 def _sentence_spans(normalised: str) -> list[tuple[int, int]]:
     """(start, end) of each sentence in a normalised text without line breaks."""
+    if _SENTENCE_END.search(normalised) is None:  # split_single only strips the text
+        start = len(normalised) - len(normalised.lstrip())
+        return [(start, len(normalised.rstrip()))] if start < len(normalised) else []
     spans: list[tuple[int, int]] = []
     cursor = 0
     for sentence in split_single(normalised):
@@ -278,11 +326,15 @@ def split_sentences(
         line_end = line_break.start() if line_break else len(text)
         for chunk_start, chunk_end in _chunks(text, line_start, line_end, max_chars):
             normalised = text[chunk_start:chunk_end].translate(_CHAR_MAP)
+            long_words = _long_word(max_token_chars).search(normalised) is not None
             for start, end in _sentence_spans(normalised):
                 tokens = _tokens(normalised[start:end], chunk_start + start)
-                tokens = _split_long_tokens(tokens, text, max_token_chars)
-                if tokens:
+                if long_words:
+                    tokens = _split_long_tokens(tokens, text, max_token_chars)
+                if len(tokens) > max_tokens:
                     sentences.extend(_bounded(tokens, max_tokens))
+                elif tokens:
+                    sentences.append(tokens)
         if line_break:
             line_start = line_break.end()
     return sentences
