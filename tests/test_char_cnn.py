@@ -40,26 +40,25 @@ def _reference_cnn(cnn: CharCNN, ids: np.ndarray) -> np.ndarray:
     return x @ cnn.projection.weight.detach().double().numpy().T + cnn.projection.bias.detach().double().numpy()
 
 
+def make_cnn(boundary_windows: bool = False) -> CharCNN:
+    """Three filters (one of width 1), highway layers and a projection, float64, seeded."""
+    torch.manual_seed(0)
+    filters = [(1, 2), (2, 3), (4, 2)]
+    return CharCNN(
+        20, 3, filters, activation="tanh", highway_layers=2, projection_dim=5, boundary_windows=boundary_windows
+    ).double()
+
+
 @pytest.fixture
 def cnn() -> CharCNN:
-    torch.manual_seed(0)
-    return CharCNN(20, 3, [(1, 2), (2, 3), (4, 2)], activation="tanh", highway_layers=2, projection_dim=5).double()
+    return make_cnn()
 
 
 @pytest.mark.parametrize("grad", [True, False], ids=["training", "inference"])
 @pytest.mark.parametrize("boundary_windows", [False, True], ids=["own-chars", "boundary-windows"])
 def test_matches_reference(grad: bool, boundary_windows: bool) -> None:
     """Both ways of pooling (with autograd; without: in place, amax) give the loops' numbers."""
-    torch.manual_seed(0)
-    cnn = CharCNN(
-        20,
-        3,
-        [(1, 2), (2, 3), (4, 2)],
-        activation="tanh",
-        highway_layers=2,
-        projection_dim=5,
-        boundary_windows=boundary_windows,
-    ).double()
+    cnn = make_cnn(boundary_windows)
     ids = torch.randint(0, 20, (6, 9))
     ids[1, 5:] = 0  # shorter words: windows past them left out
     ids[2, 2:] = 0
@@ -76,16 +75,7 @@ def test_words_shorter_than_the_widest_filter_are_padded(cnn: CharCNN) -> None:
 
 @pytest.mark.parametrize("boundary_windows", [False, True], ids=["own-chars", "boundary-windows"])
 def test_a_token_does_not_depend_on_how_far_its_batch_is_padded(boundary_windows: bool) -> None:
-    torch.manual_seed(0)
-    cnn = CharCNN(
-        20,
-        3,
-        [(1, 2), (2, 3), (4, 2)],
-        activation="tanh",
-        highway_layers=2,
-        projection_dim=5,
-        boundary_windows=boundary_windows,
-    ).double()
+    cnn = make_cnn(boundary_windows)
     ids = torch.tensor([[4, 7, 3, 0, 0, 0], [9, 0, 0, 0, 0, 0], [1, 2, 3, 4, 5, 6]])
     padded = torch.nn.functional.pad(ids, (0, 7))
     torch.testing.assert_close(cnn(padded), cnn(ids))
