@@ -3,8 +3,8 @@
 // Built and loaded by ner/nn/lstm_kernel.py (torch.utils.cpp_extension, cached); the ops are registered as
 // torch.ops.ner_lstm.forward / torch.ops.ner_lstm.backward. The numbers are those of the PyTorch path
 // (ner/nn/recurrence.py, ner/nn/recurrence_backward.py) for the plain LSTM cell (gates i, f, g, o as torch),
-// with optional cell clipping and a projection with optional clipping. It runs direction by direction, so that
-// one direction's recurrent weight stays in cache over its steps. A step of many rows takes its product with an
+// with optional cell clipping and a projection with optional clipping. It runs direction by direction (side by side
+// on two threads where it has them), so that one direction's recurrent weight stays in cache over its steps. A step of many rows takes its product with an
 // ATen matmul (MKL), then one pass of gate arithmetic over its rows, split across threads; a step of few rows
 // (kFusedMaxRows: batch-1 inference, the last steps of long sentences) takes its products in that same pass,
 // per block of hidden units, the sums kept in registers. The backward takes ATen matmuls at every step.
@@ -18,6 +18,7 @@
 
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
+#include <ATen/ThreadLocalState.h>
 #include <torch/library.h>
 
 #include "lstm_bf16.h"
@@ -151,6 +152,21 @@ void forward_step(Tensor& act, Tensor& c_state, Tensor& m_out, int64_t m_offset,
   }
 }
 
+// body(d) for each direction: side by side, one thread each, when there are two and threads to spare (the steps'
+// products and passes then run on their direction's thread, with no synchronisation per step), else in turn.
+template <typename F>
+void for_each_direction(int64_t directions, const F& body) {
+  if (directions == 2 && at::get_num_threads() > 1 && !at::in_parallel_region()) {
+    const at::ThreadLocalState state;  // the caller's grad mode and dispatch state, for the other thread too
+    at::parallel_for(0, 2, 1, [&](int64_t begin, int64_t end) {
+      at::ThreadLocalStateGuard guard(state);
+      for (int64_t d = begin; d < end; ++d) body(d);
+    });
+  } else {
+    for (int64_t d = 0; d < directions; ++d) body(d);
+  }
+}
+
 // rows (bs, G) float32 += h_pairs (bs, P) w_pairs (P, G) in bfloat16 products with float32 sums (lstm_bf16.h):
 // w_pairs one direction's prepared weight (P, G, 2); column blocks split across threads.
 void bf16_add_product(const Tensor& rows, const int32_t* h_pairs, const Tensor& w_pairs) {
@@ -225,14 +241,15 @@ std::vector<Tensor> lstm_forward(Tensor gx, const Tensor& h0, const Tensor& c0, 
   m_out = projected ? at::empty({directions, batch, hidden}, gx.options()) : out;
   Tensor h0c = h0.contiguous();
   const bool zero_h0 = !h0c.any().item<bool>();
-  Tensor h_pairs;  // (B, P) the step's previous states as bfloat16 pairs, for bf16 products
+  Tensor h_pairs;  // (D, B, P) the step's previous states as bfloat16 pairs, for bf16 products
   if (w_pairs.has_value()) {
     TORCH_CHECK(gx.scalar_type() == at::kFloat && !keep && !projected && w_pairs->size(2) == 4 * hidden,
                 "w_pairs: bfloat16 products are for float32 inference without a projection, (D, P, 4H, 2)");
     check_pairs(*w_pairs, directions, recurrent);
-    h_pairs = at::empty({batch, w_pairs->size(1)}, gx.options().dtype(at::kInt));
+    h_pairs = at::empty({directions, batch, w_pairs->size(1)}, gx.options().dtype(at::kInt));
   }
-  // Direction by direction (they are independent), so that one direction's weights stay in cache over its steps.
+  // Direction by direction (they are independent; side by side on two threads), so that one direction's weights
+  // stay in cache over its steps.
   AT_DISPATCH_FLOATING_TYPES(gx.scalar_type(), "lstm_forward", [&] {
     using T = scalar_t;
     const auto run = clips.cell ? (keep ? forward_step<T, true, true> : forward_step<T, true, false>)
@@ -240,7 +257,7 @@ std::vector<Tensor> lstm_forward(Tensor gx, const Tensor& h0, const Tensor& c0, 
     const T* h0_data = h0c.data_ptr<T>();
     const T* out_data = out.data_ptr<T>();
     const T* w_t_data = w_t.defined() ? w_t.data_ptr<T>() : nullptr;
-    for (int64_t d = 0; d < directions; ++d) {
+    for_each_direction(directions, [&](int64_t d) {
       int64_t offset = 0, previous = 0;
       for (size_t t = 0; t < batch_sizes.size(); ++t) {
         const int64_t bs = batch_sizes[t];
@@ -249,8 +266,9 @@ std::vector<Tensor> lstm_forward(Tensor gx, const Tensor& h0, const Tensor& c0, 
         if (product && !fused) {
           Tensor h_prev = t == 0 ? h0c.select(0, d).narrow(0, 0, bs) : rows(out, d, previous, bs);  // (bs, R)
           if (w_pairs.has_value()) {
-            to_bf16_pairs(h_prev, w_pairs->size(1), h_pairs);
-            bf16_add_product(rows(gx, d, offset, bs), h_pairs.data_ptr<int32_t>(), w_pairs->select(0, d));
+            Tensor pairs = h_pairs.select(0, d);  // this direction's scratch
+            to_bf16_pairs(h_prev, w_pairs->size(1), pairs);
+            bf16_add_product(rows(gx, d, offset, bs), pairs.data_ptr<int32_t>(), w_pairs->select(0, d));
           } else {
             rows(gx, d, offset, bs).addmm_(h_prev, w_hh.select(0, d).t());
           }
@@ -271,7 +289,7 @@ std::vector<Tensor> lstm_forward(Tensor gx, const Tensor& h0, const Tensor& c0, 
         previous = offset;
         offset += bs;
       }
-    }
+    });
   });
   std::vector<Tensor> result{out, c_state};
   if (keep) {
@@ -352,7 +370,7 @@ std::vector<Tensor> lstm_backward(const Tensor& d_out, const std::optional<Tenso
   Tensor c0c = c0.contiguous(), h0c = h0.contiguous();
   std::vector<int64_t> offsets(batch_sizes.size(), 0);
   for (size_t t = 1; t < batch_sizes.size(); ++t) offsets[t] = offsets[t - 1] + batch_sizes[t - 1];
-  for (int64_t d = 0; d < directions; ++d) {  // direction by direction, as the forward
+  for_each_direction(directions, [&](int64_t d) {
     for (int64_t t = static_cast<int64_t>(batch_sizes.size()) - 1; t >= 0; --t) {
       const int64_t bs = batch_sizes[t], offset = offsets[t], previous = t ? offsets[t - 1] : 0;
       rows(h_prev, d, offset, bs).copy_(t ? rows(out, d, previous, bs) : h0c.select(0, d).narrow(0, 0, bs));
@@ -370,7 +388,7 @@ std::vector<Tensor> lstm_backward(const Tensor& d_out, const std::optional<Tenso
       Tensor target = t ? rows(d_h, d, previous, bs) : d_h0.select(0, d).narrow(0, 0, bs);
       target.addmm_(rows(d_gates, d, offset, bs), w_hh.select(0, d));
     }
-  }
+  });
   return {d_gates, d_h0, dc, h_prev, d_h_raw};
 }
 
