@@ -28,7 +28,4 @@ def forward_backward(
     emissions: Tensor, mask: Tensor, start: Tensor, transitions: Tensor, end: Tensor
 ) -> tuple[Tensor, Tensor, Tensor]:
     """log_alpha (B, T, K), log_beta (B, T, K) (0 at padding) and log Z (B,), all float64 as the inputs."""
-    log_alpha, log_beta, log_z = torch.ops.ner_crf.forward_backward(
-        emissions.contiguous(), mask.sum(dim=1), start, transitions, end
-    )
-    return log_alpha, log_beta, log_z
+    return tuple(torch.ops.ner_crf.forward_backward(emissions.contiguous(), mask.sum(dim=1), start, transitions, end))

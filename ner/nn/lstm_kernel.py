@@ -48,12 +48,17 @@ def native_bf16() -> bool:
     return available() and bool(torch.ops.ner_lstm.native_bf16())
 
 
+def _bf16_applies(x: Tensor, columns: int) -> bool:
+    """Whether products of ``x`` into ``columns`` outputs can be bfloat16 ones: float32 on CPU, no gradient
+    wanted, columns a multiple of 16, native products."""
+    cpu_float32 = x.dtype == torch.float32 and x.device.type == "cpu"
+    return cpu_float32 and not torch.is_grad_enabled() and columns % 16 == 0 and native_bf16()
+
+
 def bf16_input_projection(x: Tensor, w_ih: Tensor, bias: Tensor | None) -> Tensor | None:
     """x (V, I) w_ih (D, G, I)^T + bias (D, G) as (D, V, G), in bfloat16 products with float32 sums; None where
-    those do not apply (no native products, not float32 on CPU, G not a multiple of 16, a gradient wanted)."""
-    if torch.is_grad_enabled() or x.dtype != torch.float32 or x.device.type != "cpu" or w_ih.shape[1] % 16:
-        return None
-    if not native_bf16():
+    those do not apply (``_bf16_applies``)."""
+    if not _bf16_applies(x, w_ih.shape[1]):
         return None
     return torch.ops.ner_lstm.bf16_linear(x.contiguous(), _derived_form(w_ih, _bf16_pairs), bias)
 
@@ -99,8 +104,8 @@ def kernel_steps(
     steps of many rows take the previous state and w_hh rounded to bfloat16 and sum in float32 (float32
     inputs, no projection, H a multiple of 4; anything else stays float32)."""
     w_hh_t = _derived_form(w_hh, _transposed) if plan.batch_sizes[-1] <= FUSED_MAX_ROWS else None  # fused steps
-    bf16 = bf16_products and w_hr is None and gx.dtype == torch.float32 and spec.hidden_size % 4 == 0
-    pairs = _derived_form(w_hh, _bf16_pairs) if bf16 and native_bf16() else None
+    bf16 = bf16_products and w_hr is None and _bf16_applies(gx, w_hh.shape[1])
+    pairs = _derived_form(w_hh, _bf16_pairs) if bf16 else None
     out, c_n = torch.ops.ner_lstm.forward(
         gx.contiguous(), h0, c0, w_hh, w_hh_t, w_hr, plan.batch_sizes, spec.cell_clip, spec.proj_clip, False, pairs
     )
